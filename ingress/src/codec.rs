@@ -1,0 +1,222 @@
+//! Framing of the post-startup protocol, kept deliberately thin: Gatehouse reads
+//! message headers and the few bodies it must inspect, and forwards the bytes
+//! themselves untouched.
+//!
+//! pgwire's own decoders read strings with `from_utf8_lossy`; the decision point
+//! must see exactly the bytes the server will execute, so statement texts are
+//! taken from the raw frame here (see [`statement_text`]).
+//! <https://www.postgresql.org/docs/current/protocol-message-formats.html>
+
+use crate::error::ProtocolError;
+
+/// `Query`.
+pub const QUERY: u8 = b'Q';
+/// `Parse`.
+pub const PARSE: u8 = b'P';
+/// `FunctionCall`.
+pub const FUNCTION_CALL: u8 = b'F';
+/// `Terminate`.
+pub const TERMINATE: u8 = b'X';
+
+/// Whether `tag` is a message a client may send once the session is established.
+fn is_frontend_tag(tag: u8) -> bool {
+    matches!(
+        tag,
+        b'Q' | b'P' | b'B' | b'E' | b'D' | b'C' | b'H' | b'S' | b'X' | b'd' | b'c' | b'f' | b'F'
+    )
+}
+
+/// A complete client message inside a read buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame {
+    /// Message type.
+    pub tag: u8,
+    /// Offset of the type byte in the buffer.
+    pub start: usize,
+    /// Offset one past the last byte.
+    pub end: usize,
+}
+
+impl Frame {
+    /// The body (after type and length).
+    pub fn body<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        &buf[self.start + 5..self.end]
+    }
+}
+
+/// Finds the complete client message at `buf[at..]`, checking its type and bound.
+/// `Ok(None)` means more bytes are needed.
+pub fn next_frontend_frame(
+    buf: &[u8],
+    at: usize,
+    max: usize,
+) -> Result<Option<Frame>, ProtocolError> {
+    let rest = &buf[at..];
+    let Some(&tag) = rest.first() else {
+        return Ok(None);
+    };
+    if !is_frontend_tag(tag) {
+        return Err(ProtocolError::BadType(tag as char));
+    }
+    if rest.len() < 5 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+    if len < 4 {
+        return Err(ProtocolError::BadLength(len));
+    }
+    if len > max {
+        return Err(ProtocolError::TooLarge { len, max });
+    }
+    if rest.len() < 1 + len {
+        return Ok(None);
+    }
+    Ok(Some(Frame {
+        tag,
+        start: at,
+        end: at + 1 + len,
+    }))
+}
+
+/// How many more bytes the incomplete frame at `buf[at..]` needs, so the reader
+/// can reserve once instead of growing repeatedly.
+pub fn missing_bytes(buf: &[u8], at: usize) -> usize {
+    let rest = &buf[at..];
+    if rest.len() < 5 {
+        return 5 - rest.len();
+    }
+    let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+    (1 + len).saturating_sub(rest.len())
+}
+
+/// The text the server will read from a NUL-terminated string field: the bytes up
+/// to the first NUL (PostgreSQL's `pq_getmsgstring`), and the rest of the body.
+/// A missing terminator yields `None`; the server rejects that message itself.
+fn cstring(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    let nul = body.iter().position(|&b| b == 0)?;
+    Some((&body[..nul], &body[nul + 1..]))
+}
+
+/// A statement text ready for the decision point.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StatementText<'a> {
+    /// Valid UTF-8: decided.
+    Text {
+        /// Prepared statement name (`Parse` only; empty for the unnamed one).
+        name: &'a str,
+        /// The SQL.
+        sql: &'a str,
+    },
+    /// Bytes the server cannot run: not NUL-terminated, or not valid in the
+    /// server's UTF8 encoding. The session checked at startup that the server
+    /// validates client text against UTF8 (server_encoding UTF8, client_encoding
+    /// UTF8 or SQL_ASCII), so forwarding them yields PostgreSQL's own error and
+    /// runs nothing; the session survives as it would without Gatehouse.
+    Unreadable,
+}
+
+/// Extracts the SQL of a `Query` or `Parse` body.
+pub fn statement_text(tag: u8, body: &[u8]) -> StatementText<'_> {
+    let parsed = match tag {
+        QUERY => cstring(body).map(|(sql, _)| (&b""[..], sql)),
+        PARSE => cstring(body).and_then(|(name, rest)| cstring(rest).map(|(sql, _)| (name, sql))),
+        _ => None,
+    };
+    match parsed {
+        Some((name, sql)) => match (std::str::from_utf8(name), std::str::from_utf8(sql)) {
+            (Ok(name), Ok(sql)) => StatementText::Text { name, sql },
+            _ => StatementText::Unreadable,
+        },
+        None => StatementText::Unreadable,
+    }
+}
+
+/// The function OID of a `FunctionCall` body.
+pub fn function_oid(body: &[u8]) -> Option<u32> {
+    body.get(..4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn splits_pipelined_frames_and_waits_for_partial_ones() {
+        let mut buf = frame(b'P', b"s1\0select 1\0\0\0");
+        buf.extend(frame(b'S', b""));
+        let whole = buf.len();
+        buf.extend(&frame(b'Q', b"select 2\0")[..3]);
+        let f1 = next_frontend_frame(&buf, 0, 1 << 20).unwrap().unwrap();
+        assert_eq!(f1.tag, b'P');
+        let f2 = next_frontend_frame(&buf, f1.end, 1 << 20).unwrap().unwrap();
+        assert_eq!((f2.tag, f2.end), (b'S', whole));
+        assert_eq!(next_frontend_frame(&buf, f2.end, 1 << 20).unwrap(), None);
+        assert_eq!(missing_bytes(&buf, f2.end), 2);
+    }
+
+    #[test]
+    fn rejects_bad_types_lengths_and_oversize() {
+        assert!(matches!(
+            next_frontend_frame(b"Z\0\0\0\x04", 0, 100),
+            Err(ProtocolError::BadType('Z'))
+        ));
+        assert!(matches!(
+            next_frontend_frame(b"p\0\0\0\x04", 0, 100),
+            Err(ProtocolError::BadType('p'))
+        ));
+        assert!(matches!(
+            next_frontend_frame(b"Q\0\0\0\x03", 0, 100),
+            Err(ProtocolError::BadLength(3))
+        ));
+        assert!(matches!(
+            next_frontend_frame(b"Q\x7f\0\0\0", 0, 100),
+            Err(ProtocolError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn statement_text_reads_what_the_server_reads() {
+        assert_eq!(
+            statement_text(QUERY, b"select 1\0"),
+            StatementText::Text {
+                name: "",
+                sql: "select 1"
+            }
+        );
+        // PostgreSQL stops at the first NUL; trailing bytes are its own error.
+        assert_eq!(
+            statement_text(QUERY, b"select 1\0; drop table x\0"),
+            StatementText::Text {
+                name: "",
+                sql: "select 1"
+            }
+        );
+        assert_eq!(
+            statement_text(PARSE, b"stmt\0select $1\0\0\x01\0\0\0\x17"),
+            StatementText::Text {
+                name: "stmt",
+                sql: "select $1"
+            }
+        );
+        assert_eq!(
+            statement_text(QUERY, b"select 1"),
+            StatementText::Unreadable
+        );
+        assert_eq!(
+            statement_text(QUERY, b"select '\xff'\0"),
+            StatementText::Unreadable
+        );
+        assert_eq!(
+            statement_text(PARSE, b"only-a-name\0"),
+            StatementText::Unreadable
+        );
+    }
+}

@@ -1,0 +1,500 @@
+//! The gateway's configuration: a TOML file with `GATEHOUSE__SECTION__KEY` env overrides.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+
+/// Everything `gatehouse serve` reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The client-facing listener.
+    #[serde(default)]
+    pub ingress: IngressConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Token issuers whose tokens are accepted as passwords.
+    #[serde(default)]
+    pub issuers: Vec<IssuerConfig>,
+    /// Gatehouse roles, by the name a client puts in its startup `user`.
+    #[serde(default)]
+    pub roles: BTreeMap<String, RoleConfig>,
+}
+
+/// The client-facing side of the ingress.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngressConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Server certificate and key; without them `SSLRequest` is answered `N`.
+    pub tls: Option<TlsFiles>,
+    /// Accept the token over a connection without TLS. For local development only:
+    /// the token is a bearer credential.
+    pub allow_cleartext_without_tls: bool,
+    /// A client that has not finished startup and authentication by then is dropped.
+    #[serde(with = "humantime_serde")]
+    pub auth_timeout: Duration,
+    /// Largest client message accepted after startup, in bytes; larger ones are a
+    /// protocol violation (08P01) and close the connection.
+    pub max_message_size: usize,
+    /// Time allowed for connecting and authenticating to the upstream.
+    #[serde(with = "humantime_serde")]
+    pub upstream_connect_timeout: Duration,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 6432)),
+            tls: None,
+            allow_cleartext_without_tls: false,
+            auth_timeout: Duration::from_secs(15),
+            max_message_size: 64 << 20,
+            upstream_connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// PEM files for a TLS server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` EnvFilter directive, e.g. `info,gatehouse_ingress=debug`.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A token issuer (GitHub Actions, GitLab, a Kubernetes cluster, any OIDC provider).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// Name used in role rules and logs.
+    pub name: String,
+    /// The exact `iss` claim of its tokens.
+    pub issuer: String,
+    /// Accepted `aud` values; a token must carry at least one of them.
+    pub audiences: Vec<String>,
+    /// Where the signing keys come from: an HTTP(S) URL ...
+    pub jwks_url: Option<String>,
+    /// ... or a file.
+    pub jwks_file: Option<PathBuf>,
+    /// Extra CA certificates (PEM) for an HTTPS `jwks_url`, beside the system roots.
+    pub jwks_ca_file: Option<PathBuf>,
+    /// Signature algorithms accepted from this issuer; only asymmetric ones exist here.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<Algorithm>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(with = "humantime_serde", default = "default_leeway")]
+    pub leeway: Duration,
+    /// An unknown `kid` triggers a refetch at most this often.
+    #[serde(with = "humantime_serde", default = "default_refresh_min_interval")]
+    pub jwks_refresh_min_interval: Duration,
+    /// Keys are refetched after this long even when every `kid` is known.
+    #[serde(with = "humantime_serde", default = "default_cache_ttl")]
+    pub jwks_cache_ttl: Duration,
+}
+
+fn default_algorithms() -> Vec<Algorithm> {
+    vec![Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA]
+}
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_refresh_min_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_cache_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// The asymmetric signature algorithms Gatehouse can accept. `none` and the HMAC
+/// family are deliberately absent: a shared secret cannot prove who signed.
+#[allow(clippy::upper_case_acronyms)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum Algorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    RS256,
+    /// RSASSA-PKCS1-v1_5 with SHA-384.
+    RS384,
+    /// RSASSA-PKCS1-v1_5 with SHA-512.
+    RS512,
+    /// RSASSA-PSS with SHA-256.
+    PS256,
+    /// RSASSA-PSS with SHA-384.
+    PS384,
+    /// RSASSA-PSS with SHA-512.
+    PS512,
+    /// ECDSA P-256 with SHA-256.
+    ES256,
+    /// ECDSA P-384 with SHA-384.
+    ES384,
+    /// Ed25519.
+    EdDSA,
+}
+
+impl Algorithm {
+    /// The `jsonwebtoken` counterpart.
+    pub fn to_jwt(self) -> jsonwebtoken::Algorithm {
+        use jsonwebtoken::Algorithm as A;
+        match self {
+            Self::RS256 => A::RS256,
+            Self::RS384 => A::RS384,
+            Self::RS512 => A::RS512,
+            Self::PS256 => A::PS256,
+            Self::PS384 => A::PS384,
+            Self::PS512 => A::PS512,
+            Self::ES256 => A::ES256,
+            Self::ES384 => A::ES384,
+            Self::EdDSA => A::EdDSA,
+        }
+    }
+}
+
+/// A Gatehouse role: where it connects, as whom, and who may assume it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleConfig {
+    /// The upstream server.
+    pub upstream: UpstreamConfig,
+    /// The upstream PostgreSQL user.
+    pub user: String,
+    /// The upstream password, inline (prefer `password_env` or `password_file`).
+    pub password: Option<Secret>,
+    /// Name of an environment variable holding the upstream password.
+    pub password_env: Option<String>,
+    /// A file holding the upstream password (trailing newline ignored).
+    pub password_file: Option<PathBuf>,
+    /// Who may assume the role: any entry may match; inside an entry, all must.
+    #[serde(default)]
+    pub allow: Vec<AllowRule>,
+}
+
+/// One way to be allowed into a role.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowRule {
+    /// Restrict to tokens from the `[[issuers]]` entry of this name.
+    pub issuer: Option<String>,
+    /// Conditions on claims, by claim name or JSON pointer (`/kubernetes.io/namespace`).
+    #[serde(default)]
+    pub claims: BTreeMap<String, ClaimMatch>,
+}
+
+/// A condition on one claim. Non-string claim values are compared by their JSON
+/// text (`true`, `42`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ClaimMatch {
+    /// The claim equals this string.
+    Equals(String),
+    /// A spelled-out condition.
+    Op(ClaimOp),
+}
+
+/// The spelled-out claim conditions; exactly one must be given.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum ClaimOp {
+    /// The claim equals this string.
+    Equals(String),
+    /// The claim equals one of these.
+    OneOf(Vec<String>),
+    /// The claim matches this pattern (`*` any run, `?` one character).
+    Glob(String),
+    /// The claim is an array containing this string (a group, a scope), or a
+    /// space-separated string containing it as a word (OAuth `scope`).
+    Contains(String),
+}
+
+/// Where a role connects.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    /// Database name.
+    pub dbname: String,
+    /// TLS to the upstream.
+    #[serde(default)]
+    pub tls: UpstreamTls,
+    /// CA certificates (PEM) to verify the upstream with, instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Name to verify the certificate against, when it differs from `host`.
+    pub server_name: Option<String>,
+}
+
+fn default_pg_port() -> u16 {
+    5432
+}
+
+/// TLS to the upstream, with libpq's `sslmode` meanings.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTls {
+    /// Plain TCP.
+    Disable,
+    /// Encrypt without verifying the server: protects against eavesdropping only.
+    Require,
+    /// Encrypt and verify the chain, not the name.
+    VerifyCa,
+    /// Encrypt and verify chain and name. The default.
+    #[default]
+    VerifyFull,
+}
+
+/// A string that never appears in `Debug` output or logs.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+    /// The value, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl RoleConfig {
+    /// Reads the upstream password from wherever the role says it lives.
+    pub fn resolve_password(&self, role: &str) -> Result<Secret, ConfigError> {
+        let sources = [
+            self.password.is_some(),
+            self.password_env.is_some(),
+            self.password_file.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() > 1 {
+            return Err(ConfigError::Invalid(format!(
+                "role {role}: give only one of password, password_env, password_file"
+            )));
+        }
+        if let Some(p) = &self.password {
+            return Ok(p.clone());
+        }
+        if let Some(var) = &self.password_env {
+            return std::env::var(var).map(Secret).map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "role {role}: environment variable {var} (password_env) is not set"
+                ))
+            });
+        }
+        if let Some(path) = &self.password_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "role {role}: cannot read password_file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            return Ok(Secret(text.trim_end_matches(['\r', '\n']).to_owned()));
+        }
+        // Trust or peer authentication upstream needs no password.
+        Ok(Secret(String::new()))
+    }
+}
+
+impl Config {
+    /// Loads a file, applies `GATEHOUSE__...` environment overrides, and checks it.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let raw = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("GATEHOUSE")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()?;
+        let cfg: Config = raw.try_deserialize()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parses a TOML text without environment overrides (tests, `policy check`).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let raw = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()?;
+        let cfg: Config = raw.try_deserialize()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Cross-field checks that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        for iss in &self.issuers {
+            if iss.jwks_url.is_some() == iss.jwks_file.is_some() {
+                return invalid(format!(
+                    "issuer {}: give exactly one of jwks_url and jwks_file",
+                    iss.name
+                ));
+            }
+            if iss.audiences.is_empty() {
+                return invalid(format!("issuer {}: audiences must not be empty", iss.name));
+            }
+            if iss.algorithms.is_empty() {
+                return invalid(format!("issuer {}: algorithms must not be empty", iss.name));
+            }
+            if self
+                .issuers
+                .iter()
+                .filter(|o| o.issuer == iss.issuer)
+                .count()
+                > 1
+            {
+                return invalid(format!("issuer {} is configured twice", iss.issuer));
+            }
+        }
+        for (name, role) in &self.roles {
+            for rule in &role.allow {
+                if let Some(iss) = &rule.issuer
+                    && !self.issuers.iter().any(|i| &i.name == iss)
+                {
+                    return invalid(format!("role {name}: allow names unknown issuer {iss}"));
+                }
+            }
+            if role.allow.is_empty() {
+                tracing::warn!(role = %name, "role has no allow rules; nobody can assume it");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+        [ingress]
+        listen = "127.0.0.1:7432"
+        auth_timeout = "2s"
+
+        [[issuers]]
+        name = "gh"
+        issuer = "https://token.actions.githubusercontent.com"
+        audiences = ["gatehouse"]
+        jwks_url = "https://token.actions.githubusercontent.com/.well-known/jwks"
+        algorithms = ["RS256"]
+
+        [roles.etl]
+        user = "etl"
+        password = "hunter2"
+        upstream = { host = "db", dbname = "app" }
+        [[roles.etl.allow]]
+        issuer = "gh"
+        claims = { repository = "acme/etl", ref = { one_of = ["refs/heads/main"] }, "/kubernetes.io/namespace" = { glob = "ci-*" } }
+    "#;
+
+    #[test]
+    fn parses_a_full_config() {
+        let cfg = Config::from_toml(SAMPLE).unwrap();
+        assert_eq!(cfg.ingress.listen.port(), 7432);
+        assert_eq!(cfg.ingress.auth_timeout, Duration::from_secs(2));
+        assert!(!cfg.ingress.allow_cleartext_without_tls);
+        let role = &cfg.roles["etl"];
+        assert_eq!(role.upstream.port, 5432);
+        assert_eq!(role.upstream.tls, UpstreamTls::VerifyFull);
+        assert!(matches!(
+            role.allow[0].claims["repository"],
+            ClaimMatch::Equals(_)
+        ));
+        assert!(matches!(
+            role.allow[0].claims["ref"],
+            ClaimMatch::Op(ClaimOp::OneOf(_))
+        ));
+        assert_eq!(role.resolve_password("etl").unwrap().expose(), "hunter2");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let cfg = Config::from_toml(SAMPLE).unwrap();
+        let debug = format!("{cfg:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+    }
+
+    #[test]
+    fn rejects_unknown_algorithms_and_fields() {
+        let hs = SAMPLE.replace(r#"algorithms = ["RS256"]"#, r#"algorithms = ["HS256"]"#);
+        assert!(Config::from_toml(&hs).is_err());
+        let none = SAMPLE.replace(r#"algorithms = ["RS256"]"#, r#"algorithms = ["none"]"#);
+        assert!(Config::from_toml(&none).is_err());
+        let typo = SAMPLE.replace("auth_timeout", "auth_timout");
+        assert!(Config::from_toml(&typo).is_err());
+    }
+
+    #[test]
+    fn rejects_ambiguous_key_sources_and_unknown_issuers() {
+        let both = SAMPLE.replace(
+            "algorithms = [\"RS256\"]",
+            "algorithms = [\"RS256\"]\njwks_file = \"x.json\"",
+        );
+        assert!(Config::from_toml(&both).is_err());
+        let unknown = SAMPLE.replace("issuer = \"gh\"", "issuer = \"gitlab\"");
+        assert!(Config::from_toml(&unknown).is_err());
+    }
+
+    #[test]
+    fn password_sources() {
+        let mut role = Config::from_toml(SAMPLE).unwrap().roles["etl"].clone();
+        role.password = None;
+        role.password_env = Some("GATEHOUSE_TEST_SURELY_UNSET_VAR".into());
+        assert!(role.resolve_password("etl").is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        role.password_env = None;
+        role.password_file = Some(file);
+        assert_eq!(role.resolve_password("etl").unwrap().expose(), "s3cret");
+    }
+}

@@ -1,0 +1,146 @@
+//! Gatehouse's PostgreSQL wire proxy: TLS, startup, identity, the gateway-held
+//! upstream credential, and the per-statement decision point.
+
+pub mod auth;
+pub mod cancel;
+pub mod codec;
+pub mod config;
+pub mod decision;
+pub mod error;
+pub mod session;
+pub mod tls;
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use auth::Authenticator;
+use cancel::CancelRegistry;
+use config::{Config, RoleConfig};
+use decision::DecisionPoint;
+use error::ConfigError;
+use upstream::UpstreamTarget;
+
+/// A role as the running gateway holds it.
+pub struct RoleRuntime {
+    /// Its configuration.
+    pub config: RoleConfig,
+    /// How to reach its upstream (credential resolved once, at start).
+    pub target: Arc<UpstreamTarget>,
+}
+
+/// Everything sessions share.
+pub struct Gateway<D> {
+    /// The configuration it was built from.
+    pub config: Config,
+    /// Roles by name.
+    pub roles: HashMap<String, RoleRuntime>,
+    /// Token validation.
+    pub auth: Authenticator,
+    /// Client-facing TLS, when configured.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Live cancel keys.
+    pub cancels: Arc<CancelRegistry>,
+    /// Where statements are decided.
+    pub decision: D,
+}
+
+impl<D: DecisionPoint> Gateway<D> {
+    /// Resolves credentials, loads TLS material and builds the issuers.
+    pub fn new(config: Config, decision: D) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let mut roles = HashMap::new();
+        for (name, rc) in &config.roles {
+            let target = UpstreamTarget {
+                config: rc.upstream.clone(),
+                user: rc.user.clone(),
+                password: rc.resolve_password(name)?,
+                tls: tls::upstream_config(&rc.upstream)?,
+                server_name: tls::upstream_server_name(&rc.upstream)?,
+            };
+            roles.insert(
+                name.clone(),
+                RoleRuntime {
+                    config: rc.clone(),
+                    target: Arc::new(target),
+                },
+            );
+        }
+        let http = jwks_http_client(&config)?;
+        let auth = Authenticator::new(&config.issuers, http)?;
+        let tls = config
+            .ingress
+            .tls
+            .as_ref()
+            .map(tls::server_config)
+            .transpose()?;
+        Ok(Self {
+            config,
+            roles,
+            auth,
+            tls,
+            cancels: Arc::default(),
+            decision,
+        })
+    }
+}
+
+/// The HTTP client for JWKS URLs: rustls, system roots plus each issuer's extra CA.
+fn jwks_http_client(config: &Config) -> Result<reqwest::Client, ConfigError> {
+    let mut roots = tls::root_store(None)?;
+    for iss in &config.issuers {
+        if let Some(ca) = &iss.jwks_ca_file {
+            for cert in tls::root_store(Some(ca))?.roots {
+                roots.roots.push(cert);
+            }
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ConfigError::Tls(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()
+        .map_err(|e| ConfigError::Tls(e.to_string()))
+}
+
+/// Serves clients on `listener` until `shutdown` completes. One bad client never
+/// affects another: each connection is its own task.
+pub async fn run<D: DecisionPoint>(
+    gateway: Arc<Gateway<D>>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut sessions = JoinSet::new();
+    tokio::pin!(shutdown);
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(addr = %addr, "ingress_listening");
+    }
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    sessions.spawn(session::serve(gateway.clone(), tcp, peer));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accept_failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            // Reap finished sessions so the set does not grow without bound.
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+        }
+    }
+    tracing::info!(sessions = sessions.len(), "ingress_stopping");
+    sessions.shutdown().await;
+}

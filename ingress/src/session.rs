@@ -1,0 +1,529 @@
+//! One client connection: negotiation, startup, identity, upstream, then the relay.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use gatehouse_schemas::{Identity, ProtocolKind, SCHEMA_VERSION, StatementEvent};
+use pgwire::messages::response::{ReadyForQuery, TransactionStatus};
+use pgwire::messages::startup::{
+    Authentication, BackendKeyData, NegotiateProtocolVersion, ParameterStatus, SecretKey, Startup,
+};
+use pgwire::messages::{
+    DecodeContext, Message, PgWireFrontendMessage, ProtocolVersion, SslNegotiationMetaMessage,
+};
+use std::borrow::Cow;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::Gateway;
+use crate::auth::{Verified, may_assume};
+use crate::codec::{self, StatementText};
+use crate::decision::{DecisionPoint, Verdict};
+use crate::error::{ProtocolError, StartupError, UserFacing, fatal};
+use crate::tls::{ClientStream, MaybeTls};
+use crate::upstream::{self, Upstream};
+
+/// Startup parameters passed on to the upstream. Anything else a client sets at
+/// startup could change what later statements mean (`options`, `search_path`,
+/// `role`, ...), so it is refused rather than silently dropped.
+const PASSED_PARAMETERS: &[&str] = &[
+    "application_name",
+    "datestyle",
+    "timezone",
+    "intervalstyle",
+    "extra_float_digits",
+];
+
+/// Where a connection is. Each phase is bounded by the authentication timeout
+/// until `Relaying`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading `SSLRequest`/`GSSENCRequest`/`CancelRequest`/`StartupMessage`.
+    Negotiating,
+    /// Asked for the token, waiting for the `PasswordMessage`.
+    Authenticating,
+    /// Token accepted; connecting and authenticating to the upstream.
+    Connecting,
+    /// Statements flow both ways.
+    Relaying,
+}
+
+/// What a session knows about itself once authenticated.
+struct SessionCtx {
+    id: Uuid,
+    role: String,
+    identity: Identity,
+    seq: u64,
+}
+
+/// How a session ended, for the log.
+#[derive(Debug)]
+enum End {
+    ClientTerminated,
+    ClientClosed,
+    UpstreamClosed,
+}
+
+/// Serves one TCP connection until it ends. Never panics on client input.
+pub async fn serve<D: DecisionPoint>(gw: Arc<Gateway<D>>, tcp: TcpStream, peer: SocketAddr) {
+    let id = Uuid::new_v4();
+    let span = tracing::info_span!(
+        "session",
+        session = %id,
+        client = %peer,
+        role = tracing::field::Empty,
+        subject = tracing::field::Empty
+    );
+    async move {
+        let _ = tcp.set_nodelay(true);
+        let deadline = tokio::time::Instant::now() + gw.config.ingress.auth_timeout;
+        let mut phase = Phase::Negotiating;
+        let started = tokio::time::timeout_at(deadline, startup(&gw, tcp, id, &mut phase)).await;
+        let (client, upstream, ctx, _cancel_guard) = match started {
+            Err(_) => {
+                tracing::warn!(phase = ?phase, "auth_timeout");
+                return;
+            }
+            Ok(None) => return,
+            Ok(Some(s)) => s,
+        };
+        tracing::info!(upstream = %gw.roles[&ctx.role].target.addr(), "session_started");
+        match relay(&gw, ctx, client, upstream).await {
+            Ok(end) => tracing::info!(end = ?end, "session_ended"),
+            Err(e) => tracing::info!(error = %e, "session_ended"),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+type Started = (
+    ClientStream,
+    Upstream,
+    SessionCtx,
+    crate::cancel::CancelGuard,
+);
+
+/// Negotiation, startup, authentication and upstream connection. `None` when the
+/// connection ended (an error was already sent, or a cancel request was served).
+async fn startup<D: DecisionPoint>(
+    gw: &Gateway<D>,
+    tcp: TcpStream,
+    id: Uuid,
+    phase: &mut Phase,
+) -> Option<Started> {
+    let mut stream: ClientStream = MaybeTls::Plain(tcp);
+    let mut buf = BytesMut::with_capacity(1024);
+    let mut ctx = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
+    let mut tls_done = false;
+    let mut gss_done = false;
+
+    let startup = loop {
+        let msg = match read_frontend(&mut stream, &mut buf, &mut ctx).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return None,
+            Err(e) => {
+                // An oversized or garbled startup packet: PostgreSQL drops these
+                // without an answer, and so does Gatehouse.
+                tracing::warn!(error = %e, "startup_packet_rejected");
+                return None;
+            }
+        };
+        match msg {
+            PgWireFrontendMessage::SslNegotiation(SslNegotiationMetaMessage::PostgresSsl(_))
+                if !tls_done =>
+            {
+                tls_done = true;
+                if !buf.is_empty() {
+                    // Bytes sent before the handshake would be read as if they had
+                    // come through TLS (CVE-2021-23214).
+                    tracing::warn!("data_before_tls_handshake");
+                    return None;
+                }
+                let MaybeTls::Plain(mut tcp) = stream else {
+                    return None;
+                };
+                match &gw.tls {
+                    Some(tls) => {
+                        tcp.write_all(b"S").await.ok()?;
+                        match tokio_rustls::TlsAcceptor::from(tls.clone())
+                            .accept(tcp)
+                            .await
+                        {
+                            Ok(s) => stream = MaybeTls::Tls(Box::new(s)),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "tls_handshake_failed");
+                                return None;
+                            }
+                        }
+                    }
+                    None => {
+                        tcp.write_all(b"N").await.ok()?;
+                        stream = MaybeTls::Plain(tcp);
+                    }
+                }
+            }
+            PgWireFrontendMessage::SslNegotiation(SslNegotiationMetaMessage::PostgresGss(_))
+                if !gss_done && !tls_done =>
+            {
+                gss_done = true;
+                stream.write_all(b"N").await.ok()?;
+            }
+            PgWireFrontendMessage::SslNegotiation(SslNegotiationMetaMessage::None) => {
+                ctx.awaiting_frontend_ssl = false;
+            }
+            PgWireFrontendMessage::SslNegotiation(_) => {
+                tracing::warn!("repeated_encryption_request");
+                return None;
+            }
+            PgWireFrontendMessage::CancelRequest(c) => {
+                if let Some(secret) = c.secret_key.as_i32() {
+                    gw.cancels.cancel(c.pid, secret).await;
+                }
+                return None;
+            }
+            PgWireFrontendMessage::Startup(s) => break s,
+            other => {
+                tracing::warn!(message = ?std::mem::discriminant(&other), "unexpected_startup_message");
+                return None;
+            }
+        }
+    };
+    let is_tls = matches!(stream, MaybeTls::Tls(_));
+
+    match authenticate(gw, &mut stream, &mut buf, startup, is_tls, phase).await {
+        Ok((role, verified, params)) => {
+            tracing::Span::current().record("role", role.as_str());
+            tracing::Span::current().record("subject", verified.identity.subject.as_str());
+            *phase = Phase::Connecting;
+            let rt = &gw.roles[&role];
+            let connected = tokio::time::timeout(
+                gw.config.ingress.upstream_connect_timeout,
+                upstream::connect(&rt.target, &params),
+            )
+            .await
+            .unwrap_or(Err(crate::error::UpstreamError::Timeout));
+            let upstream = match connected {
+                Ok(u) => u,
+                Err(e) => {
+                    let err = StartupError::Upstream(e);
+                    tracing::warn!(kind = err.kind(), error = %err, upstream = %rt.target.addr(), "upstream_failed");
+                    let _ = stream.write_all(&fatal(&err)).await;
+                    return None;
+                }
+            };
+            let (guard, pid, secret) = gw.cancels.register(rt.target.clone(), upstream.backend_key);
+            let mut out = BytesMut::with_capacity(512);
+            encode(&mut out, &Authentication::Ok);
+            for (name, value) in &upstream.parameters {
+                encode(&mut out, &ParameterStatus::new(name.clone(), value.clone()));
+            }
+            encode(&mut out, &BackendKeyData::new(pid, SecretKey::I32(secret)));
+            encode(&mut out, &ReadyForQuery::new(TransactionStatus::Idle));
+            stream.write_all(&out).await.ok()?;
+            stream.flush().await.ok()?;
+            *phase = Phase::Relaying;
+            let ctx = SessionCtx {
+                id,
+                role,
+                identity: verified.identity,
+                seq: 0,
+            };
+            Some((stream, upstream, ctx, guard))
+        }
+        Err(err) => {
+            tracing::warn!(kind = err.kind(), error = %err, "startup_refused");
+            let _ = stream.write_all(&fatal(&err)).await;
+            let _ = stream.flush().await;
+            None
+        }
+    }
+}
+
+/// Checks the startup message, asks for and verifies the token, and picks the role.
+async fn authenticate<D: DecisionPoint>(
+    gw: &Gateway<D>,
+    stream: &mut ClientStream,
+    buf: &mut BytesMut,
+    startup: Startup,
+    is_tls: bool,
+    phase: &mut Phase,
+) -> Result<(String, Verified, BTreeMap<String, String>), StartupError> {
+    if startup.protocol_number_major != 3 {
+        return Err(StartupError::UnsupportedProtocol(
+            startup.protocol_number_major,
+            startup.protocol_number_minor,
+        ));
+    }
+    let mut params = startup.parameters;
+    let unsupported: Vec<String> = params
+        .keys()
+        .filter(|k| k.starts_with("_pq_."))
+        .cloned()
+        .collect();
+    if startup.protocol_number_minor > 0 || !unsupported.is_empty() {
+        // We speak 3.0 and no protocol extensions; say so, as PostgreSQL does.
+        for k in &unsupported {
+            params.remove(k);
+        }
+        let mut out = BytesMut::new();
+        encode(&mut out, &NegotiateProtocolVersion::new(0, unsupported));
+        stream
+            .write_all(&out)
+            .await
+            .map_err(|e| StartupError::Protocol(e.to_string()))?;
+    }
+    let role_name = params.remove("user").ok_or(StartupError::NoUser)?;
+    let database = params.remove("database");
+    let passed = filter_parameters(params)?;
+
+    if !is_tls && !gw.config.ingress.allow_cleartext_without_tls {
+        // Refused before the client is asked for the token, so it is never sent.
+        return Err(StartupError::CleartextWithoutTls);
+    }
+
+    *phase = Phase::Authenticating;
+    let mut out = BytesMut::new();
+    encode(&mut out, &Authentication::CleartextPassword);
+    stream
+        .write_all(&out)
+        .await
+        .map_err(|e| StartupError::Protocol(e.to_string()))?;
+    stream
+        .flush()
+        .await
+        .map_err(|e| StartupError::Protocol(e.to_string()))?;
+    let mut ctx = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
+    ctx.awaiting_frontend_ssl = false;
+    ctx.awaiting_frontend_startup = false;
+    let token = match read_frontend(stream, buf, &mut ctx).await {
+        Ok(Some(PgWireFrontendMessage::PasswordMessageFamily(p))) => {
+            p.into_password()
+                .map_err(|_| StartupError::Protocol("malformed password message".into()))?
+                .password
+        }
+        Ok(Some(_)) => return Err(StartupError::Protocol("expected a password message".into())),
+        Ok(None) => return Err(StartupError::Protocol("connection closed".into())),
+        Err(e) => return Err(StartupError::Protocol(e)),
+    };
+    let verified = gw.auth.verify(token.trim()).await?;
+
+    let role = gw
+        .roles
+        .get(&role_name)
+        .ok_or_else(|| StartupError::UnknownRole(role_name.clone()))?;
+    if !may_assume(&role.config.allow, &verified) {
+        return Err(StartupError::RoleNotAllowed {
+            role: role_name,
+            subject: verified.identity.subject.clone(),
+        });
+    }
+    if let Some(db) = database
+        && db != role_name
+        && db != role.config.upstream.dbname
+    {
+        return Err(StartupError::DatabaseMismatch {
+            asked: db,
+            role: role_name,
+        });
+    }
+    Ok((role_name, verified, passed))
+}
+
+/// Keeps the parameters Gatehouse passes on; refuses the rest.
+fn filter_parameters(
+    params: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, StartupError> {
+    let mut passed = BTreeMap::new();
+    for (key, value) in params {
+        let lower = key.to_ascii_lowercase();
+        if lower == "client_encoding" {
+            let norm: String = value
+                .chars()
+                .filter(|c| *c != '-' && *c != '_')
+                .collect::<String>()
+                .to_ascii_uppercase();
+            // The statement path reads SQL as UTF-8; SQL_ASCII bytes are
+            // validated as UTF8 by a UTF8 server, so both are safe.
+            if !matches!(norm.as_str(), "UTF8" | "UNICODE" | "SQLASCII") {
+                return Err(StartupError::EncodingRefused(value));
+            }
+            passed.insert(key, value);
+        } else if PASSED_PARAMETERS.contains(&lower.as_str()) {
+            passed.insert(key, value);
+        } else {
+            return Err(StartupError::ParameterRefused(key));
+        }
+    }
+    Ok(passed)
+}
+
+fn encode<M: Message>(out: &mut BytesMut, msg: &M) {
+    // Messages built by Gatehouse itself are always within pgwire's limits.
+    msg.encode(out).expect("gateway message within limits");
+}
+
+/// Reads one startup-phase message. `Err` carries a log-only description.
+async fn read_frontend<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    ctx: &mut DecodeContext,
+) -> Result<Option<PgWireFrontendMessage>, String> {
+    loop {
+        match PgWireFrontendMessage::decode(buf, ctx) {
+            Ok(Some(m)) => return Ok(Some(m)),
+            Ok(None) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        // pgwire bounds the declared length; this bounds what we buffer.
+        if buf.len() > 10_000 + 8 {
+            return Err("startup packet too large".into());
+        }
+        match stream.read_buf(buf).await {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Moves bytes both ways until either side ends. Client messages are framed so
+/// each runnable SQL text meets the decision point before it is forwarded;
+/// backend bytes stream through untouched.
+async fn relay<D: DecisionPoint>(
+    gw: &Gateway<D>,
+    mut ctx: SessionCtx,
+    client: ClientStream,
+    upstream: Upstream,
+) -> std::io::Result<End> {
+    let (mut client_rd, mut client_wr) = tokio::io::split(client);
+    let (mut up_rd, mut up_wr) = tokio::io::split(upstream.stream);
+    let max = gw.config.ingress.max_message_size;
+
+    let client_to_upstream = async {
+        let mut buf = BytesMut::with_capacity(8192);
+        loop {
+            let mut at = 0;
+            let mut terminated = false;
+            while let Some(frame) = codec::next_frontend_frame(&buf, at, max)? {
+                at = frame.end;
+                match frame.tag {
+                    codec::QUERY | codec::PARSE | codec::FUNCTION_CALL => {
+                        let Verdict::Allow = decide(&gw.decision, &mut ctx, frame, &buf).await;
+                    }
+                    codec::TERMINATE => {
+                        terminated = true;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            if at > 0 {
+                up_wr.write_all(&buf[..at]).await?;
+                up_wr.flush().await?;
+                buf.advance(at);
+            }
+            if terminated {
+                return Ok::<End, RelayError>(End::ClientTerminated);
+            }
+            buf.reserve(codec::missing_bytes(&buf, 0).max(4096));
+            if client_rd.read_buf(&mut buf).await? == 0 {
+                return Ok(End::ClientClosed);
+            }
+        }
+    };
+
+    let upstream_to_client = async {
+        let mut buf = upstream.leftover;
+        loop {
+            if !buf.is_empty() {
+                client_wr.write_all(&buf).await?;
+                client_wr.flush().await?;
+                buf.clear();
+            }
+            buf.reserve(16384);
+            if up_rd.read_buf(&mut buf).await? == 0 {
+                return Ok::<End, RelayError>(End::UpstreamClosed);
+            }
+        }
+    };
+
+    // Cancel safety: whichever side finishes first ends the session; the other
+    // future is dropped mid-read or mid-write, which loses nothing that matters
+    // because both connections close right after.
+    let result = tokio::select! {
+        r = client_to_upstream => r,
+        r = upstream_to_client => r,
+    };
+    match result {
+        Ok(end) => {
+            let _ = up_wr.shutdown().await;
+            Ok(end)
+        }
+        Err(RelayError::Protocol(e)) => {
+            tracing::warn!(kind = e.kind(), error = %e, "protocol_violation");
+            let _ = client_wr.write_all(&fatal(&e)).await;
+            let _ = client_wr.flush().await;
+            Err(std::io::Error::other(e.to_string()))
+        }
+        Err(RelayError::Io(e)) => Err(e),
+    }
+}
+
+/// Shows one statement to the decision point.
+async fn decide<D: DecisionPoint>(
+    decision: &D,
+    ctx: &mut SessionCtx,
+    frame: codec::Frame,
+    buf: &[u8],
+) -> Verdict {
+    let body = frame.body(buf);
+    let (protocol, name, sql, function_oid) = match frame.tag {
+        codec::FUNCTION_CALL => (
+            ProtocolKind::FunctionCall,
+            None,
+            "",
+            codec::function_oid(body),
+        ),
+        tag => match codec::statement_text(tag, body) {
+            StatementText::Text { name, sql } => {
+                let kind = if tag == codec::QUERY {
+                    ProtocolKind::SimpleQuery
+                } else {
+                    ProtocolKind::Parse
+                };
+                let name = (tag == codec::PARSE && !name.is_empty()).then_some(name);
+                (kind, name, sql, None)
+            }
+            // The server rejects these bytes itself and runs nothing (see
+            // `StatementText::Unreadable`).
+            StatementText::Unreadable => return Verdict::Allow,
+        },
+    };
+    ctx.seq += 1;
+    let event = StatementEvent {
+        v: SCHEMA_VERSION,
+        session_id: ctx.id,
+        seq: ctx.seq,
+        role: Cow::Borrowed(&ctx.role),
+        identity: Cow::Borrowed(&ctx.identity),
+        protocol,
+        statement_name: name.map(Cow::Borrowed),
+        sql: Cow::Borrowed(sql),
+        function_oid,
+    };
+    decision.decide(&event).await
+}
+
+/// Why the relay stopped early.
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}

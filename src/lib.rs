@@ -1,0 +1,3 @@
+//! The `gatehouse` binary's library side: what the CLI does beyond starting services.
+
+pub mod token;

@@ -1,0 +1,155 @@
+//! `gatehouse`: one binary whose subcommands run the gateway and its tools.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use gatehouse::token;
+use gatehouse_ingress::config::{Config, LogFormat};
+use gatehouse_ingress::decision::LogAndAllow;
+use gatehouse_ingress::{Gateway, run};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "An access gateway for machine identities on PostgreSQL"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (all-in-one mode).
+    Serve {
+        /// Configuration file (TOML); GATEHOUSE__SECTION__KEY variables override it.
+        #[arg(long, short, env = "GATEHOUSE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Development issuer: keys and tokens for demos and tests. Not for production.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Write a new Ed25519 key pair (dev-issuer.pem) and its JWKS (jwks.json) into DIR.
+    Keygen {
+        /// Directory for the key files.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Print a token signed by the development issuer.
+    Mint {
+        /// The private key written by `token keygen`.
+        #[arg(
+            long,
+            env = "GATEHOUSE_DEV_KEY",
+            default_value = ".gatehouse/dev/dev-issuer.pem"
+        )]
+        key: PathBuf,
+        /// `sub` claim.
+        #[arg(long)]
+        sub: String,
+        /// `iss` claim; must match an [[issuers]] entry of the gateway.
+        #[arg(long, default_value = "gatehouse-dev")]
+        issuer: String,
+        /// `aud` claim.
+        #[arg(long, default_value = "gatehouse")]
+        aud: String,
+        /// Lifetime, e.g. 10m, 1h.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Extra claim: KEY=VALUE (string) or KEY:=JSON (any JSON value). Repeatable.
+        #[arg(long = "claim", value_parser = token::parse_claim)]
+        claims: Vec<(String, serde_json::Value)>,
+    },
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            let cfg = Config::load(&config)
+                .with_context(|| format!("load config {}", config.display()))?;
+            init_logging(&cfg.log.level, cfg.log.format);
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async {
+                let listen = cfg.ingress.listen;
+                let gateway = Arc::new(Gateway::new(cfg, LogAndAllow)?);
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("listen on {listen}"))?;
+                run(gateway, listener, shutdown_signal()).await;
+                Ok(())
+            })
+        }
+        Command::Token {
+            command: TokenCommand::Keygen { dir },
+        } => {
+            let key = token::keygen(&dir)?;
+            println!(
+                "wrote {} and {} (kid {})",
+                dir.join(token::KEY_FILE).display(),
+                dir.join(token::JWKS_FILE).display(),
+                token::key_id(&key)
+            );
+            Ok(())
+        }
+        Command::Token {
+            command:
+                TokenCommand::Mint {
+                    key,
+                    sub,
+                    issuer,
+                    aud,
+                    ttl,
+                    claims,
+                },
+        } => {
+            let key = token::load_key(&key)?;
+            let req = token::MintRequest {
+                issuer,
+                audience: aud,
+                subject: sub,
+                ttl,
+                claims: claims.into_iter().collect(),
+            };
+            println!("{}", token::mint(&key, &req)?);
+            Ok(())
+        }
+    }
+}

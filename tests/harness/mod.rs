@@ -1,0 +1,11 @@
+//! End-to-end test harness: a real PostgreSQL started per test, a development
+//! token issuer, and the gateway running in-process on a free port.
+#![allow(dead_code)] // each test binary uses its own subset
+
+pub mod gateway;
+pub mod pg;
+pub mod raw;
+
+pub use gateway::*;
+pub use pg::*;
+pub use raw::*;
