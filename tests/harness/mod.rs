@@ -2,10 +2,12 @@
 //! token issuer, and the gateway running in-process on a free port.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod clients;
 pub mod gateway;
 pub mod pg;
 pub mod raw;
 
+pub use clients::*;
 pub use gateway::*;
 pub use pg::*;
 pub use raw::*;

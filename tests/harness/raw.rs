@@ -145,7 +145,12 @@ impl Raw {
 
     /// Sends a simple query and returns its messages through ReadyForQuery.
     pub async fn query(&mut self, sql: &str) -> Vec<Msg> {
-        let mut body = sql.as_bytes().to_vec();
+        self.query_bytes(sql.as_bytes()).await
+    }
+
+    /// Sends a simple query of arbitrary bytes.
+    pub async fn query_bytes(&mut self, sql: &[u8]) -> Vec<Msg> {
+        let mut body = sql.to_vec();
         body.push(0);
         self.send(&message(b'Q', &body)).await;
         self.until_ready().await
