@@ -88,10 +88,9 @@ async fn setup() -> (Pg, Issuer, Gw<LogAndAllow>) {
 }
 
 async fn refused(gw: &Gw<LogAndAllow>, role: &str, token: &str) -> (String, String) {
-    let err = connect(&gw.url(role, token))
-        .await
-        .err()
-        .expect("connection must be refused");
+    let Err(err) = connect(&gw.url(role, token)).await else {
+        panic!("connection must be refused")
+    };
     let (code, message) = db_error(&err);
     assert_eq!(err.as_db_error().unwrap().severity(), "FATAL");
     assert!(!message.contains(token), "the token is never echoed");

@@ -30,15 +30,8 @@ pub struct LogAndAllow;
 
 impl DecisionPoint for LogAndAllow {
     async fn decide(&self, event: &StatementEvent<'_>) -> Verdict {
-        tracing::debug!(
-            session = %event.session_id,
-            seq = event.seq,
-            role = %event.role,
-            subject = %event.identity.subject,
-            protocol = ?event.protocol,
-            sql = %event.sql,
-            "statement"
-        );
+        // Session, role and subject are fields of the enclosing session span.
+        tracing::debug!(seq = event.seq, protocol = ?event.protocol, sql = %event.sql, "statement");
         Verdict::Allow
     }
 }

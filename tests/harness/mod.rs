@@ -1,6 +1,6 @@
 //! End-to-end test harness: a real PostgreSQL started per test, a development
 //! token issuer, and the gateway running in-process on a free port.
-#![allow(dead_code)] // each test binary uses its own subset
+#![allow(dead_code, unused_imports)] // each test binary uses its own subset
 
 pub mod clients;
 pub mod gateway;
