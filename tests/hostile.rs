@@ -239,3 +239,30 @@ async fn many_bad_clients_do_not_starve_good_ones() {
         );
     }
 }
+
+#[tokio::test]
+async fn queries_pipelined_behind_the_password_are_served() {
+    let (_pg, issuer, gw) = setup("").await;
+    let mut raw = Raw::open(gw.addr).await;
+    raw.send(&startup_message(&[("user", "app")])).await;
+    assert_eq!(raw.recv().await.unwrap().tag, b'R');
+    // Password and a query in one write, before AuthenticationOk arrives.
+    let mut pw = issuer.token(&[]).into_bytes();
+    pw.push(0);
+    let mut both = message(b'p', &pw);
+    both.extend(message(b'Q', b"select 'early bird'\0"));
+    raw.send(&both).await;
+    assert_eq!(
+        raw.until_ready().await.last().unwrap().tag,
+        b'Z',
+        "startup completes"
+    );
+    let msgs = tokio::time::timeout(Duration::from_secs(10), raw.until_ready())
+        .await
+        .expect("the pipelined query was answered");
+    let row = msgs
+        .iter()
+        .find(|m| m.tag == b'D')
+        .expect("the pipelined query ran");
+    assert!(String::from_utf8_lossy(&row.body).contains("early bird"));
+}

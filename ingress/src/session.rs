@@ -83,7 +83,7 @@ pub async fn serve<D: DecisionPoint>(gw: Arc<Gateway<D>>, tcp: TcpStream, peer: 
         let deadline = tokio::time::Instant::now() + gw.config.ingress.auth_timeout;
         let mut phase = Phase::Negotiating;
         let started = tokio::time::timeout_at(deadline, startup(&gw, tcp, id, &mut phase)).await;
-        let (client, upstream, ctx, _cancel_guard) = match started {
+        let (client, pending, upstream, ctx, _cancel_guard) = match started {
             Err(_) => {
                 tracing::warn!(phase = ?phase, "auth_timeout");
                 return;
@@ -92,7 +92,7 @@ pub async fn serve<D: DecisionPoint>(gw: Arc<Gateway<D>>, tcp: TcpStream, peer: 
             Ok(Some(s)) => s,
         };
         tracing::info!(upstream = %gw.roles[&ctx.role].target.addr(), "session_started");
-        match relay(&gw, ctx, client, upstream).await {
+        match relay(&gw, ctx, client, pending, upstream).await {
             Ok(end) => tracing::info!(end = ?end, "session_ended"),
             Err(e) => tracing::info!(error = %e, "session_ended"),
         }
@@ -101,8 +101,11 @@ pub async fn serve<D: DecisionPoint>(gw: Arc<Gateway<D>>, tcp: TcpStream, peer: 
     .await
 }
 
+/// The client stream, client bytes already read past the password message, the
+/// upstream, the session, and its cancel key registration.
 type Started = (
     ClientStream,
+    BytesMut,
     Upstream,
     SessionCtx,
     crate::cancel::CancelGuard,
@@ -233,7 +236,7 @@ async fn startup<D: DecisionPoint>(
                 identity: verified.identity,
                 seq: 0,
             };
-            Some((stream, upstream, ctx, guard))
+            Some((stream, buf, upstream, ctx, guard))
         }
         Err(err) => {
             tracing::warn!(kind = err.kind(), error = %err, "startup_refused");
@@ -398,6 +401,7 @@ async fn relay<D: DecisionPoint>(
     gw: &Gateway<D>,
     mut ctx: SessionCtx,
     client: ClientStream,
+    pending: BytesMut,
     upstream: Upstream,
 ) -> std::io::Result<End> {
     let (mut client_rd, mut client_wr) = tokio::io::split(client);
@@ -405,7 +409,9 @@ async fn relay<D: DecisionPoint>(
     let max = gw.config.ingress.max_message_size;
 
     let client_to_upstream = async {
-        let mut buf = BytesMut::with_capacity(8192);
+        // A client may pipeline messages right behind its password; they are
+        // framed and decided like any other.
+        let mut buf = pending;
         loop {
             let mut at = 0;
             let mut terminated = false;
@@ -430,7 +436,9 @@ async fn relay<D: DecisionPoint>(
             if terminated {
                 return Ok::<End, RelayError>(End::ClientTerminated);
             }
-            buf.reserve(codec::missing_bytes(&buf, 0).max(4096));
+            // Grow toward a large declared message as its bytes arrive rather than
+            // reserving all of it on the client's word.
+            buf.reserve(codec::missing_bytes(&buf, 0).clamp(4096, 1 << 20));
             if client_rd.read_buf(&mut buf).await? == 0 {
                 return Ok(End::ClientClosed);
             }
