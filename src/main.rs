@@ -52,7 +52,7 @@ enum TokenCommand {
         #[arg(
             long,
             env = "GATEHOUSE_DEV_KEY",
-            default_value = ".gatehouse/dev/dev-issuer.pem"
+            default_value = ".gatehouse/quickstart/issuer/dev-issuer.pem"
         )]
         key: PathBuf,
         /// `sub` claim.

@@ -266,3 +266,21 @@ async fn queries_pipelined_behind_the_password_are_served() {
         .expect("the pipelined query ran");
     assert!(String::from_utf8_lossy(&row.body).contains("early bird"));
 }
+
+#[tokio::test]
+async fn health_probes_that_hang_up_are_not_warnings() {
+    let (_pg, _issuer, gw) = setup("").await;
+    let mut probe = Raw::open(gw.addr).await;
+    probe.send(&startup_message(&[("user", "app")])).await;
+    assert_eq!(probe.recv().await.unwrap().tag, b'R');
+    drop(probe);
+    // Wait for the gateway to notice the hang-up.
+    while !captured_logs().contains("client_gone_during_startup") {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !captured_logs().contains("startup_refused"),
+        "{}",
+        captured_logs()
+    );
+}

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::ConfigError;
+pub use gatehouse_decider::claims::{ClaimConditions, ClaimMatch, ClaimOp};
 
 /// Everything `gatehouse serve` reads.
 #[derive(Debug, Clone, Deserialize)]
@@ -215,33 +216,7 @@ pub struct AllowRule {
     pub issuer: Option<String>,
     /// Conditions on claims, by claim name or JSON pointer (`/kubernetes.io/namespace`).
     #[serde(default)]
-    pub claims: BTreeMap<String, ClaimMatch>,
-}
-
-/// A condition on one claim. Non-string claim values are compared by their JSON
-/// text (`true`, `42`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum ClaimMatch {
-    /// The claim equals this string.
-    Equals(String),
-    /// A spelled-out condition.
-    Op(ClaimOp),
-}
-
-/// The spelled-out claim conditions; exactly one must be given.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub enum ClaimOp {
-    /// The claim equals this string.
-    Equals(String),
-    /// The claim equals one of these.
-    OneOf(Vec<String>),
-    /// The claim matches this pattern (`*` any run, `?` one character).
-    Glob(String),
-    /// The claim is an array containing this string (a group, a scope), or a
-    /// space-separated string containing it as a word (OAuth `scope`).
-    Contains(String),
+    pub claims: ClaimConditions,
 }
 
 /// Where a role connects.
@@ -454,6 +429,19 @@ mod tests {
             ClaimMatch::Op(ClaimOp::OneOf(_))
         ));
         assert_eq!(role.resolve_password("etl").unwrap().expose(), "hunter2");
+    }
+
+    #[test]
+    fn the_shipped_example_config_parses() {
+        // Keeps deploy/gatehouse.example.toml in step with these structs.
+        let text = include_str!("../../deploy/gatehouse.example.toml");
+        let cfg = Config::from_toml(text).unwrap();
+        assert!(cfg.roles.len() >= 3);
+        assert!(
+            cfg.issuers
+                .iter()
+                .any(|i| i.issuer == "https://token.actions.githubusercontent.com")
+        );
     }
 
     #[test]

@@ -255,6 +255,10 @@ pub enum StartupError {
     /// The client sent something else than the phase allows.
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// The client hung up before authenticating (health probes such as
+    /// `pg_isready` do this on purpose).
+    #[error("client disconnected during startup")]
+    ClientGone,
     /// Token validation failed.
     #[error(transparent)]
     Auth(#[from] AuthError),
@@ -274,7 +278,7 @@ impl UserFacing for StartupError {
             Self::EncodingRefused(_) => SqlState::FeatureNotSupported,
             Self::DatabaseMismatch { .. } => SqlState::InvalidCatalogName,
             Self::UnsupportedProtocol(..) => SqlState::FeatureNotSupported,
-            Self::Protocol(_) => SqlState::ProtocolViolation,
+            Self::Protocol(_) | Self::ClientGone => SqlState::ProtocolViolation,
             Self::Auth(e) => e.sqlstate(),
             Self::Upstream(e) => match e {
                 UpstreamError::Connect { .. }
@@ -314,6 +318,7 @@ impl UserFacing for StartupError {
                 format!("unsupported frontend protocol {major}.{minor}: Gatehouse speaks 3.0")
             }
             Self::Protocol(what) => format!("protocol violation: {what}"),
+            Self::ClientGone => "client disconnected".into(),
             Self::Auth(e) => e.client_message(),
             Self::Upstream(e) => match e {
                 UpstreamError::Refused { message, .. } => {
@@ -349,6 +354,7 @@ impl UserFacing for StartupError {
             Self::DatabaseMismatch { .. } => "database_mismatch",
             Self::UnsupportedProtocol(..) => "unsupported_protocol",
             Self::Protocol(_) => "protocol_violation",
+            Self::ClientGone => "client_gone",
             Self::Auth(e) => e.kind(),
             Self::Upstream(UpstreamError::Connect { .. }) => "upstream_unreachable",
             Self::Upstream(UpstreamError::TlsRefused | UpstreamError::Tls(_)) => "upstream_tls",

@@ -238,6 +238,10 @@ async fn startup<D: DecisionPoint>(
             };
             Some((stream, buf, upstream, ctx, guard))
         }
+        Err(StartupError::ClientGone) => {
+            tracing::debug!("client_gone_during_startup");
+            None
+        }
         Err(err) => {
             tracing::warn!(kind = err.kind(), error = %err, "startup_refused");
             let _ = stream.write_all(&fatal(&err)).await;
@@ -310,7 +314,7 @@ async fn authenticate<D: DecisionPoint>(
                 .password
         }
         Ok(Some(_)) => return Err(StartupError::Protocol("expected a password message".into())),
-        Ok(None) => return Err(StartupError::Protocol("connection closed".into())),
+        Ok(None) => return Err(StartupError::ClientGone),
         Err(e) => return Err(StartupError::Protocol(e)),
     };
     let verified = gw.auth.verify(token.trim()).await?;

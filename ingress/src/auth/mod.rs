@@ -1,7 +1,6 @@
 //! Who is calling: validates the JWT a client sends as its password, and decides
 //! whether that identity may assume the role it asked for.
 
-pub mod claims;
 pub mod jwks;
 
 use std::sync::Arc;
@@ -216,10 +215,58 @@ fn map_jwt_error(e: jsonwebtoken::errors::Error) -> AuthError {
 
 /// Whether `verified` may assume a role with these allow rules.
 pub fn may_assume(rules: &[AllowRule], verified: &Verified) -> bool {
-    rules
-        .iter()
-        .any(|r| claims::rule_allows(r, &verified.issuer_name, &verified.identity.claims))
+    rules.iter().any(|r| {
+        r.issuer
+            .as_deref()
+            .is_none_or(|want| want == verified.issuer_name)
+            && gatehouse_decider::claims::all_match(&r.claims, &verified.identity.claims)
+    })
 }
 
 /// Shared handle.
 pub type SharedAuthenticator = Arc<Authenticator>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_decider::claims::{ClaimConditions, ClaimMatch};
+
+    fn verified(issuer_name: &str) -> Verified {
+        let mut claims = Map::new();
+        claims.insert("repository".into(), "acme/etl".into());
+        Verified {
+            issuer_name: issuer_name.into(),
+            identity: Identity {
+                issuer: "https://x".into(),
+                subject: "s".into(),
+                key_id: None,
+                algorithm: "RS256".into(),
+                claims,
+            },
+        }
+    }
+
+    #[test]
+    fn allow_rules_check_the_issuer_and_every_claim() {
+        let mut claims = ClaimConditions::new();
+        claims.insert("repository".into(), ClaimMatch::Equals("acme/etl".into()));
+        let rule = AllowRule {
+            issuer: Some("github".into()),
+            claims,
+        };
+        assert!(may_assume(std::slice::from_ref(&rule), &verified("github")));
+        assert!(
+            !may_assume(std::slice::from_ref(&rule), &verified("gitlab")),
+            "another issuer"
+        );
+        let mut other = rule.clone();
+        other
+            .claims
+            .insert("ref".into(), ClaimMatch::Equals("refs/heads/main".into()));
+        assert!(
+            !may_assume(&[other], &verified("github")),
+            "a missing claim never matches"
+        );
+        assert!(!may_assume(&[], &verified("github")), "no rules: nobody");
+    }
+}

@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# Read-only pgbench (-S) through three paths to the same PostgreSQL 15, in one run:
+#   direct     pgbench → PostgreSQL
+#   pgbouncer  pgbench → pgbouncer (session mode, SCRAM) → PostgreSQL
+#   gatehouse  pgbench → gatehouse (release build, token as password) → PostgreSQL
+# for -M simple and -M prepared, interleaved over BENCH_ROUNDS rounds, and prints
+# the median TPS of each plus the ratios gatehouse/direct and gatehouse/pgbouncer.
+#
+# Environment: BENCH_SECONDS (per pgbench run, default 10), BENCH_ROUNDS (default 3),
+# BENCH_CLIENTS (default 8), BENCH_THREADS (default 2), BENCH_SCALE (default 10),
+# BENCH_KEEP=1 keeps the scratch directory, GATEHOUSE_BIN uses that binary instead
+# of building target/release/gatehouse.
+#
+# Everything runs on 127.0.0.1 on free ports, and everything is stopped on exit.
+# PostgreSQL runs with fsync=off, synchronous_commit=off and full_page_writes=off:
+# fine for a read-only benchmark of throwaway data, never for data you keep.
+# Connections use sslmode=disable on every path, so TLS cost is not measured.
+set -euo pipefail
+
+GH_SCRIPT=bench
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=deploy/lib/common.sh
+source "$REPO/deploy/lib/common.sh"
+
+SECONDS_PER_RUN=${BENCH_SECONDS:-10}
+ROUNDS=${BENCH_ROUNDS:-3}
+CLIENTS=${BENCH_CLIENTS:-8}
+THREADS=${BENCH_THREADS:-2}
+SCALE=${BENCH_SCALE:-10}
+for v in SECONDS_PER_RUN ROUNDS CLIENTS THREADS SCALE; do
+    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || gh_die "$v must be a positive integer (got '${!v}')"
+done
+
+# ---------------------------------------------------------------- setup
+
+gh_apt_install "postgresql-$GH_PG_MAJOR" "postgresql-client-$GH_PG_MAJOR" pgbouncer
+gh_ensure_pg_os_user
+
+if [[ -n ${GATEHOUSE_BIN:-} ]]; then
+    BIN=$GATEHOUSE_BIN
+else
+    gh_cargo_on_path
+    gh_log "building gatehouse (cargo build --release)"
+    (cd "$REPO" && cargo build --release --quiet --bin gatehouse)
+    BIN=$(gh_target_dir "$REPO")/release/gatehouse
+fi
+[[ -x $BIN ]] || gh_die "no gatehouse binary at $BIN"
+
+# Scratch space the PostgreSQL OS user can reach (the repo may live under /root).
+WORK=$(mktemp -d /var/tmp/gatehouse-bench.XXXXXX)
+chmod 755 "$WORK"
+PGDATA_DIR=$WORK/pgdata
+SOCKDIR=$WORK/run
+GW_PID=""
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    trap '' PIPE
+    [[ -n $GW_PID ]] && gh_stop_pid "$GW_PID" gatehouse 10
+    if [[ -f $WORK/pgbouncer/pgbouncer.pid ]]; then
+        gh_stop_pid "$(<"$WORK/pgbouncer/pgbouncer.pid")" pgbouncer 10
+    fi
+    gh_pg_stop "$PGDATA_DIR"
+    if [[ ${BENCH_KEEP:-0} == 1 ]]; then
+        gh_log "scratch directory kept: $WORK"
+    else
+        rm -rf "$WORK"
+        [[ $rc -eq 0 ]] || gh_log "scratch directory removed; rerun with BENCH_KEEP=1 to keep its logs"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+PG_PORT=$(gh_free_port)
+BOUNCER_PORT=$(gh_free_port "$PG_PORT")
+GW_PORT=$(gh_free_port "$PG_PORT" "$BOUNCER_PORT")
+BENCH_PASSWORD=$(gh_random_secret)
+
+# PostgreSQL: SCRAM on TCP, tuned for a small read benchmark.
+mkdir -p "$SOCKDIR"
+gh_chown_pg "$SOCKDIR"
+gh_log "starting PostgreSQL $GH_PG_MAJOR on 127.0.0.1:$PG_PORT (fsync off: benchmark data only)"
+gh_pg_initdb "$PGDATA_DIR"
+gh_pg_configure "$PGDATA_DIR" "$PG_PORT" "$SOCKDIR" \
+    "max_connections = 100" \
+    "shared_buffers = 128MB" \
+    "fsync = off" \
+    "synchronous_commit = off" \
+    "full_page_writes = off"
+gh_pg_start "$PGDATA_DIR" "$WORK/postgresql.log"
+
+"$GH_PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$SOCKDIR" -p "$PG_PORT" -U postgres -d postgres >/dev/null <<SQL
+CREATE ROLE bench LOGIN PASSWORD '$BENCH_PASSWORD';
+CREATE DATABASE bench OWNER bench;
+SQL
+
+export PGSSLMODE=disable
+export PGCONNECT_TIMEOUT=10
+
+gh_log "pgbench -i -s $SCALE (direct)"
+PGPASSWORD=$BENCH_PASSWORD timeout 900 "$GH_PGBIN/pgbench" -i -q -s "$SCALE" \
+    -h 127.0.0.1 -p "$PG_PORT" -U bench bench >"$WORK/pgbench-init.log" 2>&1 ||
+    {
+        cat "$WORK/pgbench-init.log" >&2
+        gh_die "pgbench -i failed"
+    }
+
+# pgbouncer: session mode, SCRAM towards clients, the same password towards PostgreSQL.
+# It refuses to run as root, so it runs as the PostgreSQL OS user, in a directory of its own.
+BOUNCER=$WORK/pgbouncer
+mkdir -p "$BOUNCER"
+(
+    umask 077
+    printf '"bench" "%s"\n' "$BENCH_PASSWORD" >"$BOUNCER/userlist.txt"
+)
+cat >"$BOUNCER/pgbouncer.ini" <<INI
+[databases]
+bench = host=127.0.0.1 port=$PG_PORT dbname=bench
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BOUNCER_PORT
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $BOUNCER/userlist.txt
+pool_mode = session
+max_client_conn = 100
+default_pool_size = 20
+logfile = $BOUNCER/pgbouncer.log
+pidfile = $BOUNCER/pgbouncer.pid
+INI
+gh_chown_pg "$BOUNCER"
+gh_log "starting pgbouncer on 127.0.0.1:$BOUNCER_PORT"
+if ! gh_as_pg /usr/sbin/pgbouncer -d -q "$BOUNCER/pgbouncer.ini"; then
+    cat "$BOUNCER/pgbouncer.log" >&2 || true
+    gh_die "pgbouncer did not start"
+fi
+gh_wait_ready "$BOUNCER_PORT" 40 || gh_die "pgbouncer does not accept connections (log: $BOUNCER/pgbouncer.log)"
+
+# Gatehouse: a dev issuer, a token whose claims the bench role allows, log level warn.
+mkdir -p "$WORK/issuer"
+"$BIN" token keygen --dir "$WORK/issuer" >/dev/null
+cat >"$WORK/gatehouse.toml" <<TOML
+[ingress]
+listen = "127.0.0.1:$GW_PORT"
+allow_cleartext_without_tls = true   # benchmark on loopback only
+
+[log]
+level = "warn"
+
+[[issuers]]
+name = "bench"
+issuer = "gatehouse-dev"
+audiences = ["gatehouse"]
+jwks_file = "$WORK/issuer/jwks.json"
+algorithms = ["EdDSA"]
+
+[roles.bench]
+user = "bench"
+password_env = "BENCH_UPSTREAM_PASSWORD"
+upstream = { host = "127.0.0.1", port = $PG_PORT, dbname = "bench", tls = "disable" }
+[[roles.bench.allow]]
+issuer = "bench"
+claims = { repository = "acme/bench", workflow = "pgbench" }
+TOML
+
+# The token is checked when each pgbench client connects; make it outlive the whole run.
+TTL=$((3600 + ROUNDS * 6 * (SECONDS_PER_RUN + 30)))
+TOKEN=$("$BIN" token mint --key "$WORK/issuer/dev-issuer.pem" --sub repo:acme/bench:ref:refs/heads/main \
+    --ttl "${TTL}s" --claim repository=acme/bench --claim workflow=pgbench)
+
+gh_log "starting gatehouse on 127.0.0.1:$GW_PORT"
+BENCH_UPSTREAM_PASSWORD=$BENCH_PASSWORD "$BIN" serve --config "$WORK/gatehouse.toml" \
+    </dev/null >"$WORK/gatehouse.log" 2>&1 &
+GW_PID=$!
+if ! gh_wait_ready "$GW_PORT" 60 "$GW_PID"; then
+    tail -n 30 "$WORK/gatehouse.log" >&2 || true
+    gh_die "gatehouse does not accept connections"
+fi
+
+# ---------------------------------------------------------------- runs
+
+TARGETS=(direct pgbouncer gatehouse)
+MODES=(simple prepared)
+
+target_port() {
+    case $1 in
+        direct) echo "$PG_PORT" ;;
+        pgbouncer) echo "$BOUNCER_PORT" ;;
+        gatehouse) echo "$GW_PORT" ;;
+    esac
+}
+target_password() {
+    case $1 in
+        gatehouse) echo "$TOKEN" ;;
+        *) echo "$BENCH_PASSWORD" ;;
+    esac
+}
+
+# Every path must answer a query before we time anything.
+for t in "${TARGETS[@]}"; do
+    PGPASSWORD=$(target_password "$t") "$GH_PGBIN/psql" -X -q -At -h 127.0.0.1 -p "$(target_port "$t")" \
+        -U bench -d bench -c 'select count(*) from pgbench_branches' >/dev/null ||
+        gh_die "cannot query through $t"
+done
+
+# Runs one pgbench; prints its TPS.
+run_pgbench() {
+    local target=$1 mode=$2 log out tps
+    log=$WORK/pgbench-$target-$mode.log
+    if ! out=$(PGPASSWORD=$(target_password "$target") timeout $((SECONDS_PER_RUN + 120)) \
+        "$GH_PGBIN/pgbench" -n -S -M "$mode" -c "$CLIENTS" -j "$THREADS" -T "$SECONDS_PER_RUN" \
+        -h 127.0.0.1 -p "$(target_port "$target")" -U bench bench 2>&1); then
+        printf '%s\n' "$out" >>"$log"
+        printf '%s\n' "$out" | tail -n 15 >&2
+        gh_die "pgbench failed against $target (-M $mode)"
+    fi
+    printf '%s\n' "$out" >>"$log"
+    tps=$(printf '%s\n' "$out" | awk '/^tps = / { print $3; exit }')
+    [[ -n $tps ]] || gh_die "no tps in pgbench output against $target (-M $mode)"
+    printf '%s\n' "$tps"
+}
+
+# A short untimed run through each path first: caches, connection setup, CPU frequency.
+WARMUP=$((SECONDS_PER_RUN < 2 ? SECONDS_PER_RUN : 2))
+for t in "${TARGETS[@]}"; do
+    PGPASSWORD=$(target_password "$t") timeout $((WARMUP + 120)) "$GH_PGBIN/pgbench" -n -S -c "$CLIENTS" -j "$THREADS" \
+        -T "$WARMUP" -h 127.0.0.1 -p "$(target_port "$t")" -U bench bench >>"$WORK/pgbench-warmup.log" 2>&1 ||
+        gh_die "warm-up pgbench failed against $t (log: $WORK/pgbench-warmup.log)"
+done
+
+declare -A RESULTS=()
+total=$((ROUNDS * ${#MODES[@]} * ${#TARGETS[@]}))
+n=0
+for ((round = 1; round <= ROUNDS; round++)); do
+    for mode in "${MODES[@]}"; do
+        for t in "${TARGETS[@]}"; do
+            n=$((n + 1))
+            tps=$(run_pgbench "$t" "$mode")
+            gh_log "[$n/$total] round $round  -M $mode  $t: $tps tps"
+            RESULTS[$t,$mode]+="$tps "
+        done
+    done
+done
+
+median() {
+    # shellcheck disable=SC2086 # word splitting of the space-separated list is the point
+    printf '%s\n' $1 | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+
+echo
+printf 'pgbench -S -c %s -j %s -T %s, scale %s, median of %s round(s); TPS\n\n' \
+    "$CLIENTS" "$THREADS" "$SECONDS_PER_RUN" "$SCALE" "$ROUNDS"
+printf '%-9s %12s %12s %12s %17s %20s\n' mode direct pgbouncer gatehouse gatehouse/direct gatehouse/pgbouncer
+for mode in "${MODES[@]}"; do
+    d=$(median "${RESULTS[direct,$mode]}")
+    b=$(median "${RESULTS[pgbouncer,$mode]}")
+    g=$(median "${RESULTS[gatehouse,$mode]}")
+    printf '%-9s %12.0f %12.0f %12.0f %17s %20s\n' "$mode" "$d" "$b" "$g" "$(ratio "$g" "$d")" "$(ratio "$g" "$b")"
+done
+echo

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Runs Gatehouse's whole test suite on a fresh Debian 12 machine:
+# installs what is missing, then
+#   1. shellcheck on the deploy scripts
+#   2. cargo fmt --all -- --check
+#   3. cargo clippy --workspace --all-targets -- -D warnings
+#   4. cargo nextest run --workspace --all-targets --profile ci
+#   5. deploy/quickstart.sh --detach, a query through the gateway, stop
+# Every step runs even when an earlier one failed; exits non-zero if any failed.
+#
+# The Rust test harness starts its own PostgreSQL servers; as root it runs them
+# as $GATEHOUSE_TEST_PG_USER (default postgres), which this script creates if missing.
+# Extra arguments go to nextest, e.g. deploy/test.sh -E 'test(startup)'.
+set -euo pipefail
+
+GH_SCRIPT=test.sh
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=deploy/lib/common.sh
+source "$REPO/deploy/lib/common.sh"
+cd "$REPO"
+
+export GATEHOUSE_TEST_PG_USER=${GATEHOUSE_TEST_PG_USER:-postgres}
+GH_PG_OS_USER=$GATEHOUSE_TEST_PG_USER
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+# ---------------------------------------------------------------- prerequisites
+
+gh_log "checking prerequisites"
+packages=("postgresql-$GH_PG_MAJOR" "postgresql-client-$GH_PG_MAJOR" pgbouncer tmux shellcheck)
+command -v python3 >/dev/null 2>&1 || packages+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
+gh_apt_install "${packages[@]}"
+gh_ensure_pg_os_user
+
+# The second-language client test (psycopg 3).
+if ! python3 -c 'import psycopg' >/dev/null 2>&1; then
+    gh_log "installing psycopg (pip)"
+    # Debian's own python3 is "externally managed" (PEP 668); a throwaway test
+    # machine may override that, a developer's pyenv/venv python needs no override.
+    python3 -m pip install --quiet --disable-pip-version-check "psycopg[binary]" ||
+        python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "psycopg[binary]"
+    python3 -c 'import psycopg' || gh_die "psycopg is still not importable by $(command -v python3)"
+fi
+
+gh_cargo_on_path
+cargo fmt --version >/dev/null 2>&1 || gh_die "rustfmt missing: rustup component add rustfmt"
+cargo clippy --version >/dev/null 2>&1 || gh_die "clippy missing: rustup component add clippy"
+if ! cargo nextest --version >/dev/null 2>&1; then
+    gh_log "installing cargo-nextest (cargo install)"
+    cargo install --locked cargo-nextest
+fi
+
+# ---------------------------------------------------------------- steps
+
+failed=()
+step() {
+    local name=$1
+    shift
+    printf '\n==> %s: %s\n' "$name" "$*"
+    local start=$SECONDS
+    if "$@"; then
+        printf '==> %s: ok (%ss)\n' "$name" $((SECONDS - start))
+    else
+        printf '==> %s: FAILED (%ss)\n' "$name" $((SECONDS - start))
+        failed+=("$name")
+    fi
+}
+
+step shellcheck shellcheck -x deploy/*.sh deploy/lib/*.sh .ci/run
+step fmt cargo fmt --all -- --check
+step clippy cargo clippy --workspace --all-targets -- -D warnings
+step nextest cargo nextest run --workspace --all-targets --profile ci "$@"
+
+# The demo a newcomer runs first, end to end: start detached on free ports in a
+# scratch state dir, query through the gateway with the minted token, stop.
+quickstart_smoke() (
+    local dir out count
+    dir=$(mktemp -d /tmp/gatehouse-quickstart-smoke.XXXXXX)
+    export GATEHOUSE_QUICKSTART_DIR=$dir
+    QUICKSTART_PG_PORT=$(gh_free_port)
+    QUICKSTART_PORT=$(gh_free_port "$QUICKSTART_PG_PORT")
+    export QUICKSTART_PG_PORT QUICKSTART_PORT
+    trap 'deploy/quickstart.sh stop; rm -rf "$dir"' EXIT
+    out=$(deploy/quickstart.sh --detach) || return 1
+    grep -q "PGPASSWORD=ey" <<<"$out" || {
+        echo "quickstart printed no psql command line" >&2
+        return 1
+    }
+    count=$(PGPASSWORD=$(<"$dir/reporting.token") "$GH_PGBIN/psql" -X -At \
+        "host=127.0.0.1 port=$QUICKSTART_PORT user=reporting dbname=clinic sslmode=disable" \
+        -c 'select count(*) from clinic.patients') || return 1
+    [[ $count == 12 ]] || {
+        echo "expected 12 patients through the gateway, got '$count'" >&2
+        return 1
+    }
+)
+step quickstart quickstart_smoke
+
+echo
+if ((${#failed[@]} > 0)); then
+    gh_log "FAILED: ${failed[*]}"
+    exit 1
+fi
+gh_log "all steps passed (shellcheck, fmt, clippy, nextest, quickstart)"
