@@ -151,6 +151,9 @@ allow_cleartext_without_tls = true   # benchmark on loopback only
 [log]
 level = "warn"
 
+[decider]
+policy = "$WORK/policy.toml"
+
 [[issuers]]
 name = "bench"
 issuer = "gatehouse-dev"
@@ -165,6 +168,26 @@ upstream = { host = "127.0.0.1", port = $PG_PORT, dbname = "bench", tls = "disab
 [[roles.bench.allow]]
 issuer = "bench"
 claims = { repository = "acme/bench", workflow = "pgbench" }
+TOML
+
+# The policy in force: pgbench -S's reads (and its scale probe) on its own tables,
+# decided on the parsed statement like any other.
+cat >"$WORK/policy.toml" <<TOML
+version = "bench"
+
+[[rules]]
+id = "pgbench-reads"
+roles = ["bench"]
+claims = { repository = "acme/bench", workflow = "pgbench" }
+classes = ["read"]
+objects = ["public.pgbench_*"]
+verdict = "allow"
+
+[[rules]]
+id = "no-drops"
+risks = ["drop", "drop_cascade", "truncate"]
+verdict = "block"
+reason = "benchmark jobs never drop"
 TOML
 
 # The token is checked when each pgbench client connects; make it outlive the whole run.

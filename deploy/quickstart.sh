@@ -158,6 +158,10 @@ auth_timeout = "15s"
 level = "info"
 format = "text"
 
+[decider]
+# Decided on every statement; edit the file and the gateway picks it up.
+policy = "$REPO/deploy/policy.example.toml"
+
 [[issuers]]
 name = "dev"
 issuer = "gatehouse-dev"

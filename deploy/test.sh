@@ -22,6 +22,11 @@ cd "$REPO"
 export GATEHOUSE_TEST_PG_USER=${GATEHOUSE_TEST_PG_USER:-postgres}
 GH_PG_OS_USER=$GATEHOUSE_TEST_PG_USER
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+# CI builds in a fresh clone each time; keep its build cache outside the clone so
+# only what changed is rebuilt (a fresh machine builds everything, within budget).
+if [[ ${CI:-} == true && -z ${CARGO_TARGET_DIR:-} ]]; then
+    export CARGO_TARGET_DIR=${XDG_CACHE_HOME:-$HOME/.cache}/gatehouse/ci-target
+fi
 
 # ---------------------------------------------------------------- prerequisites
 

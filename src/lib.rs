@@ -1,3 +1,4 @@
 //! The `gatehouse` binary's library side: what the CLI does beyond starting services.
 
+pub mod policy_cli;
 pub mod token;

@@ -7,8 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use gatehouse::token;
+use gatehouse_decider::PolicyHandle;
 use gatehouse_ingress::config::{Config, LogFormat};
-use gatehouse_ingress::decision::LogAndAllow;
+use gatehouse_ingress::decision::LocalPolicy;
 use gatehouse_ingress::{Gateway, run};
 use tracing_subscriber::EnvFilter;
 
@@ -35,6 +36,11 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Check, explain and test policies.
+    Policy {
+        #[command(subcommand)]
+        command: gatehouse::policy_cli::PolicyCommand,
     },
 }
 
@@ -102,6 +108,35 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// Reloads the policy on SIGHUP and when its file changes; a policy that fails
+/// to load leaves the previous one in force, and sessions never notice either way.
+async fn watch_policy(handle: Arc<PolicyHandle>, every: Duration) {
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .expect("install SIGHUP handler");
+    let mut tick = tokio::time::interval(every);
+    loop {
+        #[cfg(unix)]
+        let forced = tokio::select! {
+            _ = tick.tick() => false,
+            _ = hup.recv() => true,
+        };
+        #[cfg(not(unix))]
+        let forced = {
+            tick.tick().await;
+            false
+        };
+        if !forced && !handle.changed_on_disk() {
+            continue;
+        }
+        match handle.reload() {
+            Ok(Some(version)) => tracing::info!(version = %version, "policy_reloaded"),
+            Ok(None) => tracing::debug!("policy_unchanged"),
+            Err(e) => tracing::error!(error = %e, "policy_reload_failed_keeping_previous"),
+        }
+    }
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -110,15 +145,26 @@ fn main() -> Result<()> {
                 .with_context(|| format!("load config {}", config.display()))?;
             init_logging(&cfg.log.level, cfg.log.format);
             let rt = tokio::runtime::Runtime::new()?;
+            let policy_path = cfg.decider.policy.clone().context(
+                "no [decider] policy in the config: every statement would be refused; \
+                 write a policy (see deploy/policy.example.toml)",
+            )?;
+            let handle = Arc::new(PolicyHandle::load(&policy_path)?);
+            tracing::info!(version = %handle.current().version, path = %policy_path.display(), "policy_loaded");
             rt.block_on(async {
                 let listen = cfg.ingress.listen;
-                let gateway = Arc::new(Gateway::new(cfg, LogAndAllow)?);
+                tokio::spawn(watch_policy(handle.clone(), cfg.decider.watch_interval));
+                let gateway = Arc::new(Gateway::new(cfg, LocalPolicy::new(handle))?);
                 let listener = tokio::net::TcpListener::bind(listen)
                     .await
                     .with_context(|| format!("listen on {listen}"))?;
                 run(gateway, listener, shutdown_signal()).await;
                 Ok(())
             })
+        }
+        Command::Policy { command } => {
+            let code = gatehouse::policy_cli::run(command)?;
+            std::process::exit(code);
         }
         Command::Token {
             command: TokenCommand::Keygen { dir },

@@ -11,7 +11,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use gatehouse_ingress::decision::LogAndAllow;
 use harness::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rsa::pkcs8::DecodePrivateKey;
@@ -74,7 +73,7 @@ fn sign(alg: Algorithm, kid: &str, pem: &str, claims: &Value) -> String {
 
 /// A gateway whose JWKS holds the dev Ed25519 key, the RSA key "rsa1" and the EC
 /// key "ec1".
-async fn setup() -> (Pg, Issuer, Gw<LogAndAllow>) {
+async fn setup() -> (Pg, Issuer, Gw<AllowAll>) {
     let pg = Pg::start();
     let issuer = Issuer::new();
     let mut jwks: Value =
@@ -83,11 +82,11 @@ async fn setup() -> (Pg, Issuer, Gw<LogAndAllow>) {
     keys.push(rsa_jwk(RSA_KEY, "rsa1"));
     keys.push(ec_jwk(EC_KEY, "ec1"));
     std::fs::write(issuer.jwks_path(), jwks.to_string()).unwrap();
-    let gw = start_gateway(&base_config(&pg, &issuer), LogAndAllow).await;
+    let gw = start_gateway(&base_config(&pg, &issuer), AllowAll).await;
     (pg, issuer, gw)
 }
 
-async fn refused(gw: &Gw<LogAndAllow>, role: &str, token: &str) -> (String, String) {
+async fn refused(gw: &Gw<AllowAll>, role: &str, token: &str) -> (String, String) {
     let Err(err) = connect(&gw.url(role, token)).await else {
         panic!("connection must be refused")
     };
@@ -315,7 +314,7 @@ async fn upstream_auth_methods_and_failures() {
          upstream = { host = \"127.0.0.1\", port = 1, dbname = \"appdb\", tls = \"disable\" }\n\
          [[roles.down.allow]]\nclaims = { repository = \"acme/app\" }\n",
     );
-    let gw = start_gateway(&config, LogAndAllow).await;
+    let gw = start_gateway(&config, AllowAll).await;
     let token = issuer.token(&[]);
     for (role, user) in [
         ("md5", MD5_USER),
@@ -409,7 +408,7 @@ async fn jwks_url_is_cached_and_refetched_for_a_rotated_key() {
     let pg = Pg::start();
     let issuer = Issuer::new();
     let server = jwks_server(json!({ "keys": [rsa_jwk(RSA_KEY, "rsa1")] })).await;
-    let gw = start_gateway(&url_config(&pg, &issuer, &server.url, "0s"), LogAndAllow).await;
+    let gw = start_gateway(&url_config(&pg, &issuer, &server.url, "0s"), AllowAll).await;
 
     let good = sign(Algorithm::RS256, "rsa1", RSA_KEY, &claims(json!({})));
     connect(&gw.url("app", &good)).await.unwrap();
@@ -445,7 +444,7 @@ async fn unknown_kids_refetch_at_most_once_per_interval() {
     let pg = Pg::start();
     let issuer = Issuer::new();
     let server = jwks_server(json!({ "keys": [rsa_jwk(RSA_KEY, "rsa1")] })).await;
-    let gw = start_gateway(&url_config(&pg, &issuer, &server.url, "1h"), LogAndAllow).await;
+    let gw = start_gateway(&url_config(&pg, &issuer, &server.url, "1h"), AllowAll).await;
     connect(&gw.url(
         "app",
         &sign(Algorithm::RS256, "rsa1", RSA_KEY, &claims(json!({}))),

@@ -28,6 +28,9 @@ async fn serve_mint_connect_and_stop() {
 listen = "127.0.0.1:1"   # overridden below through the environment
 allow_cleartext_without_tls = true
 
+[decider]
+policy = "{policy}"
+
 [[issuers]]
 name = "dev"
 issuer = "gatehouse-dev"
@@ -45,7 +48,13 @@ claims = {{ repository = "acme/reports" }}
 "#,
         jwks = keys.join("jwks.json").display(),
         port = pg.port,
+        policy = dir.path().join("policy.toml").display(),
     );
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "version = \"v1\"\n[[rules]]\nid = \"reads\"\nroles = [\"reporting\"]\nclasses = [\"read\"]\nverdict = \"allow\"\n",
+    )
+    .unwrap();
     let config_path = dir.path().join("gatehouse.toml");
     std::fs::write(&config_path, config).unwrap();
 

@@ -5,17 +5,16 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use gatehouse_ingress::decision::LogAndAllow;
 use harness::*;
 
-async fn setup(extra: &str) -> (Pg, Issuer, Gw<LogAndAllow>) {
+async fn setup(extra: &str) -> (Pg, Issuer, Gw<AllowAll>) {
     let pg = Pg::start();
     let issuer = Issuer::new();
     let config = base_config(&pg, &issuer).replace(
         "auth_timeout = \"5s\"",
         &format!("auth_timeout = \"1s\"\nmax_message_size = 1048576\n{extra}"),
     );
-    let gw = start_gateway(&config, LogAndAllow).await;
+    let gw = start_gateway(&config, AllowAll).await;
     (pg, issuer, gw)
 }
 

@@ -1,4 +1,15 @@
 //! Gatehouse's policy: parse SQL with sqlparser (PostgreSQL dialect), classify each
 //! statement, match it against rules, and return a verdict.
 
+pub mod analysis;
 pub mod claims;
+pub mod classify;
+pub mod engine;
+pub mod handle;
+pub mod policy;
+
+pub use analysis::*;
+pub use classify::analyze;
+pub use engine::{Explanation, Query};
+pub use handle::PolicyHandle;
+pub use policy::{Policy, PolicyError};

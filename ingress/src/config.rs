@@ -21,6 +21,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// The policy and how statements are decided.
+    #[serde(default)]
+    pub decider: DeciderConfig,
     /// Token issuers whose tokens are accepted as passwords.
     #[serde(default)]
     pub issuers: Vec<IssuerConfig>,
@@ -60,6 +63,31 @@ impl Default for IngressConfig {
             auth_timeout: Duration::from_secs(15),
             max_message_size: 64 << 20,
             upstream_connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How statements are decided.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeciderConfig {
+    /// The policy file (all-in-one mode). Without one, `gatehouse serve` refuses
+    /// to start rather than run with every statement denied.
+    pub policy: Option<PathBuf>,
+    /// A statement without a verdict by then is refused (fail closed).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How often the policy file is checked for changes (SIGHUP reloads at once).
+    #[serde(with = "humantime_serde")]
+    pub watch_interval: Duration,
+}
+
+impl Default for DeciderConfig {
+    fn default() -> Self {
+        Self {
+            policy: None,
+            timeout: Duration::from_secs(2),
+            watch_interval: Duration::from_secs(1),
         }
     }
 }

@@ -1,37 +1,91 @@
 //! The decision point: every SQL text that can run is shown to a [`DecisionPoint`]
-//! before the ingress forwards it. The decider plugs in here.
+//! before the ingress forwards it, and forwarded only if the verdict allows it.
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 
-use gatehouse_schemas::StatementEvent;
+use gatehouse_decider::{PolicyHandle, Query};
+use gatehouse_schemas::decision::Decision;
+use gatehouse_schemas::{Identity, StatementEvent};
 
-/// What may happen to a statement.
-///
-/// Only `Allow` exists until the decider lands: the ingress's job so far is to
-/// emit every statement at this seam; blocking, masking and approval verdicts are
-/// added with the components that execute them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Forward the statement unchanged.
-    Allow,
+/// The decider could not answer; the statement is refused (fail closed).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DecisionError {
+    /// Unreachable, failing, or too slow.
+    #[error("policy service unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Receives each statement before it runs and returns its verdict.
 pub trait DecisionPoint: Send + Sync + 'static {
-    /// Decides one statement. Called on the session's hot path: keep it cheap.
-    fn decide(&self, event: &StatementEvent<'_>) -> impl Future<Output = Verdict> + Send;
+    /// Decides one statement. `prepared` holds the session's SQL-`PREPARE`d
+    /// statements (name to inner SQL) so that `EXECUTE name` is decided as its
+    /// inner statement.
+    fn decide(
+        &self,
+        event: &StatementEvent<'_>,
+        prepared: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<Arc<Decision>, DecisionError>> + Send;
+
+    /// Changes whenever verdicts may change (a new policy); part of the verdict
+    /// cache key, so a new policy empties the cache.
+    fn epoch(&self) -> u64 {
+        0
+    }
+
+    /// What the policy can tell apart about a caller. Callers of one class get
+    /// the same verdict for the same statement, so they share cache entries.
+    /// The default is every claim but the per-token ones.
+    fn identity_class(&self, role: &str, identity: &Identity) -> u64 {
+        let mut h = DefaultHasher::new();
+        role.hash(&mut h);
+        identity.issuer.hash(&mut h);
+        for (k, v) in &identity.claims {
+            if !matches!(k.as_str(), "exp" | "iat" | "nbf" | "jti") {
+                k.hash(&mut h);
+                v.to_string().hash(&mut h);
+            }
+        }
+        h.finish()
+    }
 }
 
-/// The all-in-one default until the decider exists: records each statement in the
-/// log (the SQL only at `debug`, since statement texts may carry literals) and
-/// allows it.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct LogAndAllow;
+/// All-in-one mode: the policy evaluated in-process.
+pub struct LocalPolicy {
+    handle: Arc<PolicyHandle>,
+}
 
-impl DecisionPoint for LogAndAllow {
-    async fn decide(&self, event: &StatementEvent<'_>) -> Verdict {
-        // Session, role and subject are fields of the enclosing session span.
-        tracing::debug!(seq = event.seq, protocol = ?event.protocol, sql = %event.sql, "statement");
-        Verdict::Allow
+impl LocalPolicy {
+    /// Decides with the policy in `handle` (reloaded elsewhere).
+    pub fn new(handle: Arc<PolicyHandle>) -> Self {
+        Self { handle }
+    }
+}
+
+impl DecisionPoint for LocalPolicy {
+    async fn decide(
+        &self,
+        event: &StatementEvent<'_>,
+        prepared: &BTreeMap<String, String>,
+    ) -> Result<Arc<Decision>, DecisionError> {
+        let policy = self.handle.current();
+        Ok(Arc::new(policy.decide(Query {
+            role: &event.role,
+            identity: &event.identity,
+            protocol: event.protocol,
+            sql: &event.sql,
+            function_oid: event.function_oid,
+            prepared,
+        })))
+    }
+
+    fn epoch(&self) -> u64 {
+        self.handle.epoch()
+    }
+
+    fn identity_class(&self, role: &str, identity: &Identity) -> u64 {
+        self.handle.current().identity_class(role, identity)
     }
 }

@@ -28,6 +28,8 @@ pub enum SqlState {
     InsufficientPrivilege,
     /// 57P01: the gateway is shutting down.
     AdminShutdown,
+    /// 57P03: a service the gateway depends on is unavailable.
+    CannotConnectNow,
 }
 
 impl SqlState {
@@ -42,6 +44,7 @@ impl SqlState {
             Self::InvalidCatalogName => "3D000",
             Self::InsufficientPrivilege => "42501",
             Self::AdminShutdown => "57P01",
+            Self::CannotConnectNow => "57P03",
         }
     }
 }

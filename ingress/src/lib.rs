@@ -2,11 +2,13 @@
 //! upstream credential, and the per-statement decision point.
 
 pub mod auth;
+pub mod cache;
 pub mod cancel;
 pub mod codec;
 pub mod config;
 pub mod decision;
 pub mod error;
+pub mod refusal;
 pub mod session;
 pub mod tls;
 pub mod upstream;
@@ -47,6 +49,8 @@ pub struct Gateway<D> {
     pub cancels: Arc<CancelRegistry>,
     /// Where statements are decided.
     pub decision: D,
+    /// Memoised cacheable verdicts.
+    pub cache: cache::VerdictCache,
 }
 
 impl<D: DecisionPoint> Gateway<D> {
@@ -85,6 +89,7 @@ impl<D: DecisionPoint> Gateway<D> {
             tls,
             cancels: Arc::default(),
             decision,
+            cache: cache::VerdictCache::default(),
         })
     }
 }

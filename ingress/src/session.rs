@@ -22,10 +22,14 @@ use uuid::Uuid;
 use crate::Gateway;
 use crate::auth::{Verified, may_assume};
 use crate::codec::{self, StatementText};
-use crate::decision::{DecisionPoint, Verdict};
-use crate::error::{ProtocolError, StartupError, UserFacing, fatal};
+use crate::decision::{DecisionError, DecisionPoint};
+use crate::error::{
+    ProtocolError, Severity, SqlState, StartupError, UserFacing, error_response, fatal,
+};
+use crate::refusal::Refusals;
 use crate::tls::{ClientStream, MaybeTls};
 use crate::upstream::{self, Upstream};
+use gatehouse_schemas::decision::{Decision, Verdict};
 
 /// Startup parameters passed on to the upstream. Anything else a client sets at
 /// startup could change what later statements mean (`options`, `search_path`,
@@ -58,6 +62,35 @@ struct SessionCtx {
     role: String,
     identity: Identity,
     seq: u64,
+    /// The policy epoch and this caller's identity class under it.
+    class: (u64, u64),
+    /// SQL-`PREPARE`d statements: name to inner SQL, so `EXECUTE` is decided as
+    /// what it runs.
+    prepared: BTreeMap<String, String>,
+}
+
+/// Prepared names a session may hold; past this, new ones are not tracked and
+/// their `EXECUTE` is refused (fail closed).
+const MAX_PREPARED: usize = 10_000;
+
+impl SessionCtx {
+    /// Tracks PREPARE and DEALLOCATE of an allowed text.
+    fn remember_prepared(&mut self, d: &Decision) {
+        for s in &d.statements {
+            if let Some((name, inner)) = &s.prepares
+                && self.prepared.len() < MAX_PREPARED
+            {
+                self.prepared.insert(name.clone(), inner.clone());
+            }
+            match &s.deallocates {
+                Some(Some(name)) => {
+                    self.prepared.remove(name);
+                }
+                Some(None) => self.prepared.clear(),
+                None => {}
+            }
+        }
+    }
 }
 
 /// How a session ended, for the log.
@@ -235,6 +268,8 @@ async fn startup<D: DecisionPoint>(
                 role,
                 identity: verified.identity,
                 seq: 0,
+                class: (u64::MAX, 0),
+                prepared: BTreeMap::new(),
             };
             Some((stream, buf, upstream, ctx, guard))
         }
@@ -400,7 +435,8 @@ async fn read_frontend<S: AsyncRead + Unpin>(
 
 /// Moves bytes both ways until either side ends. Client messages are framed so
 /// each runnable SQL text meets the decision point before it is forwarded;
-/// backend bytes stream through untouched.
+/// backend bytes stream through untouched but for the errors of refused
+/// statements' substitutes (see `refusal`).
 async fn relay<D: DecisionPoint>(
     gw: &Gateway<D>,
     mut ctx: SessionCtx,
@@ -411,6 +447,7 @@ async fn relay<D: DecisionPoint>(
     let (mut client_rd, mut client_wr) = tokio::io::split(client);
     let (mut up_rd, mut up_wr) = tokio::io::split(upstream.stream);
     let max = gw.config.ingress.max_message_size;
+    let refusals = Refusals::default();
 
     let client_to_upstream = async {
         // A client may pipeline messages right behind its password; they are
@@ -418,12 +455,22 @@ async fn relay<D: DecisionPoint>(
         let mut buf = pending;
         loop {
             let mut at = 0;
+            let mut forwarded = 0;
             let mut terminated = false;
             while let Some(frame) = codec::next_frontend_frame(&buf, at, max)? {
                 at = frame.end;
                 match frame.tag {
                     codec::QUERY | codec::PARSE | codec::FUNCTION_CALL => {
-                        let Verdict::Allow = decide(&gw.decision, &mut ctx, frame, &buf).await;
+                        if let Outcome::Refuse { error, name } =
+                            decide(gw, &mut ctx, frame, &buf).await
+                        {
+                            // Everything before the refused message goes as it
+                            // came; the message itself is replaced.
+                            let substitute = refusals.substitute(frame.tag, name, error);
+                            up_wr.write_all(&buf[forwarded..frame.start]).await?;
+                            up_wr.write_all(&substitute).await?;
+                            forwarded = frame.end;
+                        }
                     }
                     codec::TERMINATE => {
                         terminated = true;
@@ -432,8 +479,10 @@ async fn relay<D: DecisionPoint>(
                     _ => {}
                 }
             }
+            if at > forwarded {
+                up_wr.write_all(&buf[forwarded..at]).await?;
+            }
             if at > 0 {
-                up_wr.write_all(&buf[..at]).await?;
                 up_wr.flush().await?;
                 buf.advance(at);
             }
@@ -451,12 +500,51 @@ async fn relay<D: DecisionPoint>(
 
     let upstream_to_client = async {
         let mut buf = upstream.leftover;
+        // Bytes of the current message still to pass through (header included).
+        let mut passing = 0usize;
         loop {
-            if !buf.is_empty() {
-                client_wr.write_all(&buf).await?;
-                client_wr.flush().await?;
-                buf.clear();
+            let mut i = 0;
+            loop {
+                if passing > 0 {
+                    let n = passing.min(buf.len() - i);
+                    i += n;
+                    passing -= n;
+                    if passing > 0 {
+                        break;
+                    }
+                    continue;
+                }
+                if buf.len() - i < 5 {
+                    break;
+                }
+                let len =
+                    u32::from_be_bytes([buf[i + 1], buf[i + 2], buf[i + 3], buf[i + 4]]) as usize;
+                if len < 4 {
+                    return Err(RelayError::Io(std::io::Error::other(
+                        "upstream sent a bad message length",
+                    )));
+                }
+                if buf[i] == b'E' && refusals.pending() {
+                    // An error while refusals wait: read it whole and see whether
+                    // it is a substitute's.
+                    if buf.len() - i < 1 + len {
+                        break;
+                    }
+                    if let Some(ours) = refusals.replacement(&buf[i..i + 1 + len]) {
+                        client_wr.write_all(&buf[..i]).await?;
+                        client_wr.write_all(&ours).await?;
+                        buf.advance(i + 1 + len);
+                        i = 0;
+                        continue;
+                    }
+                }
+                passing = 1 + len;
             }
+            if i > 0 {
+                client_wr.write_all(&buf[..i]).await?;
+                buf.advance(i);
+            }
+            client_wr.flush().await?;
             buf.reserve(16384);
             if up_rd.read_buf(&mut buf).await? == 0 {
                 return Ok::<End, RelayError>(End::UpstreamClosed);
@@ -486,18 +574,31 @@ async fn relay<D: DecisionPoint>(
     }
 }
 
-/// Shows one statement to the decision point.
-async fn decide<D: DecisionPoint>(
-    decision: &D,
+/// What to do with a statement.
+enum Outcome<'a> {
+    /// Forward it untouched.
+    Forward,
+    /// Replace it with a substitute; the client gets `error`.
+    Refuse {
+        /// The encoded ErrorResponse for the client.
+        error: BytesMut,
+        /// The `Parse` statement name, kept in the substitute.
+        name: &'a [u8],
+    },
+}
+
+/// Decides one statement: cache, then the decision point within its timeout.
+async fn decide<'b, D: DecisionPoint>(
+    gw: &Gateway<D>,
     ctx: &mut SessionCtx,
     frame: codec::Frame,
-    buf: &[u8],
-) -> Verdict {
+    buf: &'b [u8],
+) -> Outcome<'b> {
     let body = frame.body(buf);
     let (protocol, name, sql, function_oid) = match frame.tag {
         codec::FUNCTION_CALL => (
             ProtocolKind::FunctionCall,
-            None,
+            "",
             "",
             codec::function_oid(body),
         ),
@@ -508,27 +609,119 @@ async fn decide<D: DecisionPoint>(
                 } else {
                     ProtocolKind::Parse
                 };
-                let name = (tag == codec::PARSE && !name.is_empty()).then_some(name);
                 (kind, name, sql, None)
             }
             // The server rejects these bytes itself and runs nothing (see
             // `StatementText::Unreadable`).
-            StatementText::Unreadable => return Verdict::Allow,
+            StatementText::Unreadable => return Outcome::Forward,
         },
     };
     ctx.seq += 1;
-    let event = StatementEvent {
-        v: SCHEMA_VERSION,
-        session_id: ctx.id,
-        seq: ctx.seq,
-        role: Cow::Borrowed(&ctx.role),
-        identity: Cow::Borrowed(&ctx.identity),
-        protocol,
-        statement_name: name.map(Cow::Borrowed),
-        sql: Cow::Borrowed(sql),
-        function_oid,
+    let epoch = gw.decision.epoch();
+    if ctx.class.0 != epoch {
+        ctx.class = (epoch, gw.decision.identity_class(&ctx.role, &ctx.identity));
+    }
+    let class = ctx.class.1;
+    let cached = gw.cache.get(epoch, class, &ctx.role, protocol, sql);
+    let decision = match cached {
+        Some(d) => Ok(d),
+        None => {
+            let event = StatementEvent {
+                v: SCHEMA_VERSION,
+                session_id: ctx.id,
+                seq: ctx.seq,
+                role: Cow::Borrowed(&ctx.role),
+                identity: Cow::Borrowed(&ctx.identity),
+                protocol,
+                statement_name: (!name.is_empty()).then_some(Cow::Borrowed(name)),
+                sql: Cow::Borrowed(sql),
+                function_oid,
+            };
+            let timeout = gw.config.decider.timeout;
+            match tokio::time::timeout(timeout, gw.decision.decide(&event, &ctx.prepared)).await {
+                Ok(Ok(d)) => {
+                    if d.cacheable {
+                        gw.cache
+                            .put(epoch, class, &ctx.role, protocol, sql, d.clone());
+                    }
+                    Ok(d)
+                }
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(DecisionError::Unavailable(format!(
+                    "no verdict within {timeout:?}"
+                ))),
+            }
+        }
     };
-    decision.decide(&event).await
+    let decision = match decision {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(seq = ctx.seq, error = %e, "statement_refused_unavailable");
+            let err = error_response(
+                Severity::Error,
+                SqlState::CannotConnectNow,
+                "statement refused: the policy service is unavailable (Gatehouse fails closed); retry later",
+            );
+            return Outcome::Refuse {
+                error: err,
+                name: name.as_bytes(),
+            };
+        }
+    };
+    tracing::debug!(
+        seq = ctx.seq,
+        protocol = ?protocol,
+        verdict = decision.verdict.name(),
+        rule = decision.rule.as_deref().unwrap_or(""),
+        policy = %decision.policy_version,
+        sql = %sql,
+        "statement"
+    );
+    for hit in &decision.shadow {
+        tracing::info!(seq = ctx.seq, rule = %hit.rule, would = hit.verdict.name(), "shadow_rule_matched");
+    }
+    match refusal_message(&decision) {
+        None => {
+            ctx.remember_prepared(&decision);
+            Outcome::Forward
+        }
+        Some(message) => {
+            tracing::info!(
+                seq = ctx.seq,
+                verdict = decision.verdict.name(),
+                rule = decision.rule.as_deref().unwrap_or("default-deny"),
+                policy = %decision.policy_version,
+                "statement_refused"
+            );
+            let err = error_response(Severity::Error, SqlState::InsufficientPrivilege, &message);
+            Outcome::Refuse {
+                error: err,
+                name: name.as_bytes(),
+            }
+        }
+    }
+}
+
+/// The client's message for a verdict that does not let the statement run.
+fn refusal_message(d: &Decision) -> Option<String> {
+    let rule = d.rule.as_deref();
+    match &d.verdict {
+        Verdict::Allow => None,
+        Verdict::Block { reason } => Some(match rule {
+            Some(r) => format!("statement blocked by policy rule \"{r}\": {reason}"),
+            None => format!("statement blocked by policy: {reason}"),
+        }),
+        // Approval and masking are executed by components this gateway does not
+        // run yet; a statement that needs them is refused rather than let through.
+        Verdict::Approve { reason, approvers } => Some(format!(
+            "statement requires approval by \"{approvers}\" under policy rule \"{}\" ({reason}); this gateway does not run approvals, so it is refused",
+            rule.unwrap_or("?")
+        )),
+        Verdict::Mask { .. } => Some(format!(
+            "policy rule \"{}\" requires masking result columns; this gateway does not mask yet, so the statement is refused",
+            rule.unwrap_or("?")
+        )),
+    }
 }
 
 /// Why the relay stopped early.

@@ -3,6 +3,8 @@
 //! Every message carries [`SCHEMA_VERSION`] in its `v` field so that consumers in
 //! other languages can refuse a shape they do not know.
 
+pub mod decision;
+
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};

@@ -7,9 +7,10 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use gatehouse::token::{self, MintRequest};
 use gatehouse_ingress::config::Config;
-use gatehouse_ingress::decision::{DecisionPoint, Verdict};
+use gatehouse_ingress::decision::{DecisionError, DecisionPoint};
 use gatehouse_ingress::{Gateway, run};
 use gatehouse_schemas::StatementEvent;
+use gatehouse_schemas::decision::{Decision, Verdict};
 use serde_json::{Map, Value};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -209,6 +210,33 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
     }
 }
 
+/// An allow-everything decision, as the ingress tests before policy need.
+pub fn allow() -> Arc<Decision> {
+    Arc::new(Decision {
+        v: 1,
+        verdict: Verdict::Allow,
+        rule: Some("test-allow-all".into()),
+        policy_version: "test".into(),
+        statements: Vec::new(),
+        shadow: Vec::new(),
+        cacheable: false,
+    })
+}
+
+/// A decision point that allows everything: for tests of the wire path itself.
+#[derive(Default, Clone, Copy)]
+pub struct AllowAll;
+
+impl DecisionPoint for AllowAll {
+    async fn decide(
+        &self,
+        _event: &StatementEvent<'_>,
+        _prepared: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Arc<Decision>, DecisionError> {
+        Ok(allow())
+    }
+}
+
 /// A decision point that records every event and allows it.
 #[derive(Default, Clone)]
 pub struct Recorder {
@@ -224,9 +252,13 @@ impl Recorder {
 }
 
 impl DecisionPoint for Recorder {
-    async fn decide(&self, event: &StatementEvent<'_>) -> Verdict {
+    async fn decide(
+        &self,
+        event: &StatementEvent<'_>,
+        _prepared: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Arc<Decision>, DecisionError> {
         self.events.lock().unwrap().push(event.clone().into_owned());
-        Verdict::Allow
+        Ok(allow())
     }
 }
 

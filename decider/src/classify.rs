@@ -1,0 +1,1399 @@
+//! The SQL analyser: parses a text with sqlparser (PostgreSQL dialect) and
+//! describes each statement in it — class, objects read and written, functions
+//! called, risk features — or reports it unparsed when it cannot be sure.
+//!
+//! The rule throughout: when sqlparser's tree could make a statement look less
+//! dangerous than PostgreSQL would run it, take the stricter reading or refuse.
+
+mod fallback;
+mod functions;
+mod names;
+mod predicate;
+
+use std::collections::{BTreeSet, HashSet};
+use std::ops::ControlFlow;
+
+use sha2::{Digest, Sha256};
+use sqlparser::ast::{
+    AlterColumnOperation, AlterFunctionAction, AlterFunctionOperation, AlterRoleOperation,
+    AlterSchemaOperation, AlterTableOperation, CommentObject, CopySource, CopyTarget,
+    CreateTableLikeKind, DeclareType, DescribeAlias, DiscardObject, DropBehavior, Expr,
+    FunctionArg, FunctionArgExpr, FunctionArguments, FunctionSecurity, GrantObjects, Ident,
+    MergeAction, MergeClauseKind, ObjectName, ObjectNamePart, ObjectType, Query, ReferentialAction,
+    Reset, SchemaName, Select, Set, SetExpr, Statement, TableFactor, TableObject, UtilityOption,
+    Value, ValueWithSpan, Visit, VisitMut, Visitor, VisitorMut,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+
+use crate::{Analysis, ObjectRef, PreparedOp, Risk, StatementAnalysis, StatementClass};
+use fallback::Recognized;
+use functions::{
+    QUERY_TEXT_FUNCTIONS, SCHEMA_NAME_FUNCTIONS, TABLE_NAME_FUNCTIONS, listed, setting_risks,
+};
+
+pub use functions::{ADMIN_FUNCTIONS, SIDE_EFFECT_FUNCTIONS};
+
+/// How many levels of SQL text inside SQL text (`query_to_xml('select ...')`)
+/// are analysed before the statement is simply called admin.
+const MAX_NESTED_SQL: usize = 3;
+
+/// Risks that come from what a statement does to rows and schema, as opposed to
+/// the functions it calls. A plain EXPLAIN plans the statement without running
+/// it, so it keeps only the function risks (which planning may still evaluate).
+const STATEMENT_RISKS: [Risk; 6] = [
+    Risk::UpdateWithoutWhere,
+    Risk::DeleteWithoutWhere,
+    Risk::Truncate,
+    Risk::Drop,
+    Risk::DropCascade,
+    Risk::DataModifyingCte,
+];
+
+/// Analyses one SQL text (a simple-query string may hold several statements).
+///
+/// Never panics: anything unexpected, including a panic inside the parser,
+/// comes back as [`Analysis::Unparsed`], which policy blocks by default.
+pub fn analyze(sql: &str) -> Analysis {
+    std::panic::catch_unwind(|| analyze_text(sql, 0)).unwrap_or_else(|_| Analysis::Unparsed {
+        error: "internal error while analysing the statement".to_owned(),
+    })
+}
+
+fn analyze_text(sql: &str, depth: usize) -> Analysis {
+    match statements(sql, depth) {
+        Ok(statements) => Analysis::Parsed { statements },
+        Err(error) => Analysis::Unparsed { error },
+    }
+}
+
+fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>, String> {
+    Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .with_unescape(true)
+        .tokenize_with_location()
+        .map_err(|e| e.to_string())
+}
+
+/// Parses a token stream into statements, refusing a stream the parser stopped
+/// reading before its end (sqlparser's `parse_statements` quietly stops at a
+/// stray `END`).
+fn parse(tokens: Vec<TokenWithSpan>) -> Result<Vec<Statement>, String> {
+    let dialect = PostgreSqlDialect {};
+    let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
+    let statements = parser.parse_statements().map_err(|e| e.to_string())?;
+    let next = parser.peek_token();
+    if next.token != Token::EOF {
+        return Err(format!(
+            "sql parser error: unexpected {} at {}",
+            next.token, next.span.start
+        ));
+    }
+    Ok(statements)
+}
+
+/// PostgreSQL's lexer takes any non-ASCII character, non-breaking space
+/// included, as part of a name; sqlparser takes Unicode spaces for whitespace and
+/// would read `pat<NBSP>ients` as table `pat` aliased `ients`. Such a space
+/// outside a string, quoted name or comment is refused.
+fn check_unicode_spaces(sql: &str) -> Result<(), String> {
+    let odd = |c: char| c.is_whitespace() && !c.is_ascii();
+    if !sql.chars().any(odd) {
+        return Ok(());
+    }
+    // Mark each such space with a character sqlparser keeps as a token of its
+    // own; one that survives outside literals shows up as that token.
+    const MARK: char = '\u{1}';
+    let marked: String = sql.chars().map(|c| if odd(c) { MARK } else { c }).collect();
+    let outside = tokenize(&marked).map_or(true, |tokens| {
+        tokens.iter().any(|t| t.token == Token::Char(MARK))
+    });
+    if outside {
+        return Err(
+            "non-ASCII whitespace between tokens: PostgreSQL would read it as part of a name"
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
+fn statements(sql: &str, depth: usize) -> Result<Vec<StatementAnalysis>, String> {
+    check_unicode_spaces(sql)?;
+    let tokens = tokenize(sql)?;
+    fallback::check_nesting(&tokens)?;
+    let normalized = fallback::normalized_pieces(&tokens);
+    if let Ok(parsed) = parse(tokens) {
+        // One normalized text per statement, unless semicolons inside a statement
+        // make the split disagree with the parse (then print the tree instead).
+        let aligned = normalized.len() == parsed.len();
+        return parsed
+            .iter()
+            .enumerate()
+            .map(|(i, s)| statement(s, depth, aligned.then(|| normalized[i].as_str())))
+            .collect();
+    }
+    // sqlparser rejected the text. PostgreSQL runs a text only if every statement
+    // in it parses, so analyse statement by statement, let the fallback recognise
+    // the PostgreSQL statements sqlparser does not know, and refuse the whole
+    // text if any one statement stays unknown.
+    let mut out = Vec::new();
+    for piece in fallback::split(tokenize(sql)?) {
+        match parse(piece.clone()) {
+            Ok(parsed) => {
+                let text = (parsed.len() == 1).then(|| fallback::normalized(&piece));
+                for s in &parsed {
+                    out.push(statement(s, depth, text.as_deref())?);
+                }
+            }
+            Err(error) => match fallback::recognize(&piece) {
+                Some(Recognized::Reparse(tokens)) => {
+                    let with_spans = tokens.into_iter().map(TokenWithSpan::wrap).collect();
+                    let parsed = parse(with_spans).map_err(|_| error)?;
+                    let text = (parsed.len() == 1).then(|| fallback::normalized(&piece));
+                    for s in &parsed {
+                        out.push(statement(s, depth, text.as_deref())?);
+                    }
+                }
+                Some(Recognized::Classified {
+                    class,
+                    risks,
+                    writes,
+                }) => {
+                    let mut acc = Acc::new(depth);
+                    acc.raise(class);
+                    acc.risks.extend(risks);
+                    acc.writes.extend(writes);
+                    let normalized = fallback::normalized(&piece);
+                    out.push(acc.finish(&normalized));
+                }
+                None => return Err(error),
+            },
+        }
+    }
+    Ok(out)
+}
+
+/// Analyses one parsed statement; `normalized` is its text for the fingerprint
+/// when the caller has it from the tokens.
+fn statement(
+    stmt: &Statement,
+    depth: usize,
+    normalized: Option<&str>,
+) -> Result<StatementAnalysis, String> {
+    let mut acc = Acc::new(depth);
+    acc.top(stmt)?;
+    Ok(match normalized {
+        Some(text) => acc.finish(text),
+        None => acc.finish(&normalized_sql(stmt)),
+    })
+}
+
+/// The statement printed back with every literal replaced by `?` and unquoted
+/// names folded, for a statement whose own tokens are not at hand.
+fn normalized_sql(stmt: &Statement) -> String {
+    struct Blank;
+    impl VisitorMut for Blank {
+        type Break = ();
+        fn pre_visit_value(&mut self, value: &mut ValueWithSpan) -> ControlFlow<()> {
+            value.value = Value::Placeholder("?".to_owned());
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_ident(&mut self, ident: &mut Ident) -> ControlFlow<()> {
+            if ident.quote_style.is_none() {
+                ident.value.make_ascii_lowercase();
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut blank = stmt.clone();
+    let _ = VisitMut::visit(&mut blank, &mut Blank);
+    blank.to_string()
+}
+
+/// A WITH scope: the CTE names a table reference may mean, and for each CTE body
+/// about to be visited, the names visible inside it.
+struct Scope {
+    visible: Vec<String>,
+    bodies: Vec<(*const Query, Vec<String>)>,
+}
+
+/// What one statement is found to do, gathered while walking its tree.
+struct Acc {
+    depth: usize,
+    class: StatementClass,
+    reads: BTreeSet<ObjectRef>,
+    writes: BTreeSet<ObjectRef>,
+    functions: BTreeSet<String>,
+    risks: BTreeSet<Risk>,
+    prepared: Option<PreparedOp>,
+    scopes: Vec<Scope>,
+    /// The table factors that are the target of an UPDATE, DELETE or MERGE: they
+    /// appear in the tree where reads do, but are writes.
+    targets: HashSet<*const TableFactor>,
+}
+
+impl Acc {
+    fn new(depth: usize) -> Self {
+        Acc {
+            depth,
+            class: StatementClass::Read,
+            reads: BTreeSet::new(),
+            writes: BTreeSet::new(),
+            functions: BTreeSet::new(),
+            risks: BTreeSet::new(),
+            prepared: None,
+            scopes: Vec::new(),
+            targets: HashSet::new(),
+        }
+    }
+
+    /// Takes `class` if it ranks higher than what the statement already is.
+    fn raise(&mut self, class: StatementClass) {
+        if class.rank() > self.class.rank() {
+            self.class = class;
+        }
+    }
+
+    fn finish(self, normalized: &str) -> StatementAnalysis {
+        let mut analysis = StatementAnalysis {
+            class: self.class,
+            reads: self.reads,
+            writes: self.writes,
+            functions: self.functions,
+            risks: self.risks,
+            prepared: self.prepared,
+            fingerprint: String::new(),
+        };
+        analysis.fingerprint = fingerprint(normalized, &analysis);
+        analysis
+    }
+
+    /// A top-level statement. EXPLAIN and PREPARE wrap another statement and are
+    /// decided by it; everything else is walked as a tree.
+    fn top(&mut self, stmt: &Statement) -> Result<(), String> {
+        match stmt {
+            Statement::Explain {
+                describe_alias: DescribeAlias::Explain,
+                analyze,
+                options,
+                statement,
+                ..
+            } => {
+                if *analyze || explain_runs(options.as_deref()) {
+                    // EXPLAIN ANALYZE executes the statement: decided as it.
+                    self.raise(StatementClass::Read);
+                    self.top(statement)
+                } else {
+                    let mut inner = Acc::new(self.depth);
+                    inner.top(statement)?;
+                    self.plan_only(inner);
+                    Ok(())
+                }
+            }
+            Statement::Prepare {
+                name, statement, ..
+            } => {
+                self.top(statement)?;
+                self.raise(StatementClass::Prepared);
+                self.prepared = Some(PreparedOp::Prepare {
+                    name: names::ident(name),
+                    inner_sql: statement.to_string(),
+                });
+                Ok(())
+            }
+            _ => match stmt.visit(self) {
+                ControlFlow::Continue(()) => Ok(()),
+                ControlFlow::Break(error) => Err(error),
+            },
+        }
+    }
+
+    /// EXPLAIN without ANALYZE: PostgreSQL plans the statement but runs nothing,
+    /// so it reads (the catalog and statistics of) what the statement touches.
+    fn plan_only(&mut self, inner: Acc) {
+        self.raise(if inner.class == StatementClass::Admin {
+            StatementClass::Admin
+        } else {
+            StatementClass::Read
+        });
+        self.reads.extend(inner.reads);
+        self.reads.extend(inner.writes);
+        self.functions.extend(inner.functions);
+        self.risks.extend(
+            inner
+                .risks
+                .into_iter()
+                .filter(|r| !STATEMENT_RISKS.contains(r)),
+        );
+    }
+
+    fn read(&mut self, name: &ObjectName) {
+        self.reads.insert(names::object(name));
+    }
+
+    fn write(&mut self, name: &ObjectName) {
+        let object = names::object(name);
+        // Writing the pg_settings view is set_config() for the row's setting,
+        // which the statement's text does not name reliably.
+        if object.name == "pg_settings"
+            && object.schema.as_deref().is_none_or(|s| s == "pg_catalog")
+        {
+            self.risks.extend([
+                Risk::SearchPathChange,
+                Risk::ClientEncodingChange,
+                Risk::RoleChange,
+            ]);
+        }
+        self.writes.insert(object);
+    }
+
+    fn write_schema(&mut self, name: &ObjectName) {
+        self.writes.insert(names::whole_schema(name));
+    }
+
+    /// Marks a table factor as the target of the statement being walked.
+    fn target(&mut self, factor: &TableFactor) {
+        if let TableFactor::Table { name, .. } = factor {
+            self.write(name);
+        }
+        self.targets.insert(factor as *const TableFactor);
+    }
+
+    fn drop_risks(&mut self, cascade: bool) {
+        self.risks.insert(Risk::Drop);
+        if cascade {
+            self.risks.insert(Risk::DropCascade);
+        }
+    }
+
+    fn set_risks(&mut self, setting: &str) {
+        self.risks.extend(setting_risks(setting).iter().copied());
+    }
+
+    /// Whether an unqualified table reference names a CTE in scope.
+    fn is_cte(&self, name: &ObjectName) -> bool {
+        name.0.len() == 1
+            && self
+                .scopes
+                .last()
+                .is_some_and(|s| s.visible.contains(&names::parts(name)[0]))
+    }
+
+    /// What a statement (top-level or nested in a CTE, COPY, ...) does by itself;
+    /// the walk then visits its parts.
+    fn effects(&mut self, stmt: &Statement) -> Result<(), String> {
+        use StatementClass as C;
+        match stmt {
+            Statement::Query(_) => self.raise(C::Read),
+            Statement::Insert(insert) => {
+                self.raise(C::Write);
+                match &insert.table {
+                    TableObject::TableName(name) => self.write(name),
+                    _ => return Err(unsupported(stmt)),
+                }
+            }
+            Statement::Update(update) => {
+                self.raise(C::Write);
+                self.target(&update.table.relation);
+                if update.selection.as_ref().is_none_or(predicate::always_true) {
+                    self.risks.insert(Risk::UpdateWithoutWhere);
+                }
+            }
+            Statement::Delete(delete) => {
+                self.raise(C::Write);
+                for name in &delete.tables {
+                    self.write(name);
+                }
+                let (sqlparser::ast::FromTable::WithFromKeyword(from)
+                | sqlparser::ast::FromTable::WithoutKeyword(from)) = &delete.from;
+                for t in from {
+                    self.target(&t.relation);
+                }
+                if delete.selection.as_ref().is_none_or(predicate::always_true) {
+                    self.risks.insert(Risk::DeleteWithoutWhere);
+                }
+            }
+            Statement::Merge(merge) => {
+                self.raise(C::Write);
+                self.target(&merge.table);
+                // Rows a clause touches with no condition of its own: all matched
+                // rows when ON is always true, all target rows missing from the
+                // source for NOT MATCHED BY SOURCE.
+                let on_all = predicate::always_true(&merge.on);
+                for clause in &merge.clauses {
+                    let every_row = clause.predicate.as_ref().is_none_or(predicate::always_true)
+                        && match clause.clause_kind {
+                            MergeClauseKind::Matched => on_all,
+                            MergeClauseKind::NotMatchedBySource => true,
+                            _ => false,
+                        };
+                    if every_row {
+                        match clause.action {
+                            MergeAction::Delete { .. } => {
+                                self.risks.insert(Risk::DeleteWithoutWhere);
+                            }
+                            MergeAction::Update(_) => {
+                                self.risks.insert(Risk::UpdateWithoutWhere);
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            Statement::Copy {
+                source, to, target, ..
+            } => {
+                match target {
+                    CopyTarget::Stdin | CopyTarget::Stdout => {}
+                    // A server file or a shell command: admin, whatever the direction.
+                    CopyTarget::File { .. } | CopyTarget::Program { .. } => self.raise(C::Admin),
+                }
+                match (source, to) {
+                    (CopySource::Table { table_name, .. }, true) => {
+                        self.raise(C::CopyOut);
+                        self.read(table_name);
+                    }
+                    (CopySource::Table { table_name, .. }, false) => {
+                        self.raise(C::CopyIn);
+                        self.write(table_name);
+                    }
+                    (CopySource::Query(_), true) => self.raise(C::CopyOut),
+                    (CopySource::Query(_), false) => return Err(unsupported(stmt)),
+                }
+            }
+            Statement::CreateTable(create) => {
+                // CREATE TABLE AS fills a new table with rows: a write (it also
+                // creates the table, but the rows are what policy cares about).
+                self.raise(if create.query.is_some() {
+                    C::Write
+                } else {
+                    C::Ddl
+                });
+                self.write(&create.name);
+                if let Some(
+                    CreateTableLikeKind::Parenthesized(like) | CreateTableLikeKind::Plain(like),
+                ) = &create.like
+                {
+                    self.read(&like.name);
+                }
+                if let Some(clone) = &create.clone {
+                    self.read(clone);
+                }
+            }
+            Statement::CreateView(view) => {
+                self.raise(C::Ddl);
+                self.write(&view.name);
+            }
+            Statement::CreateIndex(index) => {
+                self.raise(C::Ddl);
+                self.write(&index.table_name);
+            }
+            Statement::CreateSchema { schema_name, .. } => {
+                self.raise(C::Ddl);
+                match schema_name {
+                    SchemaName::Simple(name) | SchemaName::NamedAuthorization(name, _) => {
+                        self.write_schema(name)
+                    }
+                    SchemaName::UnnamedAuthorization(role) => {
+                        self.write_schema(&ObjectName::from(role.clone()))
+                    }
+                }
+            }
+            Statement::CreateFunction(f) => {
+                self.raise(C::Ddl);
+                self.write(&f.name);
+                self.language(f.language.as_ref());
+                if f.security == Some(FunctionSecurity::Definer) {
+                    // Runs with its owner's privileges, whoever calls it.
+                    self.risks.insert(Risk::PrivilegeChange);
+                }
+            }
+            Statement::CreateProcedure { name, language, .. } => {
+                self.raise(C::Ddl);
+                self.write(name);
+                self.language(language.as_ref());
+            }
+            Statement::CreateSequence { name, .. } | Statement::CreateType { name, .. } => {
+                self.raise(C::Ddl);
+                self.write(name);
+            }
+            Statement::CreateDomain(d) => {
+                self.raise(C::Ddl);
+                self.write(&d.name);
+            }
+            Statement::CreateTrigger(t) => {
+                self.raise(C::Ddl);
+                self.write(&t.table_name);
+            }
+            Statement::CreatePolicy(p) => {
+                // Row-level security policies are access control.
+                self.raise(C::Ddl);
+                self.risks.insert(Risk::PrivilegeChange);
+                self.write(&p.table_name);
+            }
+            Statement::AlterPolicy(p) => {
+                self.raise(C::Ddl);
+                self.risks.insert(Risk::PrivilegeChange);
+                self.write(&p.table_name);
+            }
+            Statement::DropPolicy(p) => {
+                self.raise(C::Ddl);
+                self.risks.insert(Risk::PrivilegeChange);
+                self.drop_risks(p.drop_behavior == Some(DropBehavior::Cascade));
+                self.write(&p.table_name);
+            }
+            Statement::CreateExtension(_)
+            | Statement::CreateServer(_)
+            | Statement::CreateDatabase { .. }
+            | Statement::CreateCollation(_)
+            | Statement::CreateOperator(_)
+            | Statement::CreateOperatorFamily(_)
+            | Statement::CreateOperatorClass(_)
+            | Statement::CreateTextSearch(_)
+            | Statement::AlterCollation(_)
+            | Statement::AlterOperator(_)
+            | Statement::AlterOperatorFamily(_)
+            | Statement::AlterOperatorClass(_)
+            | Statement::AlterTextSearch(_) => self.raise(C::Ddl),
+            Statement::AlterTable(alter) => {
+                self.raise(C::Ddl);
+                self.write(&alter.name);
+                for op in &alter.operations {
+                    self.alter_table(op);
+                }
+            }
+            Statement::AlterSchema(alter) => {
+                self.raise(C::Ddl);
+                self.write_schema(&alter.name);
+                if alter
+                    .operations
+                    .iter()
+                    .any(|op| matches!(op, AlterSchemaOperation::OwnerTo { .. }))
+                {
+                    self.risks.insert(Risk::PrivilegeChange);
+                }
+            }
+            Statement::AlterIndex { name, .. } | Statement::AlterView { name, .. } => {
+                self.raise(C::Ddl);
+                self.write(name);
+            }
+            Statement::AlterFunction(f) => {
+                self.raise(C::Ddl);
+                self.write(&f.function.name);
+                let definer = match &f.operation {
+                    AlterFunctionOperation::OwnerTo(_) => true,
+                    AlterFunctionOperation::Actions { actions, .. } => actions.iter().any(|a| {
+                        matches!(
+                            a,
+                            AlterFunctionAction::Security {
+                                security: FunctionSecurity::Definer,
+                                ..
+                            }
+                        )
+                    }),
+                    _ => false,
+                };
+                if definer {
+                    self.risks.insert(Risk::PrivilegeChange);
+                }
+            }
+            Statement::AlterType(t) => {
+                self.raise(C::Ddl);
+                self.write(&t.name);
+            }
+            Statement::CreateRole(_) | Statement::CreateUser(_) | Statement::AlterUser(_) => {
+                self.raise(C::Dcl);
+                self.risks.insert(Risk::RoleChange);
+            }
+            Statement::AlterRole { operation, .. } => {
+                self.raise(C::Dcl);
+                self.risks.insert(Risk::RoleChange);
+                if let AlterRoleOperation::Set { config_name, .. } = operation {
+                    // A per-role default reaches every later session of the role.
+                    self.set_risks(&names::function(config_name));
+                }
+            }
+            Statement::Drop {
+                object_type,
+                names: dropped,
+                cascade,
+                ..
+            } => {
+                self.drop_risks(*cascade);
+                match object_type {
+                    ObjectType::Role | ObjectType::User => {
+                        self.raise(C::Dcl);
+                        self.risks.insert(Risk::RoleChange);
+                    }
+                    ObjectType::Schema => {
+                        self.raise(C::Ddl);
+                        for name in dropped {
+                            self.write_schema(name);
+                        }
+                    }
+                    ObjectType::Database => self.raise(C::Ddl),
+                    _ => {
+                        self.raise(C::Ddl);
+                        for name in dropped {
+                            self.write(name);
+                        }
+                    }
+                }
+            }
+            Statement::DropFunction(f) => {
+                self.raise(C::Ddl);
+                self.drop_risks(f.drop_behavior == Some(DropBehavior::Cascade));
+                for desc in &f.func_desc {
+                    self.write(&desc.name);
+                }
+            }
+            Statement::DropProcedure {
+                proc_desc,
+                drop_behavior,
+                ..
+            } => {
+                self.raise(C::Ddl);
+                self.drop_risks(*drop_behavior == Some(DropBehavior::Cascade));
+                for desc in proc_desc {
+                    self.write(&desc.name);
+                }
+            }
+            Statement::DropDomain(d) => {
+                self.raise(C::Ddl);
+                self.drop_risks(d.drop_behavior == Some(DropBehavior::Cascade));
+                self.write(&d.name);
+            }
+            Statement::DropExtension(e) => {
+                self.raise(C::Ddl);
+                self.drop_risks(e.cascade_or_restrict == Some(ReferentialAction::Cascade));
+            }
+            Statement::DropTrigger(t) => {
+                self.raise(C::Ddl);
+                self.drop_risks(t.option == Some(ReferentialAction::Cascade));
+                if let Some(table) = &t.table_name {
+                    self.write(table);
+                }
+            }
+            Statement::DropOperator(o) => {
+                self.raise(C::Ddl);
+                self.drop_risks(o.drop_behavior == Some(DropBehavior::Cascade));
+            }
+            Statement::DropOperatorFamily(o) => {
+                self.raise(C::Ddl);
+                self.drop_risks(o.drop_behavior == Some(DropBehavior::Cascade));
+            }
+            Statement::DropOperatorClass(o) => {
+                self.raise(C::Ddl);
+                self.drop_risks(o.drop_behavior == Some(DropBehavior::Cascade));
+            }
+            Statement::Truncate(t) => {
+                self.raise(C::Ddl);
+                self.risks.insert(Risk::Truncate);
+                for target in &t.table_names {
+                    self.write(&target.name);
+                }
+            }
+            Statement::Comment {
+                object_type,
+                object_name,
+                ..
+            } => {
+                self.raise(C::Ddl);
+                let mut parts = names::parts(object_name);
+                if *object_type == CommentObject::Column {
+                    parts.pop();
+                }
+                if !parts.is_empty() {
+                    self.writes.insert(names::from_parts(parts));
+                }
+            }
+            Statement::Grant(grant) => {
+                self.raise(C::Dcl);
+                self.risks.insert(Risk::PrivilegeChange);
+                if let Some(objects) = &grant.objects {
+                    self.grant_objects(objects);
+                }
+            }
+            Statement::Revoke(revoke) => {
+                self.raise(C::Dcl);
+                self.risks.insert(Risk::PrivilegeChange);
+                if let Some(objects) = &revoke.objects {
+                    self.grant_objects(objects);
+                }
+            }
+            Statement::Set(set) => self.set(set),
+            Statement::Reset(reset) => {
+                self.raise(C::Session);
+                match &reset.reset {
+                    // RESET ALL puts search_path and client_encoding back to their
+                    // defaults: a change of what later statements mean.
+                    Reset::ALL => {
+                        self.risks.insert(Risk::SearchPathChange);
+                        self.risks.insert(Risk::ClientEncodingChange);
+                    }
+                    Reset::SessionAuthorization => {
+                        self.risks.insert(Risk::RoleChange);
+                    }
+                    Reset::ConfigurationParameter(name) => self.set_risks(&names::function(name)),
+                }
+            }
+            Statement::Discard { object_type } => {
+                self.raise(C::Session);
+                if *object_type == DiscardObject::ALL {
+                    // DISCARD ALL includes SET SESSION AUTHORIZATION DEFAULT,
+                    // RESET ALL and DEALLOCATE ALL.
+                    self.risks.insert(Risk::RoleChange);
+                    self.risks.insert(Risk::SearchPathChange);
+                    self.risks.insert(Risk::ClientEncodingChange);
+                    self.prepared = Some(PreparedOp::Deallocate { name: None });
+                }
+            }
+            Statement::ShowVariable { .. }
+            | Statement::ShowVariables { .. }
+            | Statement::ShowStatus { .. }
+            | Statement::ShowFunctions { .. }
+            | Statement::ShowCollation { .. }
+            | Statement::ShowCharset(_)
+            | Statement::ShowCatalogs { .. }
+            | Statement::ShowDatabases { .. }
+            | Statement::ShowSchemas { .. }
+            | Statement::ShowObjects(_)
+            | Statement::ShowTables { .. }
+            | Statement::ShowViews { .. } => self.raise(C::Read),
+            Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::Savepoint { .. }
+            | Statement::ReleaseSavepoint { .. } => self.raise(C::Transaction),
+            Statement::Call(function) => {
+                self.raise(C::Procedural);
+                let args = match &function.args {
+                    FunctionArguments::List(list) => list.args.as_slice(),
+                    _ => &[],
+                };
+                self.call(&function.name, args);
+            }
+            Statement::Prepare {
+                name, statement, ..
+            } => {
+                // Only reached when nested (PostgreSQL would refuse it): the walk
+                // goes on into the inner statement as if it ran.
+                self.raise(C::Prepared);
+                self.prepared = Some(PreparedOp::Prepare {
+                    name: names::ident(name),
+                    inner_sql: statement.to_string(),
+                });
+            }
+            Statement::Explain { describe_alias, .. } => {
+                if *describe_alias != DescribeAlias::Explain {
+                    return Err(unsupported(stmt));
+                }
+                self.raise(C::Read)
+            }
+            Statement::Execute {
+                name: Some(name),
+                immediate: false,
+                into,
+                using,
+                ..
+            } if name.0.len() == 1 && into.is_empty() && using.is_empty() => {
+                self.raise(C::Prepared);
+                self.prepared = Some(PreparedOp::Execute {
+                    name: names::parts(name).remove(0),
+                });
+            }
+            Statement::Deallocate { name, .. } => {
+                self.raise(C::Prepared);
+                let all = name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all");
+                self.prepared = Some(PreparedOp::Deallocate {
+                    name: (!all).then(|| names::ident(name)),
+                });
+            }
+            Statement::Declare { stmts } => {
+                if stmts
+                    .iter()
+                    .any(|d| d.declare_type != Some(DeclareType::Cursor) || d.for_query.is_none())
+                {
+                    return Err(unsupported(stmt));
+                }
+                self.raise(C::Cursor);
+            }
+            Statement::Fetch { into: None, .. } | Statement::Close { .. } => self.raise(C::Cursor),
+            Statement::LISTEN { .. } | Statement::UNLISTEN { .. } | Statement::NOTIFY { .. } => {
+                self.raise(C::Utility)
+            }
+            Statement::Vacuum(v) => {
+                self.raise(C::Utility);
+                if let Some(name) = &v.table_name {
+                    self.write(name);
+                }
+            }
+            Statement::Analyze(a) => {
+                self.raise(C::Utility);
+                if let Some(name) = &a.table_name {
+                    self.write(name);
+                }
+            }
+            Statement::Lock(lock) => {
+                self.raise(C::Utility);
+                for t in &lock.tables {
+                    self.write(&t.name);
+                }
+            }
+            Statement::Load { .. } => self.raise(C::Admin),
+            // Everything else is another dialect's statement that PostgreSQL would
+            // reject, or one this analyser has no rules for: refuse rather than guess.
+            _ => return Err(unsupported(stmt)),
+        }
+        Ok(())
+    }
+
+    /// A function or procedure body in an untrusted language (plperlu,
+    /// plpython3u, ...) can reach files and processes: admin.
+    fn language(&mut self, language: Option<&Ident>) {
+        if language.is_some_and(|l| functions::untrusted_language(&l.value)) {
+            self.raise(StatementClass::Admin);
+        }
+    }
+
+    fn alter_table(&mut self, op: &AlterTableOperation) {
+        match op {
+            AlterTableOperation::AlterColumn {
+                op: AlterColumnOperation::SetDataType { .. },
+                ..
+            }
+            | AlterTableOperation::ChangeColumn { .. }
+            | AlterTableOperation::ModifyColumn { .. } => {
+                self.risks.insert(Risk::AlterType);
+            }
+            AlterTableOperation::OwnerTo { .. }
+            | AlterTableOperation::DisableRowLevelSecurity
+            | AlterTableOperation::EnableRowLevelSecurity
+            | AlterTableOperation::ForceRowLevelSecurity
+            | AlterTableOperation::NoForceRowLevelSecurity => {
+                self.risks.insert(Risk::PrivilegeChange);
+            }
+            AlterTableOperation::DropColumn { drop_behavior, .. }
+            | AlterTableOperation::DropConstraint { drop_behavior, .. } => {
+                self.drop_risks(*drop_behavior == Some(DropBehavior::Cascade));
+            }
+            AlterTableOperation::RenameTable { table_name } => {
+                let (sqlparser::ast::RenameTableNameKind::To(name)
+                | sqlparser::ast::RenameTableNameKind::As(name)) = table_name;
+                self.write(name);
+            }
+            _ => {}
+        }
+    }
+
+    fn grant_objects(&mut self, objects: &GrantObjects) {
+        match objects {
+            GrantObjects::Tables(names)
+            | GrantObjects::Views(names)
+            | GrantObjects::Sequences(names) => {
+                for name in names {
+                    self.write(name);
+                }
+            }
+            GrantObjects::Schemas(schemas)
+            | GrantObjects::AllTablesInSchema { schemas }
+            | GrantObjects::AllSequencesInSchema { schemas }
+            | GrantObjects::AllViewsInSchema { schemas }
+            | GrantObjects::AllMaterializedViewsInSchema { schemas }
+            | GrantObjects::AllFunctionsInSchema { schemas } => {
+                for schema in schemas {
+                    self.write_schema(schema);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn set(&mut self, set: &Set) {
+        use StatementClass as C;
+        match set {
+            Set::SingleAssignment { variable, .. } => {
+                self.raise(C::Session);
+                self.set_risks(&names::function(variable));
+            }
+            Set::ParenthesizedAssignments { variables, .. } => {
+                self.raise(C::Session);
+                for v in variables {
+                    self.set_risks(&names::function(v));
+                }
+            }
+            Set::MultipleAssignments { assignments } => {
+                self.raise(C::Session);
+                for a in assignments {
+                    self.set_risks(&names::function(&a.name));
+                }
+            }
+            Set::SetRole { .. } | Set::SetSessionAuthorization(_) => {
+                self.raise(C::Session);
+                self.risks.insert(Risk::RoleChange);
+            }
+            Set::SetNames { .. } | Set::SetNamesDefault {} => {
+                self.raise(C::Session);
+                self.risks.insert(Risk::ClientEncodingChange);
+            }
+            Set::SetTransaction { session: false, .. } => self.raise(C::Transaction),
+            // SET SESSION CHARACTERISTICS AS TRANSACTION: a session default.
+            Set::SetTransaction { session: true, .. } | Set::SetTimeZone { .. } => {
+                self.raise(C::Session)
+            }
+            Set::SetSessionParam(_) => {
+                // An MS-SQL form PostgreSQL rejects; session at least.
+                self.raise(C::Session)
+            }
+        }
+    }
+
+    /// A function call, wherever it appears.
+    fn call(&mut self, name: &ObjectName, args: &[FunctionArg]) {
+        let parts = names::parts(name);
+        self.functions.insert(parts.join("."));
+        if listed(ADMIN_FUNCTIONS, &parts) {
+            self.raise(StatementClass::Admin);
+            self.risks.insert(Risk::SideEffectFunction);
+        }
+        if listed(SIDE_EFFECT_FUNCTIONS, &parts) {
+            self.risks.insert(Risk::SideEffectFunction);
+        }
+        let own_name = parts
+            .last()
+            .map(|n| n.to_ascii_lowercase())
+            .unwrap_or_default();
+        let first = |keyword: &str| arg(args, 0, keyword).and_then(|e| string_value(e, 0));
+        let query_text = QUERY_TEXT_FUNCTIONS.iter().find(|(f, _)| *f == own_name);
+        match own_name.as_str() {
+            "set_config" => match first("setting_name") {
+                Some(setting) => self.set_risks(&setting),
+                // A computed setting name could be any of them.
+                None => self.risks.extend([
+                    Risk::SearchPathChange,
+                    Risk::ClientEncodingChange,
+                    Risk::RoleChange,
+                ]),
+            },
+            "nextval" | "setval" => {
+                if let Some(seq) = first("regclass").and_then(|s| names::regclass(&s)) {
+                    self.writes.insert(seq);
+                }
+            }
+            "currval" => {
+                if let Some(seq) = first("regclass").and_then(|s| names::regclass(&s)) {
+                    self.reads.insert(seq);
+                }
+            }
+            _ if query_text.is_some() => {
+                for &pos in query_text.map(|(_, p)| *p).unwrap_or_default() {
+                    match arg(args, pos, "query").and_then(|e| string_value(e, 0)) {
+                        Some(sql) => self.nested_sql(&sql),
+                        // A computed query, or none where one is required: what
+                        // it reads cannot be known.
+                        None if pos == 0 || args.len() > pos => self.raise(StatementClass::Admin),
+                        None => {}
+                    }
+                }
+            }
+            _ if listed(TABLE_NAME_FUNCTIONS, &parts) => {
+                match first("tbl").and_then(|s| names::regclass(&s)) {
+                    Some(table) => {
+                        self.reads.insert(table);
+                    }
+                    None => self.raise(StatementClass::Admin),
+                }
+            }
+            _ if listed(SCHEMA_NAME_FUNCTIONS, &parts) => match first("schema") {
+                // A `name` argument: taken exactly as written, no case folding.
+                Some(schema) => {
+                    self.reads.insert(ObjectRef {
+                        schema: Some(schema),
+                        name: "*".to_owned(),
+                    });
+                }
+                None => self.raise(StatementClass::Admin),
+            },
+            _ => {}
+        }
+    }
+
+    /// SQL text run by a function (`query_to_xml('select ...')`): analysed and
+    /// merged into this statement; admin when it cannot be analysed.
+    fn nested_sql(&mut self, sql: &str) {
+        if self.depth >= MAX_NESTED_SQL {
+            self.raise(StatementClass::Admin);
+            return;
+        }
+        match analyze_text(sql, self.depth + 1) {
+            Analysis::Parsed { statements } => {
+                for s in statements {
+                    self.raise(s.class);
+                    self.reads.extend(s.reads);
+                    self.writes.extend(s.writes);
+                    self.functions.extend(s.functions);
+                    self.risks.extend(s.risks);
+                }
+            }
+            Analysis::Unparsed { .. } => self.raise(StatementClass::Admin),
+        }
+    }
+
+    /// `SELECT ... INTO t`: creates and fills a table.
+    fn select_into(&mut self, select: &Select) {
+        let Some(into) = &select.into else {
+            return;
+        };
+        self.raise(StatementClass::Write);
+        for target in &into.targets {
+            let parts = match target {
+                Expr::Identifier(id) => vec![names::ident(id)],
+                Expr::CompoundIdentifier(ids) => ids.iter().map(names::ident).collect(),
+                other => vec![other.to_string()],
+            };
+            self.writes.insert(names::from_parts(parts));
+        }
+    }
+}
+
+impl Visitor for Acc {
+    type Break = String;
+
+    fn pre_visit_statement(&mut self, stmt: &Statement) -> ControlFlow<String> {
+        match self.effects(stmt) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => ControlFlow::Break(e),
+        }
+    }
+
+    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<String> {
+        // PostgreSQL never takes an unquoted reserved word as the first part of a
+        // table name, but sqlparser does: `FROM ONLY t` becomes table "only"
+        // aliased t, `FROM ONLY (t)` a call of a function "only". The real table
+        // would vanish from the analysis, so refuse.
+        if let Some(ObjectNamePart::Identifier(first)) = relation.0.first()
+            && first.quote_style.is_none()
+            && names::reserved(&first.value)
+        {
+            return ControlFlow::Break(format!(
+                "sqlparser read the keyword {} as a table name",
+                first.value.to_ascii_uppercase()
+            ));
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<String> {
+        let this = query as *const Query;
+        let base = match self.scopes.last() {
+            Some(outer) => outer
+                .bodies
+                .iter()
+                .find(|(body, _)| *body == this)
+                .map(|(_, visible)| visible.clone())
+                .unwrap_or_else(|| outer.visible.clone()),
+            None => Vec::new(),
+        };
+        let mut scope = Scope {
+            visible: base.clone(),
+            bodies: Vec::new(),
+        };
+        if let Some(with) = &query.with {
+            let ctes: Vec<String> = with
+                .cte_tables
+                .iter()
+                .map(|c| names::ident(&c.alias.name))
+                .collect();
+            for (i, cte) in with.cte_tables.iter().enumerate() {
+                // Without RECURSIVE a CTE sees only the ones before it: its own
+                // name inside its body is the real table of that name.
+                let mut visible = base.clone();
+                visible.extend_from_slice(if with.recursive { &ctes } else { &ctes[..i] });
+                scope.bodies.push((&*cte.query as *const Query, visible));
+                let writes =
+                    sqlparser::ast::visit_statements(&*cte.query, |_| ControlFlow::Break(()))
+                        .is_break();
+                if writes {
+                    self.risks.insert(Risk::DataModifyingCte);
+                }
+            }
+            scope.visible.extend(ctes);
+        }
+        self.scopes.push(scope);
+        // sqlparser reads `TABLE name` without its quoting and swallows the two
+        // tokens after an unqualified name, so its tree cannot be trusted.
+        let mut bodies = vec![query.body.as_ref()];
+        while let Some(body) = bodies.pop() {
+            match body {
+                SetExpr::SetOperation { left, right, .. } => {
+                    bodies.push(left);
+                    bodies.push(right);
+                }
+                SetExpr::Table(_) => {
+                    return ControlFlow::Break(
+                        "TABLE as part of a larger statement is not supported; use SELECT * FROM"
+                            .to_owned(),
+                    );
+                }
+                _ => {}
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _query: &Query) -> ControlFlow<String> {
+        self.scopes.pop();
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_select(&mut self, select: &Select) -> ControlFlow<String> {
+        self.select_into(select);
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<String> {
+        match factor {
+            TableFactor::Table { name, args, .. } => {
+                if let Some(args) = args {
+                    // `FROM f(...)`: a set-returning function, not a table.
+                    self.call(name, &args.args);
+                } else if !self.targets.contains(&(factor as *const TableFactor))
+                    && !self.is_cte(name)
+                {
+                    self.read(name);
+                }
+            }
+            TableFactor::Function { name, args, .. } => self.call(name, args),
+            TableFactor::UNNEST { .. } => {
+                self.functions.insert("unnest".to_owned());
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<String> {
+        if let Expr::Function(f) = expr {
+            let args = match &f.args {
+                FunctionArguments::List(list) => list.args.as_slice(),
+                _ => &[],
+            };
+            self.call(&f.name, args);
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Whether EXPLAIN's options ask it to run the statement: `(ANALYZE)`,
+/// `(ANALYSE)`, `(ANALYZE true|on|1|yes)`. Anything but a clear "off" counts as on.
+fn explain_runs(options: Option<&[UtilityOption]>) -> bool {
+    options.unwrap_or_default().iter().any(|o| {
+        let name = o.name.value.to_ascii_lowercase();
+        (name == "analyze" || name == "analyse")
+            && match &o.arg {
+                None => true,
+                Some(arg) => {
+                    let text = match arg {
+                        Expr::Value(v) => match &v.value {
+                            Value::Boolean(b) => b.to_string(),
+                            Value::Number(n, _) => n.clone(),
+                            Value::SingleQuotedString(s) => s.clone(),
+                            other => other.to_string(),
+                        },
+                        Expr::Identifier(id) => id.value.clone(),
+                        other => other.to_string(),
+                    };
+                    !matches!(
+                        text.to_ascii_lowercase().as_str(),
+                        "false" | "off" | "0" | "no" | "f" | "n"
+                    )
+                }
+            }
+    })
+}
+
+/// The argument at position `pos`, or named `keyword` (`set_config(setting_name => ...)`).
+fn arg<'a>(args: &'a [FunctionArg], pos: usize, keyword: &str) -> Option<&'a Expr> {
+    args.iter().enumerate().find_map(|(i, a)| match a {
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) if i == pos => Some(e),
+        FunctionArg::Named {
+            name,
+            arg: FunctionArgExpr::Expr(e),
+            ..
+        } if name.value.eq_ignore_ascii_case(keyword) => Some(e),
+        FunctionArg::ExprNamed {
+            name: Expr::Identifier(name),
+            arg: FunctionArgExpr::Expr(e),
+            ..
+        } if name.value.eq_ignore_ascii_case(keyword) => Some(e),
+        _ => None,
+    })
+}
+
+/// The text of a string literal, seen through casts, parentheses and `||`
+/// between literals; `None` for anything computed.
+fn string_value(e: &Expr, depth: usize) -> Option<String> {
+    if depth > 32 {
+        return None;
+    }
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s)
+            | Value::EscapedStringLiteral(s)
+            | Value::UnicodeStringLiteral(s)
+            | Value::NationalStringLiteral(s) => Some(s.clone()),
+            Value::DollarQuotedString(d) => Some(d.value.clone()),
+            _ => None,
+        },
+        Expr::Nested(inner) | Expr::Cast { expr: inner, .. } => string_value(inner, depth + 1),
+        Expr::BinaryOp {
+            left,
+            op: sqlparser::ast::BinaryOperator::StringConcat,
+            right,
+        } => Some(string_value(left, depth + 1)? + &string_value(right, depth + 1)?),
+        _ => None,
+    }
+}
+
+/// The message for a statement sqlparser parsed into a form this analyser does
+/// not decide (another dialect's statement, or one PostgreSQL would reject).
+fn unsupported(stmt: &Statement) -> String {
+    let debug = format!("{stmt:?}");
+    let kind: String = debug
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    format!("unsupported statement form ({kind}): {stmt}")
+}
+
+/// A stable 16-hex-digit hash of the statement with its literals blanked, and of
+/// what the analysis found: two statements share a fingerprint only when they
+/// differ in literals alone *and* those literals changed nothing in the analysis
+/// (`set_config('search_path', ...)` and `set_config('work_mem', ...)` differ).
+fn fingerprint(normalized: &str, a: &StatementAnalysis) -> String {
+    let facts = serde_json::to_string(&(
+        a.class,
+        &a.reads,
+        &a.writes,
+        &a.functions,
+        &a.risks,
+        &a.prepared,
+    ))
+    .unwrap_or_default();
+    let digest = Sha256::new()
+        .chain_update(normalized.as_bytes())
+        .chain_update([0u8])
+        .chain_update(facts.as_bytes())
+        .finalize();
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(sql: &str) -> StatementAnalysis {
+        match analyze(sql) {
+            Analysis::Parsed { mut statements } if statements.len() == 1 => statements.remove(0),
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn fingerprints_ignore_literals_only() {
+        assert_eq!(one("select 1").fingerprint, one("SELECT 2").fingerprint);
+        assert_eq!(
+            one("select * from t where id = 1").fingerprint,
+            one("SELECT * FROM t WHERE id = 'x'").fingerprint
+        );
+        assert_ne!(
+            one("select 1 from a").fingerprint,
+            one("select 1 from b").fingerprint
+        );
+        assert_ne!(
+            one("select set_config('search_path', 'x', false)").fingerprint,
+            one("select set_config('work_mem', 'x', false)").fingerprint
+        );
+        assert_ne!(
+            one("delete from t where 'a' = 'a'").fingerprint,
+            one("delete from t where 'a' = 'b'").fingerprint
+        );
+        let f = one("select 1").fingerprint;
+        assert_eq!(f.len(), 16);
+        assert!(f.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn explain_options_that_run() {
+        let runs = |sql: &str| one(sql).class == StatementClass::Write;
+        assert!(runs("EXPLAIN ANALYZE DELETE FROM t"));
+        assert!(runs("EXPLAIN (ANALYZE) DELETE FROM t"));
+        assert!(runs("EXPLAIN (ANALYSE) DELETE FROM t"));
+        assert!(runs("EXPLAIN (analyze true) DELETE FROM t"));
+        assert!(runs("EXPLAIN (FORMAT JSON, ANALYZE 1) DELETE FROM t"));
+        assert!(runs("EXPLAIN (ANALYZE on) DELETE FROM t"));
+        assert!(!runs("EXPLAIN (ANALYZE off) DELETE FROM t"));
+        assert!(!runs("EXPLAIN (ANALYZE false) DELETE FROM t"));
+        assert!(!runs("EXPLAIN DELETE FROM t"));
+        assert!(!runs("EXPLAIN VERBOSE DELETE FROM t"));
+    }
+
+    #[test]
+    fn string_arguments_see_through_casts_and_concatenation() {
+        let a = one("select set_config('search' || '_path', 'x', false)");
+        assert!(a.risks.contains(&Risk::SearchPathChange));
+        assert!(!a.risks.contains(&Risk::RoleChange));
+        let a = one("select set_config(lower(name), 'x', false) from s");
+        assert!(a.risks.contains(&Risk::SearchPathChange));
+        assert!(a.risks.contains(&Risk::RoleChange));
+        assert!(a.risks.contains(&Risk::ClientEncodingChange));
+        let a = one("select nextval('clinic.\"Seq\"'::regclass)");
+        assert!(a.writes.contains(&ObjectRef {
+            schema: Some("clinic".into()),
+            name: "Seq".into()
+        }));
+    }
+
+    #[test]
+    fn cte_names_shadow_only_where_visible() {
+        let a = one("WITH t AS (SELECT * FROM t) SELECT * FROM t");
+        assert_eq!(a.reads.len(), 1, "{a:?}");
+        let a = one("WITH x AS (SELECT 1) SELECT * FROM x, clinic.x");
+        assert_eq!(
+            a.reads.into_iter().collect::<Vec<_>>(),
+            vec![ObjectRef {
+                schema: Some("clinic".into()),
+                name: "x".into()
+            }]
+        );
+        let a = one("WITH a AS (SELECT * FROM b), b AS (SELECT 1) SELECT * FROM a, b");
+        assert_eq!(a.reads.len(), 1, "b inside a is the real table b: {a:?}");
+        let a = one("WITH RECURSIVE r AS (SELECT 1 UNION ALL SELECT * FROM r) SELECT * FROM r");
+        assert!(a.reads.is_empty(), "{a:?}");
+        let a = one("SELECT * FROM (WITH p AS (SELECT 1) SELECT * FROM p) s, p");
+        assert_eq!(a.reads.len(), 1, "the outer p is a table: {a:?}");
+    }
+
+    #[test]
+    fn stray_end_is_not_ignored() {
+        assert!(matches!(
+            analyze("SELECT 1 END; DELETE FROM t"),
+            Analysis::Unparsed { .. }
+        ));
+    }
+
+    #[test]
+    fn deep_chains_are_refused_not_overflowed() {
+        let sql = format!("SELECT 1{}", "+1".repeat(50_000));
+        assert!(matches!(analyze(&sql), Analysis::Unparsed { .. }));
+        let sql = format!("SELECT 1{}", " UNION SELECT 1, 2".repeat(20_000));
+        assert!(matches!(analyze(&sql), Analysis::Unparsed { .. }));
+        let sql = format!("SELECT a{}", "[1]".repeat(50_000));
+        assert!(matches!(analyze(&sql), Analysis::Unparsed { .. }));
+        // Wide is fine: many rows, many columns, many statements.
+        let sql = format!("INSERT INTO t VALUES (1){}", ", (1)".repeat(20_000));
+        assert!(matches!(analyze(&sql), Analysis::Parsed { .. }));
+        let sql = "SELECT 1;".repeat(5_000);
+        assert!(matches!(analyze(&sql), Analysis::Parsed { .. }));
+    }
+}

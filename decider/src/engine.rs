@@ -1,0 +1,377 @@
+//! Decides: analyses a request's SQL and matches each statement against the
+//! policy. Default deny: no applicable enforcing rule means block.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use gatehouse_schemas::decision::{
+    Decision, DecisionRequest, MaskColumn, ShadowHit, StatementSummary, Verdict,
+};
+use gatehouse_schemas::{Identity, ProtocolKind, SCHEMA_VERSION};
+use wildmatch::WildMatch;
+
+use crate::analysis::{Analysis, PreparedOp, StatementAnalysis, StatementClass};
+use crate::claims::{all_match, lookup};
+use crate::classify::analyze;
+use crate::policy::{CompiledRule, ObjectPattern, Policy, RuleVerdict};
+
+/// A statement to decide, borrowed from the session that holds it.
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'a> {
+    /// The session's Gatehouse role.
+    pub role: &'a str,
+    /// The caller.
+    pub identity: &'a Identity,
+    /// Which message carried the SQL.
+    pub protocol: ProtocolKind,
+    /// The SQL text.
+    pub sql: &'a str,
+    /// The OID of a `FunctionCall`.
+    pub function_oid: Option<u32>,
+    /// The session's SQL-prepared statements: name to inner SQL.
+    pub prepared: &'a BTreeMap<String, String>,
+}
+
+impl<'a> From<&'a DecisionRequest> for Query<'a> {
+    fn from(r: &'a DecisionRequest) -> Self {
+        Query {
+            role: &r.role,
+            identity: &r.identity,
+            protocol: r.protocol,
+            sql: &r.sql,
+            function_oid: r.function_oid,
+            prepared: &r.prepared,
+        }
+    }
+}
+
+/// Why a statement got its verdict, for `policy explain` and the log.
+#[derive(Debug, Clone)]
+pub struct StatementExplanation {
+    /// The analysis (absent for unparsed text).
+    pub analysis: Option<StatementAnalysis>,
+    /// The verdict for this statement.
+    pub verdict: Verdict,
+    /// The deciding rule (`None`: default deny or unparsed).
+    pub rule: Option<String>,
+    /// Every enforcing rule that applied.
+    pub applied: Vec<String>,
+}
+
+/// A decision with its reasons.
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    /// The decision.
+    pub decision: Decision,
+    /// Per statement.
+    pub statements: Vec<StatementExplanation>,
+    /// The parser's error, for unparsed text.
+    pub parse_error: Option<String>,
+}
+
+fn default_deny() -> Verdict {
+    Verdict::Block {
+        reason: "no policy rule allows this statement (default deny)".into(),
+    }
+}
+
+impl Policy {
+    /// Decides a request.
+    pub fn decide<'a>(&self, req: impl Into<Query<'a>>) -> Decision {
+        self.explain(req).decision
+    }
+
+    /// Decides a request and says why.
+    pub fn explain<'a>(&self, req: impl Into<Query<'a>>) -> Explanation {
+        let req: Query<'a> = req.into();
+        let req = &req;
+        let applicable = |r: &&CompiledRule| self.identity_fits(r, req);
+        let candidates: Vec<&CompiledRule> = self.rules.iter().filter(applicable).collect();
+
+        let (analyses, parse_error) = match req.protocol {
+            ProtocolKind::FunctionCall => {
+                // The legacy fast-path call runs a function by OID: only a rule
+                // naming that OID in `functions` can allow it.
+                let mut functions = BTreeSet::new();
+                functions.insert(format!("oid:{}", req.function_oid.unwrap_or(0)));
+                let a = StatementAnalysis {
+                    class: StatementClass::FunctionCall,
+                    reads: BTreeSet::new(),
+                    writes: BTreeSet::new(),
+                    functions,
+                    risks: BTreeSet::new(),
+                    prepared: None,
+                    fingerprint: String::new(),
+                };
+                (vec![a], None)
+            }
+            ProtocolKind::SimpleQuery | ProtocolKind::Parse => match analyze(req.sql) {
+                Analysis::Parsed { statements } => (statements, None),
+                Analysis::Unparsed { error } => (Vec::new(), Some(error)),
+            },
+        };
+
+        if let Some(error) = parse_error {
+            let rule = candidates
+                .iter()
+                .find(|r| r.rule.allow_unparsed && r.rule.enforce);
+            let (verdict, rule) = match rule {
+                Some(r) => (Verdict::Allow, Some(r.rule.id.clone())),
+                None => (
+                    Verdict::Block {
+                        reason: "Gatehouse could not parse this statement, and no rule allows unparsed SQL for this role".into(),
+                    },
+                    None,
+                ),
+            };
+            return Explanation {
+                decision: Decision {
+                    v: SCHEMA_VERSION,
+                    verdict: verdict.clone(),
+                    rule: rule.clone(),
+                    policy_version: self.version.clone(),
+                    statements: Vec::new(),
+                    shadow: Vec::new(),
+                    cacheable: false,
+                },
+                statements: vec![StatementExplanation {
+                    analysis: None,
+                    verdict,
+                    rule,
+                    applied: Vec::new(),
+                }],
+                parse_error: Some(error),
+            };
+        }
+
+        let mut explained = Vec::with_capacity(analyses.len());
+        let mut shadow = Vec::new();
+        let mut summaries = Vec::with_capacity(analyses.len());
+        let mut cacheable = req.protocol != ProtocolKind::FunctionCall;
+        for a in analyses {
+            // EXECUTE is decided as the statement it runs.
+            let decided = match &a.prepared {
+                Some(PreparedOp::Execute { name }) => {
+                    cacheable = false;
+                    match req.prepared.get(name).map(|sql| analyze(sql)) {
+                        Some(Analysis::Parsed { statements }) if statements.len() == 1 => {
+                            statements.into_iter().next()
+                        }
+                        _ => None,
+                    }
+                }
+                _ => Some(a.clone()),
+            };
+            let (verdict, rule, applied) = match &decided {
+                Some(d) => {
+                    let resolved = self.resolved(d);
+                    self.decide_statement(&candidates, &resolved, req.protocol, &mut shadow)
+                }
+                None => (
+                    Verdict::Block {
+                        reason:
+                            "EXECUTE of a statement Gatehouse did not see prepared in this session"
+                                .into(),
+                    },
+                    None,
+                    Vec::new(),
+                ),
+            };
+            if !a.risks.is_empty() || a.prepared.is_some() {
+                // A literal can change what such a statement means to the policy.
+                cacheable = false;
+            }
+            summaries.push(StatementSummary {
+                class: serde_json::to_value(a.class)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                fingerprint: a.fingerprint.clone(),
+                prepares: match &a.prepared {
+                    Some(PreparedOp::Prepare { name, inner_sql }) => {
+                        Some((name.clone(), inner_sql.clone()))
+                    }
+                    _ => None,
+                },
+                deallocates: match &a.prepared {
+                    Some(PreparedOp::Deallocate { name }) => Some(name.clone()),
+                    _ => None,
+                },
+            });
+            explained.push(StatementExplanation {
+                analysis: Some(a),
+                verdict,
+                rule,
+                applied,
+            });
+        }
+
+        // The strictest statement decides the text; the first one of that rank
+        // names the rule. Masks of every statement are combined.
+        let mut verdict = Verdict::Allow;
+        let mut rule = None;
+        let mut masks: Vec<MaskColumn> = Vec::new();
+        for e in &explained {
+            if let Verdict::Mask { columns } = &e.verdict {
+                for c in columns {
+                    if !masks.contains(c) {
+                        masks.push(c.clone());
+                    }
+                }
+            }
+            if e.verdict.rank() > verdict.rank() {
+                verdict = e.verdict.clone();
+                rule = e.rule.clone();
+            } else if rule.is_none() && e.verdict.rank() == verdict.rank() {
+                rule = e.rule.clone();
+            }
+        }
+        if let Verdict::Mask { columns } = &mut verdict {
+            *columns = masks;
+        }
+        Explanation {
+            decision: Decision {
+                v: SCHEMA_VERSION,
+                verdict,
+                rule,
+                policy_version: self.version.clone(),
+                statements: summaries,
+                shadow,
+                cacheable,
+            },
+            statements: explained,
+            parse_error: None,
+        }
+    }
+
+    /// The analysis with unqualified names resolved through the search_path.
+    fn resolved(&self, a: &StatementAnalysis) -> StatementAnalysis {
+        let mut r = a.clone();
+        r.reads = a.reads.iter().map(|o| self.resolve(o)).collect();
+        r.writes = a.writes.iter().map(|o| self.resolve(o)).collect();
+        r
+    }
+
+    /// Role and claims: whether the rule is about this caller at all.
+    fn identity_fits(&self, r: &CompiledRule, req: &Query<'_>) -> bool {
+        (r.roles.is_empty() || r.roles.iter().any(|p| p.matches(req.role)))
+            && all_match(&r.rule.claims, &req.identity.claims)
+    }
+
+    fn decide_statement(
+        &self,
+        candidates: &[&CompiledRule],
+        a: &StatementAnalysis,
+        protocol: ProtocolKind,
+        shadow: &mut Vec<ShadowHit>,
+    ) -> (Verdict, Option<String>, Vec<String>) {
+        let mut best: Option<(Verdict, String)> = None;
+        let mut applied = Vec::new();
+        for r in candidates {
+            if !statement_fits(r, a, protocol) {
+                continue;
+            }
+            let v = rule_verdict(r);
+            if !r.rule.enforce {
+                shadow.push(ShadowHit {
+                    rule: r.rule.id.clone(),
+                    verdict: v,
+                });
+                continue;
+            }
+            applied.push(r.rule.id.clone());
+            if best.as_ref().is_none_or(|(b, _)| v.rank() > b.rank()) {
+                best = Some((v, r.rule.id.clone()));
+            }
+        }
+        match best {
+            Some((v, id)) => (v, Some(id), applied),
+            None => (default_deny(), None, applied),
+        }
+    }
+
+    /// A hash of what this policy can tell apart about a caller: its role and its
+    /// values for every claim a rule looks at. Two callers with the same class get
+    /// the same verdict for the same statement.
+    pub fn identity_class(&self, role: &str, identity: &Identity) -> u64 {
+        let mut h = DefaultHasher::new();
+        role.hash(&mut h);
+        for path in &self.claim_paths {
+            path.hash(&mut h);
+            lookup(&identity.claims, path)
+                .map(|v| v.to_string())
+                .hash(&mut h);
+        }
+        h.finish()
+    }
+}
+
+fn rule_verdict(r: &CompiledRule) -> Verdict {
+    let reason = || r.rule.reason.clone().unwrap_or_default();
+    match r.rule.verdict {
+        RuleVerdict::Allow => Verdict::Allow,
+        RuleVerdict::Block => Verdict::Block { reason: reason() },
+        RuleVerdict::Approve => Verdict::Approve {
+            reason: reason(),
+            approvers: r.rule.approvers.clone().unwrap_or_default(),
+        },
+        RuleVerdict::Mask => Verdict::Mask {
+            columns: r
+                .rule
+                .mask
+                .iter()
+                .map(|m| MaskColumn {
+                    column: m.column.clone(),
+                    method: m.method.clone(),
+                })
+                .collect(),
+        },
+    }
+}
+
+/// Whether the rule's statement conditions hold (see `policy` for the
+/// permissive/restrictive semantics).
+fn statement_fits(r: &CompiledRule, a: &StatementAnalysis, protocol: ProtocolKind) -> bool {
+    let permissive = r.rule.verdict.is_permissive();
+    if !r.rule.classes.is_empty() && !r.rule.classes.contains(&a.class) {
+        return false;
+    }
+    let risks_ok = if permissive {
+        a.risks.iter().all(|k| r.rule.risks.contains(k))
+    } else {
+        r.rule.risks.is_empty() || a.risks.iter().any(|k| r.rule.risks.contains(k))
+    };
+    if !risks_ok {
+        return false;
+    }
+    let all: BTreeSet<_> = a.reads.union(&a.writes).cloned().collect();
+    let fits = |pats: &[ObjectPattern], objs: &BTreeSet<crate::ObjectRef>| {
+        if pats.is_empty() {
+            return true;
+        }
+        if permissive {
+            objs.iter().all(|o| pats.iter().any(|p| p.matches(o)))
+        } else {
+            objs.iter().any(|o| pats.iter().any(|p| p.matches(o)))
+        }
+    };
+    if !fits(&r.objects, &all) || !fits(&r.reads, &a.reads) || !fits(&r.writes, &a.writes) {
+        return false;
+    }
+    if protocol == ProtocolKind::FunctionCall && r.functions.is_empty() {
+        // A FunctionCall is only ever allowed by naming its function.
+        return false;
+    }
+    let fn_match = |f: &String, p: &WildMatch| p.matches(f);
+    if r.functions.is_empty() {
+        true
+    } else if permissive {
+        a.functions
+            .iter()
+            .all(|f| r.functions.iter().any(|p| fn_match(f, p)))
+    } else {
+        a.functions
+            .iter()
+            .any(|f| r.functions.iter().any(|p| fn_match(f, p)))
+    }
+}

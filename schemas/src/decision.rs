@@ -1,0 +1,174 @@
+//! What the ingress asks the decider, and what it answers.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Identity, ProtocolKind};
+
+/// NATS subject of decision requests (request/reply, queue group [`DECIDE_QUEUE`]).
+pub const DECIDE_SUBJECT: &str = "gatehouse.v1.decide";
+/// Queue group of decider instances: each request reaches one of them.
+pub const DECIDE_QUEUE: &str = "gatehouse-decider";
+
+/// A statement to decide.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionRequest {
+    /// Always [`crate::SCHEMA_VERSION`].
+    pub v: u32,
+    /// The Gatehouse role of the session.
+    pub role: String,
+    /// The caller.
+    pub identity: Identity,
+    /// Which message carried the SQL.
+    pub protocol: ProtocolKind,
+    /// The SQL text (empty for a `FunctionCall`).
+    pub sql: String,
+    /// The function OID of a `FunctionCall`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function_oid: Option<u32>,
+    /// Statements the session prepared with SQL `PREPARE`, by name, as inner SQL:
+    /// an `EXECUTE name` is decided as that text.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub prepared: BTreeMap<String, String>,
+}
+
+/// How a masked column is shown (executed by the masking component).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaskColumn {
+    /// `schema.table.column` pattern or data class the rule named.
+    pub column: String,
+    /// `redact`, `null`, `partial`, `hash` or `email`.
+    pub method: String,
+}
+
+/// What happens to a statement. Ordered from least to most strict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "verdict")]
+pub enum Verdict {
+    /// Forward it.
+    Allow,
+    /// Forward it with these result columns masked.
+    Mask {
+        /// Columns and methods.
+        columns: Vec<MaskColumn>,
+    },
+    /// Hold it until an approver in `approvers` approves.
+    Approve {
+        /// Why it needs approval.
+        reason: String,
+        /// The approver group.
+        approvers: String,
+    },
+    /// Refuse it.
+    Block {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Verdict {
+    /// Strictness: block > approve > mask > allow.
+    pub fn rank(&self) -> u8 {
+        match self {
+            Self::Allow => 0,
+            Self::Mask { .. } => 1,
+            Self::Approve { .. } => 2,
+            Self::Block { .. } => 3,
+        }
+    }
+
+    /// The verdict's name, for logs and evidence.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Mask { .. } => "mask",
+            Self::Approve { .. } => "approve",
+            Self::Block { .. } => "block",
+        }
+    }
+}
+
+/// What one statement of the text turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatementSummary {
+    /// Its class (`read`, `write`, `ddl`, ...).
+    pub class: String,
+    /// Literal-free fingerprint.
+    pub fingerprint: String,
+    /// `PREPARE name AS inner`: the session must remember `inner` under `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepares: Option<(String, String)>,
+    /// `DEALLOCATE name` (`Some(None)` for ALL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deallocates: Option<Option<String>>,
+}
+
+/// A shadow rule that matched: what it would have done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowHit {
+    /// The rule id.
+    pub rule: String,
+    /// Its verdict.
+    pub verdict: Verdict,
+}
+
+/// The decider's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Always [`crate::SCHEMA_VERSION`].
+    pub v: u32,
+    /// The verdict for the whole text (the strictest of its statements').
+    pub verdict: Verdict,
+    /// The rule that produced the verdict (`None`: default deny or unparsed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The policy version that decided.
+    pub policy_version: String,
+    /// Per statement, in order.
+    pub statements: Vec<StatementSummary>,
+    /// Shadow rules that matched (recorded, not enforced).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shadow: Vec<ShadowHit>,
+    /// Whether the verdict depends only on (policy version, role, identity class,
+    /// fingerprints), so the ingress may reuse it for texts with other literals.
+    pub cacheable: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_roundtrip_with_stable_names() {
+        let d = Decision {
+            v: 1,
+            verdict: Verdict::Block {
+                reason: "no deletes".into(),
+            },
+            rule: Some("no-deletes".into()),
+            policy_version: "p1-abc".into(),
+            statements: vec![StatementSummary {
+                class: "write".into(),
+                fingerprint: "00ff".into(),
+                prepares: Some(("q".into(), "delete from t".into())),
+                deallocates: None,
+            }],
+            shadow: vec![ShadowHit {
+                rule: "s".into(),
+                verdict: Verdict::Allow,
+            }],
+            cacheable: true,
+        };
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["verdict"]["verdict"], "block");
+        assert_eq!(serde_json::from_value::<Decision>(json).unwrap(), d);
+        assert!(
+            Verdict::Block {
+                reason: String::new()
+            }
+            .rank()
+                > Verdict::Allow.rank()
+        );
+    }
+}
