@@ -162,3 +162,180 @@ async fn bad_configs_fail_at_start_with_a_clear_message() {
     let err = run(cmd).await.unwrap_err();
     assert!(err.contains("HS256"), "{err}");
 }
+
+#[tokio::test]
+async fn policy_check_explain_and_test() {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let policy = format!("{repo}/deploy/policy.example.toml");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["policy", "check", &policy]);
+    assert!(run(cmd).await.unwrap().contains("ok, 6 rules"));
+
+    // A broken policy names the line.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "version = \"x\"\n\n[[rules]]\nid = \"b\"\nverdict = \"block\"\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["policy", "check"]).arg(&bad);
+    let err = run(cmd).await.unwrap_err();
+    assert!(
+        err.contains("line 4") && err.contains("needs a reason"),
+        "{err}"
+    );
+
+    // explain shows verdict, rule, class, objects and risks.
+    let claims = dir.path().join("claims.json");
+    std::fs::write(
+        &claims,
+        r#"{"repository": "acme/etl", "ref": "refs/heads/main"}"#,
+    )
+    .unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "policy", "explain", "--policy", &policy, "--role", "etl", "--claims",
+    ])
+    .arg(&claims)
+    .arg("delete from clinic.billing where true");
+    let out = run(cmd).await.unwrap();
+    for needle in [
+        "verdict: approve (rule unbounded-change)",
+        "class:     write",
+        "writes:    clinic.billing",
+        "risks:     delete_without_where",
+    ] {
+        assert!(out.contains(needle), "{needle} in:\n{out}");
+    }
+    // --token reads the claims of a token (unverified: an offline tool).
+    let mut cmd = Command::new(BIN);
+    cmd.args(["token", "keygen", "--dir"])
+        .arg(dir.path().join("k"));
+    run(cmd).await.unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["token", "mint", "--key"])
+        .arg(dir.path().join("k/dev-issuer.pem"))
+        .args(["--sub", "x", "--claim", "repository=acme/reports"]);
+    let token = run(cmd).await.unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "policy",
+        "explain",
+        "--json",
+        "--policy",
+        &policy,
+        "--role",
+        "reporting",
+        "--token",
+        &token,
+    ])
+    .arg("select * from clinic.patients");
+    let v: serde_json::Value = serde_json::from_str(&run(cmd).await.unwrap()).unwrap();
+    assert_eq!(v["decision"]["verdict"]["verdict"], "allow");
+    assert_eq!(v["decision"]["rule"], "reporting-reads");
+    assert_eq!(v["statements"][0]["analysis"]["class"], "read");
+
+    // policy test passes the shipped cases and fails on a wrong expectation.
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "policy",
+        "test",
+        &format!("{repo}/deploy/policy.example.tests.toml"),
+    ]);
+    assert!(run(cmd).await.unwrap().contains("9 passed, 0 failed"));
+    std::fs::copy(&policy, dir.path().join("policy.toml")).unwrap();
+    let cases = dir.path().join("cases.toml");
+    std::fs::write(
+        &cases,
+        "policy = \"policy.toml\"\n[[cases]]\nname = \"wrong\"\nrole = \"etl\"\nsql = \"select 1\"\nexpect = \"allow\"\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["policy", "test"]).arg(&cases);
+    let err = run(cmd).await.unwrap_err();
+    assert!(
+        err.contains("FAIL wrong: expected allow, got block"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_policy_of_a_running_gateway() {
+    let pg = Pg::start();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let mut keygen = Command::new(BIN);
+    keygen.args(["token", "keygen", "--dir"]).arg(&keys);
+    run(keygen).await.unwrap();
+    let policy_path = dir.path().join("policy.toml");
+    let allow_reads =
+        "version = \"v1\"\n[[rules]]\nid = \"reads\"\nclasses = [\"read\"]\nverdict = \"allow\"\n";
+    std::fs::write(&policy_path, allow_reads).unwrap();
+    let config = format!(
+        "[ingress]\nlisten = \"127.0.0.1:0\"\nallow_cleartext_without_tls = true\n\
+         [decider]\npolicy = \"{}\"\nwatch_interval = \"1h\"\n\
+         [[issuers]]\nname = \"dev\"\nissuer = \"gatehouse-dev\"\naudiences = [\"gatehouse\"]\njwks_file = \"{}\"\n\
+         [roles.app]\nuser = \"{APP_USER}\"\npassword = \"{APP_PASSWORD}\"\n\
+         upstream = {{ host = \"127.0.0.1\", port = {}, dbname = \"{APP_DB}\", tls = \"disable\" }}\n\
+         [[roles.app.allow]]\nclaims = {{ sub = \"ci\" }}\n",
+        policy_path.display(),
+        keys.join("jwks.json").display(),
+        pg.port
+    );
+    std::fs::write(dir.path().join("g.toml"), config).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(dir.path().join("g.toml"))
+        .env("GATEHOUSE__INGRESS__LISTEN", format!("127.0.0.1:{port}"))
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut wait_for = async |needle: &str| loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("log line in time")
+            .unwrap()
+            .expect("gateway running");
+        if line.contains(needle) {
+            return line;
+        }
+    };
+    wait_for("ingress_listening").await;
+    let mut mint = Command::new(BIN);
+    mint.args(["token", "mint", "--key"])
+        .arg(keys.join("dev-issuer.pem"))
+        .args(["--sub", "ci"]);
+    let token = run(mint).await.unwrap();
+    let ci = format!("host=127.0.0.1 port={port} user=app dbname={APP_DB} sslmode=disable");
+    assert_eq!(psql(&ci, &token, "select 40 + 2").await.unwrap(), "42");
+
+    // Tighten the policy and send SIGHUP (file watching is set to 1h here).
+    std::fs::write(&policy_path, "version = \"v2\"\n").unwrap();
+    let pid = child.id().unwrap() as i32;
+    // SAFETY: signalling our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    let line = wait_for("policy_reloaded").await;
+    assert!(line.contains("v2-"), "{line}");
+    let err = psql(&ci, &token, "select 40 + 2").await.unwrap_err();
+    assert!(err.contains("default deny"), "{err}");
+    // A broken file keeps v2 in force.
+    std::fs::write(&policy_path, "[[rules]]\nid =").unwrap();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    wait_for("policy_reload_failed_keeping_previous").await;
+    assert!(
+        psql(&ci, &token, "select 1")
+            .await
+            .unwrap_err()
+            .contains("default deny")
+    );
+}
