@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Read-only pgbench (-S) through three paths to the same PostgreSQL 15, in one run:
-#   direct     pgbench → PostgreSQL
-#   pgbouncer  pgbench → pgbouncer (session mode, SCRAM) → PostgreSQL
-#   gatehouse  pgbench → gatehouse (release build, token as password) → PostgreSQL
+# Read-only pgbench (-S) through four paths to the same PostgreSQL 15, in one run:
+#   direct       pgbench → PostgreSQL
+#   pgbouncer    pgbench → pgbouncer (session mode, SCRAM) → PostgreSQL
+#   gatehouse    pgbench → gatehouse all-in-one (release build, token as password) → PostgreSQL
+#   distributed  pgbench → gatehouse --role ingress → PostgreSQL, deciding over
+#                nats-server (loopback) with one gatehouse --role decider
 # for -M simple and -M prepared, interleaved over BENCH_ROUNDS rounds, and prints
-# the median TPS of each plus the ratios gatehouse/direct and gatehouse/pgbouncer.
+# the median TPS of each plus the ratios of gatehouse and distributed to direct
+# and pgbouncer.
 #
 # Environment: BENCH_SECONDS (per pgbench run, default 10), BENCH_ROUNDS (default 3),
 # BENCH_CLIENTS (default 8), BENCH_THREADS (default 2), BENCH_SCALE (default 10),
@@ -33,7 +36,7 @@ done
 
 # ---------------------------------------------------------------- setup
 
-gh_apt_install "postgresql-$GH_PG_MAJOR" "postgresql-client-$GH_PG_MAJOR" pgbouncer
+gh_apt_install "postgresql-$GH_PG_MAJOR" "postgresql-client-$GH_PG_MAJOR" pgbouncer nats-server
 gh_ensure_pg_os_user
 
 if [[ -n ${GATEHOUSE_BIN:-} ]]; then
@@ -52,12 +55,18 @@ chmod 755 "$WORK"
 PGDATA_DIR=$WORK/pgdata
 SOCKDIR=$WORK/run
 GW_PID=""
+NATS_PID=""
+DECIDER_PID=""
+DIST_PID=""
 
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     trap '' PIPE
     [[ -n $GW_PID ]] && gh_stop_pid "$GW_PID" gatehouse 10
+    [[ -n $DIST_PID ]] && gh_stop_pid "$DIST_PID" gatehouse 10
+    [[ -n $DECIDER_PID ]] && gh_stop_pid "$DECIDER_PID" gatehouse 10
+    [[ -n $NATS_PID ]] && gh_stop_pid "$NATS_PID" nats-server 10
     if [[ -f $WORK/pgbouncer/pgbouncer.pid ]]; then
         gh_stop_pid "$(<"$WORK/pgbouncer/pgbouncer.pid")" pgbouncer 10
     fi
@@ -77,6 +86,8 @@ trap 'exit 143' TERM
 PG_PORT=$(gh_free_port)
 BOUNCER_PORT=$(gh_free_port "$PG_PORT")
 GW_PORT=$(gh_free_port "$PG_PORT" "$BOUNCER_PORT")
+DIST_PORT=$(gh_free_port "$PG_PORT" "$BOUNCER_PORT" "$GW_PORT")
+NATS_PORT=$(gh_free_port "$PG_PORT" "$BOUNCER_PORT" "$GW_PORT" "$DIST_PORT")
 BENCH_PASSWORD=$(gh_random_secret)
 
 # PostgreSQL: SCRAM on TCP, tuned for a small read benchmark.
@@ -204,9 +215,36 @@ if ! gh_wait_ready "$GW_PORT" 60 "$GW_PID"; then
     gh_die "gatehouse does not accept connections"
 fi
 
+# Distributed mode: nats-server on loopback, one decider, a second gatehouse as
+# ingress only (same roles and issuer, no policy of its own).
+gh_log "starting nats-server on 127.0.0.1:$NATS_PORT, a decider, and an ingress on 127.0.0.1:$DIST_PORT"
+/usr/sbin/nats-server -a 127.0.0.1 -p "$NATS_PORT" </dev/null >"$WORK/nats.log" 2>&1 &
+NATS_PID=$!
+cat >"$WORK/decider.toml" <<TOML
+[log]
+level = "warn"
+
+[decider]
+policy = "$WORK/policy.toml"
+
+[nats]
+url = "nats://127.0.0.1:$NATS_PORT"
+TOML
+"$BIN" serve --role decider --config "$WORK/decider.toml" </dev/null >"$WORK/decider.log" 2>&1 &
+DECIDER_PID=$!
+sed "s/^listen = \"127.0.0.1:$GW_PORT\"/listen = \"127.0.0.1:$DIST_PORT\"/" "$WORK/gatehouse.toml" >"$WORK/ingress.toml"
+printf '\n[nats]\nurl = "nats://127.0.0.1:%s"\n' "$NATS_PORT" >>"$WORK/ingress.toml"
+BENCH_UPSTREAM_PASSWORD=$BENCH_PASSWORD "$BIN" serve --role ingress --config "$WORK/ingress.toml" \
+    </dev/null >"$WORK/ingress.log" 2>&1 &
+DIST_PID=$!
+if ! gh_wait_ready "$DIST_PORT" 60 "$DIST_PID"; then
+    tail -n 30 "$WORK/ingress.log" "$WORK/decider.log" "$WORK/nats.log" >&2 || true
+    gh_die "gatehouse --role ingress does not accept connections"
+fi
+
 # ---------------------------------------------------------------- runs
 
-TARGETS=(direct pgbouncer gatehouse)
+TARGETS=(direct pgbouncer gatehouse distributed)
 MODES=(simple prepared)
 
 target_port() {
@@ -214,20 +252,28 @@ target_port() {
         direct) echo "$PG_PORT" ;;
         pgbouncer) echo "$BOUNCER_PORT" ;;
         gatehouse) echo "$GW_PORT" ;;
+        distributed) echo "$DIST_PORT" ;;
     esac
 }
 target_password() {
     case $1 in
-        gatehouse) echo "$TOKEN" ;;
+        gatehouse | distributed) echo "$TOKEN" ;;
         *) echo "$BENCH_PASSWORD" ;;
     esac
 }
 
-# Every path must answer a query before we time anything.
+# Every path must answer a query before we time anything. The distributed path
+# refuses statements (57P03) until the decider has joined its queue group: retry.
 for t in "${TARGETS[@]}"; do
-    PGPASSWORD=$(target_password "$t") "$GH_PGBIN/psql" -X -q -At -h 127.0.0.1 -p "$(target_port "$t")" \
-        -U bench -d bench -c 'select count(*) from pgbench_branches' >/dev/null ||
-        gh_die "cannot query through $t"
+    for ((try = 1; ; try++)); do
+        PGPASSWORD=$(target_password "$t") "$GH_PGBIN/psql" -X -q -At -h 127.0.0.1 -p "$(target_port "$t")" \
+            -U bench -d bench -c 'select count(*) from pgbench_branches' >/dev/null 2>"$WORK/check-$t.log" && break
+        ((try < 40)) || {
+            cat "$WORK/check-$t.log" >&2
+            gh_die "cannot query through $t"
+        }
+        sleep 0.25
+    done
 done
 
 # Runs one pgbench; prints its TPS.
@@ -278,11 +324,14 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 echo
 printf 'pgbench -S -c %s -j %s -T %s, scale %s, median of %s round(s); TPS\n\n' \
     "$CLIENTS" "$THREADS" "$SECONDS_PER_RUN" "$SCALE" "$ROUNDS"
-printf '%-9s %12s %12s %12s %17s %20s\n' mode direct pgbouncer gatehouse gatehouse/direct gatehouse/pgbouncer
+printf '%-9s %12s %12s %12s %12s %17s %20s %22s\n' mode direct pgbouncer gatehouse distributed \
+    gatehouse/direct gatehouse/pgbouncer distributed/pgbouncer
 for mode in "${MODES[@]}"; do
     d=$(median "${RESULTS[direct,$mode]}")
     b=$(median "${RESULTS[pgbouncer,$mode]}")
     g=$(median "${RESULTS[gatehouse,$mode]}")
-    printf '%-9s %12.0f %12.0f %12.0f %17s %20s\n' "$mode" "$d" "$b" "$g" "$(ratio "$g" "$d")" "$(ratio "$g" "$b")"
+    x=$(median "${RESULTS[distributed,$mode]}")
+    printf '%-9s %12.0f %12.0f %12.0f %12.0f %17s %20s %22s\n' "$mode" "$d" "$b" "$g" "$x" \
+        "$(ratio "$g" "$d")" "$(ratio "$g" "$b")" "$(ratio "$x" "$b")"
 done
 echo

@@ -31,7 +31,7 @@ fi
 # ---------------------------------------------------------------- prerequisites
 
 gh_log "checking prerequisites"
-packages=("postgresql-$GH_PG_MAJOR" "postgresql-client-$GH_PG_MAJOR" pgbouncer tmux shellcheck)
+packages=("postgresql-$GH_PG_MAJOR" "postgresql-client-$GH_PG_MAJOR" pgbouncer nats-server tmux shellcheck)
 command -v python3 >/dev/null 2>&1 || packages+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
 gh_apt_install "${packages[@]}"

@@ -10,6 +10,7 @@ use gatehouse::token;
 use gatehouse_decider::PolicyHandle;
 use gatehouse_ingress::config::{Config, LogFormat};
 use gatehouse_ingress::decision::LocalPolicy;
+use gatehouse_ingress::remote::NatsDecisionPoint;
 use gatehouse_ingress::{Gateway, run};
 use tracing_subscriber::EnvFilter;
 
@@ -26,11 +27,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway (all-in-one mode).
+    /// Run the gateway: all-in-one, or one side of distributed mode.
     Serve {
         /// Configuration file (TOML); GATEHOUSE__SECTION__KEY variables override it.
         #[arg(long, short, env = "GATEHOUSE_CONFIG")]
         config: PathBuf,
+        /// `all`: ingress and decider in one process. `ingress`: asks deciders over
+        /// NATS (`[nats] url`), needs no policy. `decider`: answers over NATS.
+        #[arg(long, value_enum, env = "GATEHOUSE_ROLE", default_value = "all")]
+        role: ServeRole,
     },
     /// Development issuer: keys and tokens for demos and tests. Not for production.
     Token {
@@ -137,14 +142,65 @@ async fn watch_policy(handle: Arc<PolicyHandle>, every: Duration) {
     }
 }
 
+/// Which services `gatehouse serve` runs.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ServeRole {
+    /// Ingress with the decider in-process (no bus).
+    All,
+    /// The wire proxy, deciding over NATS.
+    Ingress,
+    /// The policy service on NATS, in the `gatehouse-decider` queue group.
+    Decider,
+}
+
+/// `serve --role decider`: loads and watches the policy, answers over NATS until
+/// SIGTERM; the service announces the version at start and after every reload.
+async fn serve_decider(cfg: Config) -> Result<()> {
+    let policy_path = cfg
+        .decider
+        .policy
+        .clone()
+        .context("no [decider] policy in the config (see deploy/policy.example.toml)")?;
+    let handle = Arc::new(PolicyHandle::load(&policy_path)?);
+    tracing::info!(version = %handle.current().version, path = %policy_path.display(), "policy_loaded");
+    let client = async_nats::ConnectOptions::new()
+        .name("gatehouse-decider")
+        .retry_on_initial_connect()
+        .connect(cfg.nats.url.as_str())
+        .await
+        .with_context(|| format!("connect to NATS at {}", cfg.nats.url))?;
+    tokio::spawn(watch_policy(handle.clone(), cfg.decider.watch_interval));
+    gatehouse_decider::service::run(handle, client, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// `serve --role ingress`: the wire proxy, asking the deciders over NATS.
+async fn serve_ingress(cfg: Config) -> Result<()> {
+    let decision = NatsDecisionPoint::connect(&cfg.nats)
+        .await
+        .map_err(|e| anyhow::anyhow!("connect to NATS at {}: {e}", cfg.nats.url))?;
+    let listen = cfg.ingress.listen;
+    let gateway = Arc::new(Gateway::new(cfg, decision)?);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listen on {listen}"))?;
+    run(gateway, listener, shutdown_signal()).await;
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => {
+        Command::Serve { config, role } => {
             let cfg = Config::load(&config)
                 .with_context(|| format!("load config {}", config.display()))?;
             init_logging(&cfg.log.level, cfg.log.format);
             let rt = tokio::runtime::Runtime::new()?;
+            match role {
+                ServeRole::Decider => return rt.block_on(serve_decider(cfg)),
+                ServeRole::Ingress => return rt.block_on(serve_ingress(cfg)),
+                ServeRole::All => {}
+            }
             let policy_path = cfg.decider.policy.clone().context(
                 "no [decider] policy in the config: every statement would be refused; \
                  write a policy (see deploy/policy.example.toml)",

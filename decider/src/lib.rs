@@ -7,6 +7,7 @@ pub mod classify;
 pub mod engine;
 pub mod handle;
 pub mod policy;
+pub mod service;
 
 pub use analysis::*;
 pub use classify::analyze;

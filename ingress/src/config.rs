@@ -30,6 +30,25 @@ pub struct Config {
     /// Gatehouse roles, by the name a client puts in its startup `user`.
     #[serde(default)]
     pub roles: BTreeMap<String, RoleConfig>,
+    /// The NATS bus (distributed mode: `serve --role ingress|decider`).
+    #[serde(default)]
+    pub nats: NatsConfig,
+}
+
+/// Where the NATS bus is, for distributed mode. All-in-one mode does not use it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Server URL(s), comma-separated, e.g. `nats://nats-1:4222,nats://nats-2:4222`.
+    pub url: String,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".into(),
+        }
+    }
 }
 
 /// The client-facing side of the ingress.
@@ -470,6 +489,19 @@ mod tests {
                 .iter()
                 .any(|i| i.issuer == "https://token.actions.githubusercontent.com")
         );
+    }
+
+    #[test]
+    fn nats_section_defaults_and_parses() {
+        let cfg = Config::from_toml(SAMPLE).unwrap();
+        assert_eq!(cfg.nats.url, "nats://127.0.0.1:4222");
+        let with = format!("{SAMPLE}\n[nats]\nurl = \"nats://bus:4333\"\n");
+        assert_eq!(
+            Config::from_toml(&with).unwrap().nats.url,
+            "nats://bus:4333"
+        );
+        let typo = format!("{SAMPLE}\n[nats]\nuri = \"nats://bus:4333\"\n");
+        assert!(Config::from_toml(&typo).is_err());
     }
 
     #[test]

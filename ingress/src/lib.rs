@@ -9,6 +9,7 @@ pub mod config;
 pub mod decision;
 pub mod error;
 pub mod refusal;
+pub mod remote;
 pub mod session;
 pub mod tls;
 pub mod upstream;

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{Identity, ProtocolKind};
@@ -10,9 +11,18 @@ use crate::{Identity, ProtocolKind};
 pub const DECIDE_SUBJECT: &str = "gatehouse.v1.decide";
 /// Queue group of decider instances: each request reaches one of them.
 pub const DECIDE_QUEUE: &str = "gatehouse-decider";
+/// NATS subject on which each decider announces the policy it has loaded
+/// ([`PolicyAnnouncement`]): at start, after every reload, and periodically, so
+/// that ingresses learn a new version and empty their verdict caches.
+pub const POLICY_SUBJECT: &str = "gatehouse.v1.policy";
+/// Header of a decider's reply to a request it could not decide; the body is a
+/// [`DecideError`]. (The NATS service API's convention for error replies.)
+pub const ERROR_HEADER: &str = "Nats-Service-Error";
+/// Header beside [`ERROR_HEADER`] with an HTTP-like code (`400`: bad request).
+pub const ERROR_CODE_HEADER: &str = "Nats-Service-Error-Code";
 
 /// A statement to decide.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DecisionRequest {
     /// Always [`crate::SCHEMA_VERSION`].
     pub v: u32,
@@ -34,7 +44,7 @@ pub struct DecisionRequest {
 }
 
 /// How a masked column is shown (executed by the masking component).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct MaskColumn {
     /// `schema.table.column` pattern or data class the rule named.
     pub column: String,
@@ -43,7 +53,7 @@ pub struct MaskColumn {
 }
 
 /// What happens to a statement. Ordered from least to most strict.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "verdict")]
 pub enum Verdict {
     /// Forward it.
@@ -90,7 +100,7 @@ impl Verdict {
 }
 
 /// What one statement of the text turned out to be.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StatementSummary {
     /// Its class (`read`, `write`, `ddl`, ...).
     pub class: String,
@@ -105,7 +115,7 @@ pub struct StatementSummary {
 }
 
 /// A shadow rule that matched: what it would have done.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ShadowHit {
     /// The rule id.
     pub rule: String,
@@ -114,7 +124,7 @@ pub struct ShadowHit {
 }
 
 /// The decider's answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Decision {
     /// Always [`crate::SCHEMA_VERSION`].
     pub v: u32,
@@ -133,6 +143,28 @@ pub struct Decision {
     /// Whether the verdict depends only on (policy version, role, identity class,
     /// fingerprints), so the ingress may reuse it for texts with other literals.
     pub cacheable: bool,
+}
+
+/// A decider announcing the policy it decides with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PolicyAnnouncement {
+    /// Always [`crate::SCHEMA_VERSION`].
+    pub v: u32,
+    /// The loaded policy's version (as in [`Decision::policy_version`]).
+    pub version: String,
+    /// Which decider instance speaks (random per process), so that operators
+    /// and tests can tell instances apart.
+    pub decider: String,
+}
+
+/// The reply to a request the decider could not decide (not JSON, unknown `v`).
+/// Sent with the [`ERROR_HEADER`] header; the ingress refuses the statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DecideError {
+    /// Always [`crate::SCHEMA_VERSION`].
+    pub v: u32,
+    /// What was wrong with the request.
+    pub error: String,
 }
 
 #[cfg(test)]
@@ -170,5 +202,29 @@ mod tests {
             .rank()
                 > Verdict::Allow.rank()
         );
+    }
+
+    #[test]
+    fn announcements_and_errors_roundtrip() {
+        let a = PolicyAnnouncement {
+            v: 1,
+            version: "p2".into(),
+            decider: "d-1".into(),
+        };
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(
+            serde_json::from_str::<PolicyAnnouncement>(&json).unwrap(),
+            a
+        );
+        let e = DecideError {
+            v: 1,
+            error: "bad".into(),
+        };
+        let json = serde_json::to_string(&e).unwrap();
+        assert_eq!(serde_json::from_str::<DecideError>(&json).unwrap(), e);
+        // Subjects are versioned and prefixed.
+        for s in [DECIDE_SUBJECT, POLICY_SUBJECT] {
+            assert!(s.starts_with("gatehouse.v1."), "{s}");
+        }
     }
 }

@@ -4,9 +4,11 @@
 //! other languages can refuse a shape they do not know.
 
 pub mod decision;
+pub mod json_schema;
 
 use std::borrow::Cow;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -14,7 +16,7 @@ use uuid::Uuid;
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Who is calling: the validated claims of the caller's token, never the token itself.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Identity {
     /// The `iss` claim (the issuer's URL or name as it appears in the token).
     pub issuer: String,
@@ -30,7 +32,7 @@ pub struct Identity {
 }
 
 /// Which protocol message carried a statement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProtocolKind {
     /// A simple-protocol `Query` message; its text may hold several statements.
@@ -45,7 +47,7 @@ pub enum ProtocolKind {
 ///
 /// Borrowed where it can be so the per-statement path copies nothing; an owned
 /// copy (`into_owned`) is what crosses a bus.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StatementEvent<'a> {
     /// Always [`SCHEMA_VERSION`].
     pub v: u32,

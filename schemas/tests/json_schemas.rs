@@ -1,0 +1,172 @@
+//! The checked-in JSON Schemas (`schemas/json/`) match the types, and real
+//! serialized messages validate against them (and broken ones do not).
+//!
+//! `GATEHOUSE_UPDATE_SCHEMAS=1 cargo test -p gatehouse-schemas` rewrites the files.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use gatehouse_schemas::decision::{
+    DecideError, Decision, DecisionRequest, MaskColumn, PolicyAnnouncement, ShadowHit,
+    StatementSummary, Verdict,
+};
+use gatehouse_schemas::{Identity, ProtocolKind, SCHEMA_VERSION, json_schema};
+use serde_json::{Value, json};
+
+fn checked_in(file: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("json")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with GATEHOUSE_UPDATE_SCHEMAS=1)",
+            path.display()
+        )
+    });
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn checked_in_schemas_match_the_types() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("json");
+    let update = std::env::var_os("GATEHOUSE_UPDATE_SCHEMAS").is_some();
+    for (file, schema) in json_schema::all() {
+        if update {
+            let text = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+            // Write then rename: the other tests read these files concurrently.
+            let tmp = dir.join(format!(".{file}.tmp"));
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(&tmp, dir.join(file)).unwrap();
+        }
+        assert_eq!(
+            checked_in(file),
+            schema,
+            "schemas/json/{file} is stale: rerun with GATEHOUSE_UPDATE_SCHEMAS=1"
+        );
+    }
+}
+
+fn validator(file: &str) -> jsonschema::Validator {
+    jsonschema::validator_for(&checked_in(file)).expect("a valid JSON Schema")
+}
+
+fn identity() -> Identity {
+    let mut claims = serde_json::Map::new();
+    claims.insert("repository".into(), "acme/etl".into());
+    claims.insert("run_id".into(), json!(42));
+    Identity {
+        issuer: "https://token.actions.githubusercontent.com".into(),
+        subject: "repo:acme/etl:ref:refs/heads/main".into(),
+        key_id: None,
+        algorithm: "RS256".into(),
+        claims,
+    }
+}
+
+#[test]
+fn decision_requests_validate() {
+    let v = validator("decision-request.schema.json");
+    let mut prepared = BTreeMap::new();
+    prepared.insert("q".to_owned(), "delete from t".to_owned());
+    let requests = [
+        DecisionRequest {
+            v: SCHEMA_VERSION,
+            role: "etl".into(),
+            identity: identity(),
+            protocol: ProtocolKind::SimpleQuery,
+            sql: "select 1; execute q".into(),
+            function_oid: None,
+            prepared,
+        },
+        DecisionRequest {
+            v: SCHEMA_VERSION,
+            role: "etl".into(),
+            identity: identity(),
+            protocol: ProtocolKind::FunctionCall,
+            sql: String::new(),
+            function_oid: Some(1598),
+            prepared: BTreeMap::new(),
+        },
+    ];
+    for r in &requests {
+        let value = serde_json::to_value(r).unwrap();
+        assert!(v.is_valid(&value), "{value}");
+    }
+    let mut bad = serde_json::to_value(&requests[0]).unwrap();
+    bad["protocol"] = json!("telepathy");
+    assert!(!v.is_valid(&bad));
+    bad = serde_json::to_value(&requests[0]).unwrap();
+    bad.as_object_mut().unwrap().remove("sql");
+    assert!(!v.is_valid(&bad));
+}
+
+#[test]
+fn decisions_validate() {
+    let v = validator("decision.schema.json");
+    let verdicts = [
+        Verdict::Allow,
+        Verdict::Mask {
+            columns: vec![MaskColumn {
+                column: "public.users.email".into(),
+                method: "email".into(),
+            }],
+        },
+        Verdict::Approve {
+            reason: "deletes every row".into(),
+            approvers: "dba".into(),
+        },
+        Verdict::Block {
+            reason: "no".into(),
+        },
+    ];
+    for verdict in verdicts {
+        let d = Decision {
+            v: SCHEMA_VERSION,
+            verdict: verdict.clone(),
+            rule: Some("r1".into()),
+            policy_version: "p1".into(),
+            statements: vec![
+                StatementSummary {
+                    class: "prepared".into(),
+                    fingerprint: "00ff".into(),
+                    prepares: Some(("q".into(), "delete from t".into())),
+                    deallocates: None,
+                },
+                StatementSummary {
+                    class: "prepared".into(),
+                    fingerprint: "0100".into(),
+                    prepares: None,
+                    deallocates: Some(None),
+                },
+            ],
+            shadow: vec![ShadowHit {
+                rule: "s".into(),
+                verdict,
+            }],
+            cacheable: true,
+        };
+        let value = serde_json::to_value(&d).unwrap();
+        assert!(v.is_valid(&value), "{value}");
+    }
+    let bad = json!({"v": 1, "verdict": {"verdict": "maybe"}, "policy_version": "p",
+                     "statements": [], "cacheable": false});
+    assert!(!v.is_valid(&bad));
+}
+
+#[test]
+fn announcements_and_errors_validate() {
+    let a = PolicyAnnouncement {
+        v: SCHEMA_VERSION,
+        version: "p1".into(),
+        decider: "d".into(),
+    };
+    assert!(
+        validator("policy-announcement.schema.json").is_valid(&serde_json::to_value(&a).unwrap())
+    );
+    let e = DecideError {
+        v: SCHEMA_VERSION,
+        error: "not JSON".into(),
+    };
+    assert!(validator("decide-error.schema.json").is_valid(&serde_json::to_value(&e).unwrap()));
+    assert!(!validator("decide-error.schema.json").is_valid(&json!({"v": 1})));
+}
