@@ -419,3 +419,58 @@ async fn cacheable_verdicts_are_reused_until_the_policy_changes() {
         .unwrap();
     assert_eq!(calls.load(Ordering::SeqCst) - before, 5);
 }
+
+#[tokio::test]
+async fn plain_reads_share_a_verdict_across_literals_and_nothing_else_does() {
+    let s = setup();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let flaky = Flaky {
+        inner: LocalPolicy::new(s.handle.clone()),
+        down: Arc::new(AtomicBool::new(false)),
+        calls: calls.clone(),
+    };
+    let gw = gateway(&s, flaky).await;
+    let client = connect(&gw.url("app", &s.issuer.token(&[]))).await.unwrap();
+    client
+        .batch_execute("create table sc (v int, name text)")
+        .await
+        .unwrap();
+    let count = || calls.load(Ordering::SeqCst);
+
+    let before = count();
+    for i in 0..20 {
+        client
+            .simple_query(&format!(
+                "select v from sc where v = {i} and name <> 'n{i}'"
+            ))
+            .await
+            .unwrap();
+    }
+    assert_eq!(count() - before, 1, "one shape, decided once");
+
+    // Texts whose meaning to the policy depends on a literal are decided every time.
+    let before = count();
+    for i in 0..3 {
+        let _ = client
+            .simple_query(&format!("select nextval('seq_{i}')"))
+            .await;
+        let _ = client
+            .simple_query(&format!("delete from sc where {i} = {i}"))
+            .await;
+        let _ = client
+            .simple_query(&format!("explain (analyze {i}) delete from sc where v = 1"))
+            .await;
+    }
+    assert_eq!(count() - before, 9);
+    // And the verdicts differ by literal where they must: `where 0 = 1` is bounded,
+    // `where 1 = 1` is not.
+    client
+        .simple_query("delete from sc where 0 = 1")
+        .await
+        .unwrap();
+    let err = client
+        .simple_query("delete from sc where 1 = 1")
+        .await
+        .unwrap_err();
+    assert!(db_error(&err).1.contains("unbounded-delete"));
+}

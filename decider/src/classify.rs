@@ -68,6 +68,15 @@ fn analyze_text(sql: &str, depth: usize) -> Analysis {
     }
 }
 
+/// The normalized text of a one-statement SQL text (see `crate::shape`), or
+/// `None` when it does not tokenize or holds several statements.
+pub(crate) fn shape_of(sql: &str) -> Option<String> {
+    check_unicode_spaces(sql).ok()?;
+    let tokens = tokenize(sql).ok()?;
+    let mut pieces = fallback::normalized_pieces(&tokens);
+    (pieces.len() == 1).then(|| pieces.remove(0))
+}
+
 fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>, String> {
     Tokenizer::new(&PostgreSqlDialect {}, sql)
         .with_unescape(true)

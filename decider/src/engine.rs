@@ -133,6 +133,7 @@ impl Policy {
                     statements: Vec::new(),
                     shadow: Vec::new(),
                     cacheable: false,
+                    shape_cacheable: false,
                 },
                 statements: vec![StatementExplanation {
                     analysis: None,
@@ -148,6 +149,11 @@ impl Policy {
         let mut shadow = Vec::new();
         let mut summaries = Vec::with_capacity(analyses.len());
         let mut cacheable = req.protocol != ProtocolKind::FunctionCall;
+        // See `crate::shape`: one plain read whose analysis no literal can change.
+        let shape_cacheable = req.protocol != ProtocolKind::FunctionCall
+            && analyses.len() == 1
+            && crate::shape::literal_invariant(&analyses[0])
+            && crate::shape::shape(req.sql).is_some();
         for a in analyses {
             // EXECUTE is decided as the statement it runs.
             let decided = match &a.prepared {
@@ -238,6 +244,7 @@ impl Policy {
                 statements: summaries,
                 shadow,
                 cacheable,
+                shape_cacheable: shape_cacheable && cacheable,
             },
             statements: explained,
             parse_error: None,

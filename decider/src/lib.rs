@@ -8,9 +8,11 @@ pub mod engine;
 pub mod handle;
 pub mod policy;
 pub mod service;
+pub mod shape;
 
 pub use analysis::*;
 pub use classify::analyze;
 pub use engine::{Explanation, Query};
 pub use handle::PolicyHandle;
 pub use policy::{Policy, PolicyError};
+pub use shape::shape;

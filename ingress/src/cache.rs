@@ -105,6 +105,7 @@ mod tests {
             statements: vec![],
             shadow: vec![],
             cacheable: true,
+            shape_cacheable: false,
         })
     }
 

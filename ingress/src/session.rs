@@ -622,7 +622,18 @@ async fn decide<'b, D: DecisionPoint>(
         ctx.class = (epoch, gw.decision.identity_class(&ctx.role, &ctx.identity));
     }
     let class = ctx.class.1;
-    let cached = gw.cache.get(epoch, class, &ctx.role, protocol, sql);
+    // Exact text first; then, for a plain SELECT, its shape (literals blanked),
+    // under which only verdicts the decider marked literal-invariant are stored.
+    // The shape key starts with a NUL, which no statement text can contain.
+    let mut shape_key: Option<String> = None;
+    let mut cached = gw.cache.get(epoch, class, &ctx.role, protocol, sql);
+    if cached.is_none()
+        && let Some(shape) = gatehouse_decider::shape(sql)
+    {
+        let key = format!("\0{shape}");
+        cached = gw.cache.get(epoch, class, &ctx.role, protocol, &key);
+        shape_key = Some(key);
+    }
     let decision = match cached {
         Some(d) => Ok(d),
         None => {
@@ -640,7 +651,12 @@ async fn decide<'b, D: DecisionPoint>(
             let timeout = gw.config.decider.timeout;
             match tokio::time::timeout(timeout, gw.decision.decide(&event, &ctx.prepared)).await {
                 Ok(Ok(d)) => {
-                    if d.cacheable {
+                    if d.shape_cacheable
+                        && let Some(key) = &shape_key
+                    {
+                        gw.cache
+                            .put(epoch, class, &ctx.role, protocol, key, d.clone());
+                    } else if d.cacheable {
                         gw.cache
                             .put(epoch, class, &ctx.role, protocol, sql, d.clone());
                     }

@@ -140,9 +140,13 @@ pub struct Decision {
     /// Shadow rules that matched (recorded, not enforced).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shadow: Vec<ShadowHit>,
-    /// Whether the verdict depends only on (policy version, role, identity class,
-    /// fingerprints), so the ingress may reuse it for texts with other literals.
+    /// Whether the ingress may reuse the verdict for the same text from callers of
+    /// the same identity class under the same policy version.
     pub cacheable: bool,
+    /// Whether the verdict holds for every text of the same shape (literals
+    /// blanked): a single plain read whose analysis reads no literal value.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shape_cacheable: bool,
 }
 
 /// A decider announcing the policy it decides with.
@@ -191,6 +195,7 @@ mod tests {
                 verdict: Verdict::Allow,
             }],
             cacheable: true,
+            shape_cacheable: false,
         };
         let json = serde_json::to_value(&d).unwrap();
         assert_eq!(json["verdict"]["verdict"], "block");

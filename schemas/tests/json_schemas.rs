@@ -144,6 +144,7 @@ fn decisions_validate() {
                 verdict,
             }],
             cacheable: true,
+            shape_cacheable: false,
         };
         let value = serde_json::to_value(&d).unwrap();
         assert!(v.is_valid(&value), "{value}");

@@ -220,6 +220,7 @@ pub fn allow() -> Arc<Decision> {
         statements: Vec::new(),
         shadow: Vec::new(),
         cacheable: false,
+        shape_cacheable: false,
     })
 }
 
