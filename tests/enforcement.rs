@@ -314,6 +314,22 @@ struct Flaky {
     calls: Arc<AtomicUsize>,
 }
 
+impl Flaky {
+    /// A flaky decider over the setup's policy, and its call counter.
+    fn new(s: &Setup, down: Arc<AtomicBool>) -> (Flaky, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let inner = LocalPolicy::new(s.handle.clone());
+        (
+            Flaky {
+                inner,
+                down,
+                calls: calls.clone(),
+            },
+            calls,
+        )
+    }
+}
+
 impl DecisionPoint for Flaky {
     async fn decide(
         &self,
@@ -336,12 +352,7 @@ impl DecisionPoint for Flaky {
 async fn a_silent_decider_fails_closed_and_recovery_needs_no_reconnect() {
     let s = setup();
     let down = Arc::new(AtomicBool::new(false));
-    let calls = Arc::new(AtomicUsize::new(0));
-    let flaky = Flaky {
-        inner: LocalPolicy::new(s.handle.clone()),
-        down: down.clone(),
-        calls: calls.clone(),
-    };
+    let (flaky, calls) = Flaky::new(&s, down.clone());
     let gw = gateway(&s, flaky).await;
     let client = connect(&gw.url("app", &s.issuer.token(&[]))).await.unwrap();
     client
@@ -350,12 +361,18 @@ async fn a_silent_decider_fails_closed_and_recovery_needs_no_reconnect() {
         .unwrap();
 
     down.store(true, Ordering::SeqCst);
+    let asked = calls.load(Ordering::SeqCst);
     let err = client
         .batch_execute("insert into f values (1)")
         .await
         .unwrap_err();
     let (code, message) = db_error(&err);
     assert_eq!(code, "57P03");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        asked + 1,
+        "asked, never answered"
+    );
     assert!(
         message.contains("policy service is unavailable"),
         "{message}"
@@ -376,12 +393,7 @@ async fn a_silent_decider_fails_closed_and_recovery_needs_no_reconnect() {
 #[tokio::test]
 async fn cacheable_verdicts_are_reused_until_the_policy_changes() {
     let s = setup();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let flaky = Flaky {
-        inner: LocalPolicy::new(s.handle.clone()),
-        down: Arc::new(AtomicBool::new(false)),
-        calls: calls.clone(),
-    };
+    let (flaky, calls) = Flaky::new(&s, Arc::new(AtomicBool::new(false)));
     let gw = gateway(&s, flaky).await;
     let client = connect(&gw.url("app", &s.issuer.token(&[]))).await.unwrap();
     client
@@ -423,12 +435,7 @@ async fn cacheable_verdicts_are_reused_until_the_policy_changes() {
 #[tokio::test]
 async fn plain_reads_share_a_verdict_across_literals_and_nothing_else_does() {
     let s = setup();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let flaky = Flaky {
-        inner: LocalPolicy::new(s.handle.clone()),
-        down: Arc::new(AtomicBool::new(false)),
-        calls: calls.clone(),
-    };
+    let (flaky, calls) = Flaky::new(&s, Arc::new(AtomicBool::new(false)));
     let gw = gateway(&s, flaky).await;
     let client = connect(&gw.url("app", &s.issuer.token(&[]))).await.unwrap();
     client
