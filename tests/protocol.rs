@@ -192,15 +192,7 @@ async fn cancel_reaches_the_upstream_backend() {
         (r, client)
     });
     // Wait until the upstream backend is really sleeping, then cancel.
-    loop {
-        let active = pg.psql_admin(
-            "select count(*) from pg_stat_activity where query = 'select pg_sleep(30)' and state = 'active'",
-        );
-        if active == "1" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    pg.wait_active("select pg_sleep(30)").await;
     token.cancel_query(tokio_postgres::NoTls).await.unwrap();
     let (result, client) = tokio::time::timeout(Duration::from_secs(10), sleeper)
         .await
@@ -224,15 +216,7 @@ async fn cancel_needs_the_sessions_own_secret() {
     let mut raw = Raw::login(gw.addr, "app", &issuer.token(&[])).await;
     let (pid, secret) = raw.key.unwrap();
     raw.send(&message(b'Q', b"select pg_sleep(20)\0")).await;
-    loop {
-        let active = pg.psql_admin(
-            "select count(*) from pg_stat_activity where query = 'select pg_sleep(20)' and state = 'active'",
-        );
-        if active == "1" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    pg.wait_active("select pg_sleep(20)").await;
     let upstream_pid: i32 = pg
         .psql_admin("select pid from pg_stat_activity where query = 'select pg_sleep(20)'")
         .parse()
@@ -247,10 +231,7 @@ async fn cancel_needs_the_sessions_own_secret() {
         );
     }
     // The statement is still running: nobody cancelled it.
-    let active = pg.psql_admin(
-        "select count(*) from pg_stat_activity where query = 'select pg_sleep(20)' and state = 'active'",
-    );
-    assert_eq!(active, "1");
+    assert_eq!(pg.active("select pg_sleep(20)"), 1);
     // The right key cancels it.
     let mut c = Raw::open(gw.addr).await;
     c.send(&cancel_message(pid, secret)).await;

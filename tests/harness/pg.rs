@@ -282,6 +282,27 @@ impl Pg {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// How many backends are running exactly `query` right now.
+    pub fn active(&self, query: &str) -> usize {
+        let sql = format!(
+            "select count(*) from pg_stat_activity where query = '{}' and state = 'active'",
+            query.replace('\'', "''")
+        );
+        self.psql_admin(&sql).parse().unwrap()
+    }
+
+    /// Waits until a backend is running exactly `query` (a bounded poll of
+    /// pg_stat_activity: the condition itself, not a guess at timing).
+    pub async fn wait_active(&self, query: &str) {
+        for _ in 0..1500 {
+            if self.active(query) == 1 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("no backend started running {query:?}");
+    }
+
     /// A libpq connection string straight to this cluster.
     pub fn direct_url(&self, user: &str, password: &str) -> String {
         format!(
