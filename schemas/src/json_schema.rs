@@ -8,6 +8,7 @@ use schemars::{JsonSchema, schema_for};
 
 use crate::StatementEvent;
 use crate::decision::{DecideError, Decision, DecisionRequest, PolicyAnnouncement};
+use crate::evidence::Event;
 
 /// Every message's schema, by the file name it has under `schemas/json/`.
 pub fn all() -> Vec<(&'static str, serde_json::Value)> {
@@ -17,6 +18,7 @@ pub fn all() -> Vec<(&'static str, serde_json::Value)> {
         schema::<DecideError>("decide-error.schema.json"),
         schema::<PolicyAnnouncement>("policy-announcement.schema.json"),
         schema::<StatementEvent<'static>>("statement-event.schema.json"),
+        schema::<Event>("evidence-event.schema.json"),
     ]
 }
 

@@ -4,6 +4,7 @@
 //! other languages can refuse a shape they do not know.
 
 pub mod decision;
+pub mod evidence;
 pub mod json_schema;
 
 use std::borrow::Cow;
