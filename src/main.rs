@@ -14,6 +14,9 @@ use gatehouse_ingress::remote::NatsDecisionPoint;
 use gatehouse_ingress::{Gateway, run};
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "gatehouse",

@@ -8,6 +8,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use gatehouse_decider::{Policy, Query, analyze};
 use gatehouse_schemas::{Identity, ProtocolKind};
 
+// The allocator the `gatehouse` binary runs with, so the figures are its figures.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const POLICY: &str = include_str!("../../deploy/policy.example.toml");
 
 fn identity() -> Identity {

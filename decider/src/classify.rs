@@ -56,14 +56,25 @@ const STATEMENT_RISKS: [Risk; 6] = [
 /// Never panics: anything unexpected, including a panic inside the parser,
 /// comes back as [`Analysis::Unparsed`], which policy blocks by default.
 pub fn analyze(sql: &str) -> Analysis {
-    std::panic::catch_unwind(|| analyze_text(sql, 0)).unwrap_or_else(|_| Analysis::Unparsed {
-        error: "internal error while analysing the statement".to_owned(),
+    analyze_shaped(sql).0
+}
+
+/// [`analyze`], and whether [`crate::shape`] of the text is `Some`, found from the
+/// same tokens rather than by tokenizing again.
+pub(crate) fn analyze_shaped(sql: &str) -> (Analysis, bool) {
+    std::panic::catch_unwind(|| match statements(sql, 0) {
+        Ok((statements, shaped)) => (Analysis::Parsed { statements }, shaped),
+        Err(error) => (Analysis::Unparsed { error }, false),
+    })
+    .unwrap_or_else(|_| {
+        let error = "internal error while analysing the statement".to_owned();
+        (Analysis::Unparsed { error }, false)
     })
 }
 
 fn analyze_text(sql: &str, depth: usize) -> Analysis {
     match statements(sql, depth) {
-        Ok(statements) => Analysis::Parsed { statements },
+        Ok((statements, _)) => Analysis::Parsed { statements },
         Err(error) => Analysis::Unparsed { error },
     }
 }
@@ -75,6 +86,11 @@ pub(crate) fn shape_of(sql: &str) -> Option<String> {
     let tokens = tokenize(sql).ok()?;
     let mut pieces = fallback::normalized_pieces(&tokens);
     (pieces.len() == 1).then(|| pieces.remove(0))
+}
+
+/// What `crate::shape(sql).is_some()` says, given the text's normalized pieces.
+fn has_shape(sql: &str, pieces: &[String]) -> bool {
+    crate::shape::starts_with_select(sql) && pieces.len() == 1 && pieces[0].starts_with("SELECT ")
 }
 
 fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>, String> {
@@ -126,11 +142,13 @@ fn check_unicode_spaces(sql: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn statements(sql: &str, depth: usize) -> Result<Vec<StatementAnalysis>, String> {
+/// The statements of a text, and whether it has a shape (see [`has_shape`]).
+fn statements(sql: &str, depth: usize) -> Result<(Vec<StatementAnalysis>, bool), String> {
     check_unicode_spaces(sql)?;
     let tokens = tokenize(sql)?;
     fallback::check_nesting(&tokens)?;
     let normalized = fallback::normalized_pieces(&tokens);
+    let shaped = has_shape(sql, &normalized);
     if let Ok(parsed) = parse(tokens) {
         // One normalized text per statement, unless semicolons inside a statement
         // make the split disagree with the parse (then print the tree instead).
@@ -139,7 +157,8 @@ fn statements(sql: &str, depth: usize) -> Result<Vec<StatementAnalysis>, String>
             .iter()
             .enumerate()
             .map(|(i, s)| statement(s, depth, aligned.then(|| normalized[i].as_str())))
-            .collect();
+            .collect::<Result<_, _>>()
+            .map(|statements| (statements, shaped));
     }
     // sqlparser rejected the text. PostgreSQL runs a text only if every statement
     // in it parses, so analyse statement by statement, let the fallback recognise
@@ -179,7 +198,7 @@ fn statements(sql: &str, depth: usize) -> Result<Vec<StatementAnalysis>, String>
             },
         }
     }
-    Ok(out)
+    Ok((out, shaped))
 }
 
 /// Analyses one parsed statement; `normalized` is its text for the fingerprint
@@ -1294,7 +1313,16 @@ fn fingerprint(normalized: &str, a: &StatementAnalysis) -> String {
         .chain_update([0u8])
         .chain_update(facts.as_bytes())
         .finalize();
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    digest[..8]
+        .iter()
+        .flat_map(|b| {
+            [
+                HEX[usize::from(b >> 4)] as char,
+                HEX[usize::from(b & 15)] as char,
+            ]
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use wildmatch::WildMatch;
 
 use crate::analysis::{Analysis, PreparedOp, StatementAnalysis, StatementClass};
 use crate::claims::{all_match, lookup};
-use crate::classify::analyze;
+use crate::classify::{analyze, analyze_shaped};
 use crate::policy::{CompiledRule, ObjectPattern, Policy, RuleVerdict};
 
 /// A statement to decide, borrowed from the session that holds it.
@@ -88,6 +88,7 @@ impl Policy {
         let applicable = |r: &&CompiledRule| self.identity_fits(r, req);
         let candidates: Vec<&CompiledRule> = self.rules.iter().filter(applicable).collect();
 
+        let mut has_shape = false;
         let (analyses, parse_error) = match req.protocol {
             ProtocolKind::FunctionCall => {
                 // The legacy fast-path call runs a function by OID: only a rule
@@ -105,9 +106,12 @@ impl Policy {
                 };
                 (vec![a], None)
             }
-            ProtocolKind::SimpleQuery | ProtocolKind::Parse => match analyze(req.sql) {
-                Analysis::Parsed { statements } => (statements, None),
-                Analysis::Unparsed { error } => (Vec::new(), Some(error)),
+            ProtocolKind::SimpleQuery | ProtocolKind::Parse => match analyze_shaped(req.sql) {
+                (Analysis::Parsed { statements }, shaped) => {
+                    has_shape = shaped;
+                    (statements, None)
+                }
+                (Analysis::Unparsed { error }, _) => (Vec::new(), Some(error)),
             },
         };
 
@@ -153,7 +157,7 @@ impl Policy {
         let shape_cacheable = req.protocol != ProtocolKind::FunctionCall
             && analyses.len() == 1
             && crate::shape::literal_invariant(&analyses[0])
-            && crate::shape::shape(req.sql).is_some();
+            && has_shape;
         for a in analyses {
             // EXECUTE is decided as the statement it runs.
             let decided = match &a.prepared {

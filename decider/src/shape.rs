@@ -37,13 +37,18 @@ pub const LITERAL_READING_FUNCTIONS: &[&str] = &[
 /// tokens, keywords and unquoted names upper-cased, literals and parameters
 /// replaced by `?`, quoted names kept as written.
 pub fn shape(sql: &str) -> Option<String> {
-    let head = sql.trim_start();
     // Cheap gate: only texts that start with SELECT can be shape-cached; the rest
     // are not worth a tokenizer pass.
-    if head.len() < 6 || !head[..6].eq_ignore_ascii_case("select") {
+    if !starts_with_select(sql) {
         return None;
     }
     shape_of(sql).filter(|s| s.starts_with("SELECT "))
+}
+
+/// Whether the text's first non-blank characters spell `select`, in any case.
+pub(crate) fn starts_with_select(sql: &str) -> bool {
+    let head = sql.trim_start().as_bytes();
+    head.len() >= 6 && head[..6].eq_ignore_ascii_case(b"select")
 }
 
 /// Whether every text of this statement's shape has the same analysis.

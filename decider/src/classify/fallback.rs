@@ -514,7 +514,7 @@ pub(super) fn normalized(tokens: &[TokenWithSpan]) -> String {
 /// [`normalized`] for each statement of a token stream, split at semicolons as
 /// [`split`] does.
 pub(super) fn normalized_pieces(tokens: &[TokenWithSpan]) -> Vec<String> {
-    let mut pieces = vec![String::new()];
+    let mut pieces = vec![String::with_capacity(tokens.len() * 4)];
     for t in tokens {
         match t.token {
             Token::SemiColon => pieces.push(String::new()),
@@ -533,10 +533,22 @@ fn push_normalized(out: &mut String, token: &Token) {
         out.push(' ');
     }
     match token {
-        Token::Word(w) if w.quote_style.is_none() => out.push_str(&w.value.to_ascii_uppercase()),
+        Token::Word(w) if w.quote_style.is_none() => {
+            out.extend(w.value.chars().map(|c| c.to_ascii_uppercase()));
+        }
         Token::Number(..) | Token::Placeholder(_) => out.push('?'),
         t if is_string(t) => out.push('?'),
-        t => out.push_str(&t.to_string()),
+        Token::Comma => out.push(','),
+        Token::Period => out.push('.'),
+        Token::Eq => out.push('='),
+        Token::LParen => out.push('('),
+        Token::RParen => out.push(')'),
+        Token::Mul => out.push('*'),
+        t => {
+            use std::fmt::Write;
+            // Writing into a String cannot fail.
+            let _ = write!(out, "{t}");
+        }
     }
 }
 
