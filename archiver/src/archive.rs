@@ -1,0 +1,128 @@
+//! The archiver's loop body: ingest records, seal what is due, put it in the
+//! store (segment, then manifest), and say which records are now durable.
+
+use std::collections::VecDeque;
+use std::time::SystemTime;
+
+use uuid::Uuid;
+
+use crate::error::{ArchiveError, PushError};
+use crate::segment::Head;
+use crate::segmenter::{Pushed, Sealed, Segmenter, known_seqs};
+use crate::store::SegmentStore;
+
+/// One record, by its place in its session's chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RecordId {
+    /// The session.
+    pub session: Uuid,
+    /// The sequence number.
+    pub seq: u64,
+}
+
+/// What became of an ingested record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingested {
+    /// Buffered (or a copy of a record not yet durable): a later
+    /// [`Archive::tick`] or [`Archive::flush`] names it once it is durable.
+    Pending,
+    /// Already durably archived (a redelivered copy): acknowledge it now.
+    Archived,
+}
+
+/// A [`Segmenter`] writing into a [`SegmentStore`].
+///
+/// Upstream acknowledgement (JetStream ack, spool truncation) waits for the
+/// [`RecordId`]s that `tick`/`flush` return: by then the segment and its manifest
+/// are both durable. The first time it sees a session, `ingest` reads that
+/// session's manifests from the store, so that an archiver restarted and re-fed
+/// the same events writes none of them twice.
+#[derive(Debug)]
+pub struct Archive<S> {
+    store: S,
+    segmenter: Segmenter,
+    /// Sealed, not yet (completely) put; in order.
+    pending: VecDeque<Sealed>,
+    /// Put successfully by a call that then failed: returned by the next call.
+    durable: Vec<RecordId>,
+}
+
+impl<S: SegmentStore> Archive<S> {
+    /// Ties a segmenter to a store.
+    pub fn new(store: S, segmenter: Segmenter) -> Self {
+        Self {
+            store,
+            segmenter,
+            pending: VecDeque::new(),
+            durable: Vec::new(),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The segmenter.
+    pub fn segmenter(&self) -> &Segmenter {
+        &self.segmenter
+    }
+
+    /// Buffers one record. A record that is not an event, or that conflicts with
+    /// a buffered one, is an error for the caller to log (and to drop or dead-letter).
+    pub async fn ingest(
+        &mut self,
+        record: &[u8],
+        now: SystemTime,
+    ) -> Result<Ingested, ArchiveError> {
+        let session = Head::parse(record)
+            .map_err(PushError::NotAnEvent)?
+            .session_id;
+        if !self.segmenter.knows(session) {
+            let seqs = known_seqs(&self.store, session).await?;
+            if !seqs.is_empty() {
+                tracing::info!(session = %session, records = seqs.len(), "session_resumed_from_store");
+                self.segmenter.mark_archived(session, seqs);
+            }
+        }
+        Ok(match self.segmenter.push(record, now)? {
+            Pushed::Duplicate { archived: true } => Ingested::Archived,
+            Pushed::Added | Pushed::Duplicate { archived: false } => Ingested::Pending,
+        })
+    }
+
+    /// Seals what is due at `now` and puts everything sealed. Returns the records
+    /// that became durable; on a store error the segments not yet put stay
+    /// pending (retried by the next call) and what did become durable is
+    /// returned by the next successful call.
+    pub async fn tick(&mut self, now: SystemTime) -> Result<Vec<RecordId>, ArchiveError> {
+        let sealed = self.segmenter.seal_due(now);
+        self.pending.extend(sealed);
+        self.put_pending().await
+    }
+
+    /// Seals everything buffered and puts it: at shutdown.
+    pub async fn flush(&mut self) -> Result<Vec<RecordId>, ArchiveError> {
+        let sealed = self.segmenter.seal_all();
+        self.pending.extend(sealed);
+        self.put_pending().await
+    }
+
+    async fn put_pending(&mut self) -> Result<Vec<RecordId>, ArchiveError> {
+        while let Some(next) = self.pending.front() {
+            // Segment first: a manifest never names a missing object.
+            self.store.put(&next.key, &next.data).await?;
+            self.store
+                .put(&next.manifest_key, &next.manifest_bytes)
+                .await?;
+            let done = self.pending.pop_front().expect("front exists");
+            tracing::debug!(session = %done.session, key = %done.key, records = done.seqs.len(), "segment_archived");
+            self.durable.extend(done.seqs.iter().map(|&seq| RecordId {
+                session: done.session,
+                seq,
+            }));
+            self.segmenter.mark_archived(done.session, done.seqs);
+        }
+        Ok(std::mem::take(&mut self.durable))
+    }
+}
