@@ -62,7 +62,7 @@ impl Event {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventBody {
     /// A session was authenticated and connected upstream.
-    SessionStarted(SessionStarted),
+    SessionStarted(Box<SessionStarted>),
     /// A runnable SQL text (or function call) and its verdict, recorded before it
     /// is forwarded.
     Statement(Statement),

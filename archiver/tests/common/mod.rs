@@ -68,7 +68,7 @@ impl ChainBuilder {
 
     pub fn started(&mut self, role: &str, subject: &str) -> u64 {
         let id = identity(subject);
-        self.push(EventBody::SessionStarted(SessionStarted {
+        self.push(EventBody::SessionStarted(Box::new(SessionStarted {
             role: role.into(),
             ci: CiContext::from_claims(&id.claims),
             identity: id,
@@ -77,7 +77,7 @@ impl ChainBuilder {
             client_addr: "127.0.0.1:50000".into(),
             tls: None,
             gateway: "gw-1".into(),
-        }))
+        })))
     }
 
     /// A statement and, when forwarded, its completion.
