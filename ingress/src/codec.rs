@@ -17,6 +17,16 @@ pub const PARSE: u8 = b'P';
 pub const FUNCTION_CALL: u8 = b'F';
 /// `Terminate`.
 pub const TERMINATE: u8 = b'X';
+/// `Bind`.
+pub const BIND: u8 = b'B';
+/// `Execute`.
+pub const EXECUTE: u8 = b'E';
+/// `Close`.
+pub const CLOSE: u8 = b'C';
+/// `Describe`.
+pub const DESCRIBE: u8 = b'D';
+/// `Sync`.
+pub const SYNC: u8 = b'S';
 
 /// Whether `tag` is a message a client may send once the session is established.
 fn is_frontend_tag(tag: u8) -> bool {
@@ -137,6 +147,69 @@ pub fn function_oid(body: &[u8]) -> Option<u32> {
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
+/// A `Bind` message's names and parameter values.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Bind<'a> {
+    /// Portal name (empty: the unnamed portal).
+    pub portal: &'a [u8],
+    /// Prepared statement name (empty: the unnamed statement).
+    pub statement: &'a [u8],
+    /// Each parameter: whether it is in binary format, and its bytes (`None`: NULL).
+    pub params: Vec<(bool, Option<&'a [u8]>)>,
+}
+
+/// Reads a `Bind` body; `None` when malformed (the server rejects it itself).
+pub fn bind(body: &[u8]) -> Option<Bind<'_>> {
+    let (portal, rest) = cstring(body)?;
+    let (statement, rest) = cstring(rest)?;
+    let (nformats, mut rest) = take_i16(rest)?;
+    let mut formats = Vec::with_capacity(usize::try_from(nformats).ok()?);
+    for _ in 0..nformats {
+        let (f, r) = take_i16(rest)?;
+        formats.push(f == 1);
+        rest = r;
+    }
+    let (nparams, mut rest) = take_i16(rest)?;
+    let nparams = usize::try_from(nparams).ok()?;
+    let mut params = Vec::with_capacity(nparams);
+    for i in 0..nparams {
+        let binary = match formats.len() {
+            0 => false,
+            1 => formats[0],
+            _ => *formats.get(i)?,
+        };
+        let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+        rest = &rest[4..];
+        if len < 0 {
+            params.push((binary, None));
+        } else {
+            let len = usize::try_from(len).ok()?;
+            params.push((binary, Some(rest.get(..len)?)));
+            rest = &rest[len..];
+        }
+    }
+    Some(Bind {
+        portal,
+        statement,
+        params,
+    })
+}
+
+fn take_i16(b: &[u8]) -> Option<(i16, &[u8])> {
+    Some((i16::from_be_bytes(b.get(..2)?.try_into().ok()?), &b[2..]))
+}
+
+/// The portal an `Execute` runs.
+pub fn execute_portal(body: &[u8]) -> Option<&[u8]> {
+    cstring(body).map(|(portal, _)| portal)
+}
+
+/// What a `Close` closes: `b'S'` (statement) or `b'P'` (portal), and its name.
+pub fn close_target(body: &[u8]) -> Option<(u8, &[u8])> {
+    let (&kind, rest) = body.split_first()?;
+    cstring(rest).map(|(name, _)| (kind, name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +253,37 @@ mod tests {
             next_frontend_frame(b"Q\x7f\0\0\0", 0, 100),
             Err(ProtocolError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn bind_reads_names_formats_and_values() {
+        let mut body = b"p1\0s1\0".to_vec();
+        body.extend_from_slice(&2i16.to_be_bytes());
+        body.extend_from_slice(&0i16.to_be_bytes());
+        body.extend_from_slice(&1i16.to_be_bytes());
+        body.extend_from_slice(&3i16.to_be_bytes());
+        body.extend_from_slice(&2i32.to_be_bytes());
+        body.extend_from_slice(b"42");
+        body.extend_from_slice(&4i32.to_be_bytes());
+        body.extend_from_slice(&[0, 0, 0, 7]);
+        body.extend_from_slice(&(-1i32).to_be_bytes());
+        body.extend_from_slice(&0i16.to_be_bytes());
+        // Three parameters but only two format codes: malformed.
+        assert_eq!(bind(&body), None);
+        let mut ok = b"\0s\0".to_vec();
+        ok.extend_from_slice(&1i16.to_be_bytes());
+        ok.extend_from_slice(&1i16.to_be_bytes());
+        ok.extend_from_slice(&2i16.to_be_bytes());
+        ok.extend_from_slice(&1i32.to_be_bytes());
+        ok.push(9);
+        ok.extend_from_slice(&(-1i32).to_be_bytes());
+        ok.extend_from_slice(&0i16.to_be_bytes());
+        let b = bind(&ok).unwrap();
+        assert_eq!((b.portal, b.statement), (&b""[..], &b"s"[..]));
+        assert_eq!(b.params, vec![(true, Some(&[9u8][..])), (true, None)]);
+        assert_eq!(bind(&ok[..ok.len() - 7]), None, "truncated");
+        assert_eq!(execute_portal(b"p\0\0\0\0\0"), Some(&b"p"[..]));
+        assert_eq!(close_target(b"Sname\0"), Some((b'S', &b"name"[..])));
     }
 
     #[test]

@@ -33,6 +33,72 @@ pub struct Config {
     /// The NATS bus (distributed mode: `serve --role ingress|decider`).
     #[serde(default)]
     pub nats: NatsConfig,
+    /// Evidence: where every statement is recorded before it runs.
+    #[serde(default)]
+    pub evidence: EvidenceConfig,
+}
+
+/// Where evidence goes.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum EvidenceMode {
+    /// All-in-one: an fsync'd spool and signed segments under `evidence.dir`.
+    #[default]
+    Local,
+    /// Distributed: published to the JetStream stream the archivers consume.
+    Jetstream,
+    /// No evidence at all: statements run unrecorded. For development only;
+    /// logged as a warning at start.
+    Off,
+}
+
+/// Evidence settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvidenceConfig {
+    /// `local` (default), `jetstream` or `off`.
+    pub mode: EvidenceMode,
+    /// Local mode: the directory holding the spool and the archived segments.
+    pub dir: Option<PathBuf>,
+    /// Local mode: the Ed25519 key (PKCS#8 PEM, `gatehouse evidence keygen`)
+    /// that signs segment manifests.
+    pub signing_key: Option<PathBuf>,
+    /// A statement whose record is not durable by then is refused.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Records allowed to wait for storage, in bytes; past this, statements are
+    /// refused at once.
+    pub max_backlog_bytes: usize,
+    /// Local mode: a session's open segment is sealed after this long.
+    #[serde(with = "humantime_serde")]
+    pub segment_max_age: Duration,
+}
+
+impl EvidenceConfig {
+    /// Local mode's directory and signing key. Checked where evidence is
+    /// recorded (the ingress), not at parse time: a decider's config has no
+    /// use for them.
+    pub fn local_paths(&self) -> Result<(&Path, &Path), ConfigError> {
+        match (&self.dir, &self.signing_key) {
+            (Some(dir), Some(key)) => Ok((dir, key)),
+            _ => Err(ConfigError::Invalid(
+                "evidence: local mode needs evidence.dir and evidence.signing_key (`gatehouse evidence keygen`); set evidence.mode = \"jetstream\" for distributed mode, or \"off\" to run statements unrecorded (development only)".into(),
+            )),
+        }
+    }
+}
+
+impl Default for EvidenceConfig {
+    fn default() -> Self {
+        Self {
+            mode: EvidenceMode::Local,
+            dir: None,
+            signing_key: None,
+            timeout: Duration::from_secs(2),
+            max_backlog_bytes: 64 << 20,
+            segment_max_age: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Where the NATS bus is, for distributed mode. All-in-one mode does not use it.
@@ -456,7 +522,36 @@ mod tests {
         [[roles.etl.allow]]
         issuer = "gh"
         claims = { repository = "acme/etl", ref = { one_of = ["refs/heads/main"] }, "/kubernetes.io/namespace" = { glob = "ci-*" } }
+
+        [evidence]
+        dir = "/var/lib/gatehouse/evidence"
+        signing_key = "/etc/gatehouse/evidence-signing.pem"
     "#;
+
+    #[test]
+    fn evidence_is_local_by_default_and_needs_a_dir_and_key() {
+        let cfg = Config::from_toml(SAMPLE).unwrap();
+        assert_eq!(cfg.evidence.mode, EvidenceMode::Local);
+        assert_eq!(cfg.evidence.timeout, Duration::from_secs(2));
+        assert!(cfg.evidence.local_paths().is_ok());
+        let (head, _) = SAMPLE.split_once("[evidence]").unwrap();
+        let bare = Config::from_toml(head).unwrap();
+        let err = bare.evidence.local_paths().unwrap_err().to_string();
+        assert!(err.contains("evidence.dir"), "{err}");
+        let js = format!("{head}[evidence]\nmode = \"jetstream\"\ntimeout = \"500ms\"\n");
+        let cfg = Config::from_toml(&js).unwrap();
+        assert_eq!(
+            (cfg.evidence.mode, cfg.evidence.timeout),
+            (EvidenceMode::Jetstream, Duration::from_millis(500))
+        );
+        let off = format!("{head}[evidence]\nmode = \"off\"\n");
+        assert_eq!(
+            Config::from_toml(&off).unwrap().evidence.mode,
+            EvidenceMode::Off
+        );
+        let typo = format!("{head}[evidence]\nmode = \"of\"\n");
+        assert!(Config::from_toml(&typo).is_err());
+    }
 
     #[test]
     fn parses_a_full_config() {

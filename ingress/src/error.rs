@@ -30,6 +30,8 @@ pub enum SqlState {
     AdminShutdown,
     /// 57P03: a service the gateway depends on is unavailable.
     CannotConnectNow,
+    /// 53400: a per-session limit was reached.
+    ConfigurationLimitExceeded,
 }
 
 impl SqlState {
@@ -45,6 +47,7 @@ impl SqlState {
             Self::InsufficientPrivilege => "42501",
             Self::AdminShutdown => "57P01",
             Self::CannotConnectNow => "57P03",
+            Self::ConfigurationLimitExceeded => "53400",
         }
     }
 }
@@ -268,6 +271,9 @@ pub enum StartupError {
     /// The upstream side failed.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The session's start could not be recorded (nothing may run unrecorded).
+    #[error("evidence unavailable: {0}")]
+    EvidenceUnavailable(String),
 }
 
 impl UserFacing for StartupError {
@@ -283,6 +289,7 @@ impl UserFacing for StartupError {
             Self::UnsupportedProtocol(..) => SqlState::FeatureNotSupported,
             Self::Protocol(_) | Self::ClientGone => SqlState::ProtocolViolation,
             Self::Auth(e) => e.sqlstate(),
+            Self::EvidenceUnavailable(_) => SqlState::CannotConnectNow,
             Self::Upstream(e) => match e {
                 UpstreamError::Connect { .. }
                 | UpstreamError::TlsRefused
@@ -323,6 +330,9 @@ impl UserFacing for StartupError {
             Self::Protocol(what) => format!("protocol violation: {what}"),
             Self::ClientGone => "client disconnected".into(),
             Self::Auth(e) => e.client_message(),
+            Self::EvidenceUnavailable(_) => {
+                "Gatehouse cannot record evidence right now, and nothing runs unrecorded; retry later".into()
+            }
             Self::Upstream(e) => match e {
                 UpstreamError::Refused { message, .. } => {
                     format!("upstream database refused the connection: {message}")
@@ -358,6 +368,7 @@ impl UserFacing for StartupError {
             Self::UnsupportedProtocol(..) => "unsupported_protocol",
             Self::Protocol(_) => "protocol_violation",
             Self::ClientGone => "client_gone",
+            Self::EvidenceUnavailable(_) => "evidence_unavailable",
             Self::Auth(e) => e.kind(),
             Self::Upstream(UpstreamError::Connect { .. }) => "upstream_unreachable",
             Self::Upstream(UpstreamError::TlsRefused | UpstreamError::Tls(_)) => "upstream_tls",

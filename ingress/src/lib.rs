@@ -8,10 +8,12 @@ pub mod codec;
 pub mod config;
 pub mod decision;
 pub mod error;
+pub mod evidence;
 pub mod refusal;
 pub mod remote;
 pub mod session;
 pub mod tls;
+pub mod tracker;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -52,6 +54,10 @@ pub struct Gateway<D> {
     pub decision: D,
     /// Memoised cacheable verdicts.
     pub cache: cache::VerdictCache,
+    /// Where statements are recorded before they run (`None`: evidence off).
+    pub evidence: Option<Arc<evidence::Recorder>>,
+    /// This gateway instance's name in evidence (`GATEHOUSE_INSTANCE`, else the host name).
+    pub instance: String,
 }
 
 impl<D: DecisionPoint> Gateway<D> {
@@ -91,8 +97,26 @@ impl<D: DecisionPoint> Gateway<D> {
             cancels: Arc::default(),
             decision,
             cache: cache::VerdictCache::default(),
+            evidence: None,
+            instance: instance_name(),
         })
     }
+
+    /// Records evidence through `recorder` (see [`evidence`]).
+    pub fn with_evidence(mut self, recorder: Arc<evidence::Recorder>) -> Self {
+        self.evidence = Some(recorder);
+        self
+    }
+}
+
+/// `GATEHOUSE_INSTANCE`, else the host name, else `gatehouse`.
+fn instance_name() -> String {
+    std::env::var("GATEHOUSE_INSTANCE")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "gatehouse".to_owned())
 }
 
 /// The HTTP client for JWKS URLs: rustls, system roots plus each issuer's extra CA.

@@ -17,6 +17,7 @@ use bytes::{BufMut, BytesMut};
 use rand::RngCore;
 
 use crate::codec;
+use crate::tracker::Sent;
 
 /// Marker prefix; the session nonce and a sequence number follow.
 const PREFIX: &str = "gatehouse_refused_";
@@ -44,39 +45,45 @@ impl Default for Refusals {
 
 impl Refusals {
     /// Queues `error` (an encoded ErrorResponse) and returns the substitute for a
-    /// message of type `tag` (`Query`, `Parse` or `FunctionCall`; `name` is the
-    /// `Parse` statement name, kept so later Binds fail as PostgreSQL's would).
-    pub fn substitute(&self, tag: u8, name: &[u8], error: BytesMut) -> BytesMut {
+    /// message of type `tag` (`Query`, `Parse`, `FunctionCall` or `Execute`;
+    /// `name` is the `Parse` statement name, kept so later Binds fail as
+    /// PostgreSQL's would), with what the substitute is to the response tracker.
+    pub fn substitute(&self, tag: u8, name: &[u8], error: BytesMut) -> (BytesMut, Sent) {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let text = format!("{PREFIX}{}_{seq}", self.nonce);
         self.lock().push_back((seq, error));
         self.pending.fetch_add(1, Ordering::Release);
         let mut body = BytesMut::new();
-        match tag {
-            codec::PARSE => {
+        let (out_tag, sent) = match tag {
+            codec::PARSE | codec::EXECUTE => {
+                // A refused Execute becomes a Parse of a statement named by the
+                // marker: it fails in the same place of the pipeline, and touches
+                // neither the unnamed statement nor any portal.
+                let name = if tag == codec::PARSE {
+                    name
+                } else {
+                    text.as_bytes()
+                };
                 body.put_slice(name);
                 body.put_u8(0);
                 body.put_slice(text.as_bytes());
                 body.put_u8(0);
                 body.put_u16(0);
+                (codec::PARSE, Sent::Parse)
             }
             // A refused FunctionCall is replaced by a Query: both end in one
             // ErrorResponse and one ReadyForQuery.
             _ => {
                 body.put_slice(text.as_bytes());
                 body.put_u8(0);
+                (codec::QUERY, Sent::Query { stmt: None })
             }
-        }
-        let out_tag = if tag == codec::PARSE {
-            codec::PARSE
-        } else {
-            codec::QUERY
         };
         let mut frame = BytesMut::with_capacity(body.len() + 5);
         frame.put_u8(out_tag);
         frame.put_u32(body.len() as u32 + 4);
         frame.put_slice(&body);
-        frame
+        (frame, sent)
     }
 
     /// Whether refusals wait for their substitute's error (cheap; hot path).
@@ -121,9 +128,10 @@ mod tests {
     #[test]
     fn substitutes_carry_a_marker_that_maps_back_in_order() {
         let r = Refusals::default();
-        let q = r.substitute(codec::QUERY, b"", BytesMut::from(&b"first"[..]));
+        let (q, _) = r.substitute(codec::QUERY, b"", BytesMut::from(&b"first"[..]));
         assert_eq!(q[0], b'Q');
-        let p = r.substitute(codec::PARSE, b"stmt", BytesMut::from(&b"second"[..]));
+        let (p, sent) = r.substitute(codec::PARSE, b"stmt", BytesMut::from(&b"second"[..]));
+        assert_eq!(sent, Sent::Parse);
         assert_eq!(p[0], b'P');
         assert!(
             p.windows(5).any(|w| w == b"stmt\0"),
@@ -145,7 +153,7 @@ mod tests {
     fn another_sessions_marker_does_not_match() {
         let a = Refusals::default();
         let b = Refusals::default();
-        let sub = b.substitute(codec::QUERY, b"", BytesMut::new());
+        let (sub, _) = b.substitute(codec::QUERY, b"", BytesMut::new());
         a.substitute(codec::QUERY, b"", BytesMut::new());
         assert!(a.replacement(&sub).is_none());
     }

@@ -26,10 +26,19 @@ use crate::decision::{DecisionError, DecisionPoint};
 use crate::error::{
     ProtocolError, Severity, SqlState, StartupError, UserFacing, error_response, fatal,
 };
+use crate::evidence::{Chain, EvidenceError, Recorder, Ticket};
 use crate::refusal::Refusals;
 use crate::tls::{ClientStream, MaybeTls};
+use crate::tracker::{Completion, Sent, Tracker};
 use crate::upstream::{self, Upstream};
 use gatehouse_schemas::decision::{Decision, Verdict};
+use gatehouse_schemas::evidence::{
+    CiContext, EventBody, Param, SessionEnded, SessionStarted, Statement, StatementCompleted,
+    StatementPath, TlsInfo,
+};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
 
 /// Startup parameters passed on to the upstream. Anything else a client sets at
 /// startup could change what later statements mean (`options`, `search_path`,
@@ -67,7 +76,72 @@ struct SessionCtx {
     /// SQL-`PREPARE`d statements: name to inner SQL, so `EXECUTE` is decided as
     /// what it runs.
     prepared: BTreeMap<String, String>,
+    /// Protocol-level prepared statements the server accepted from us: name to
+    /// SQL and verdict, so each `Execute` is recorded as what it runs.
+    statements: HashMap<String, Arc<Prepared>>,
+    /// Bound portals: name to statement and parameters.
+    portals: HashMap<String, (Arc<Prepared>, Vec<Param>)>,
+    /// Evidence shared with the backend direction.
+    evidence: Arc<Mutex<SessionEvidence>>,
+    /// When the session started.
+    started: Instant,
+    /// `seq` of the last statement event recorded.
+    last_recorded: u64,
 }
+
+impl SessionCtx {
+    fn last_seq(&self) -> u64 {
+        self.last_recorded
+    }
+}
+
+/// A statement prepared with `Parse`, as the evidence of its executions names it.
+struct Prepared {
+    sql: String,
+    /// `None` for a statement prepared with SQL `PREPARE` (decided then).
+    decision: Option<Arc<Decision>>,
+}
+
+/// What both directions of a session record into.
+struct SessionEvidence {
+    chain: Option<Chain>,
+    tracker: Tracker,
+    statements: u64,
+    refused: u64,
+}
+
+impl SessionEvidence {
+    /// Records one event; `None` when this gateway records no evidence.
+    fn record(
+        &mut self,
+        recorder: Option<&Recorder>,
+        body: EventBody,
+    ) -> Option<Result<(u64, Ticket), EvidenceError>> {
+        Some(self.chain.as_mut()?.record(recorder?, body))
+    }
+
+    fn complete(&mut self, recorder: Option<&Recorder>, done: Vec<Completion>) {
+        for c in done {
+            let body = EventBody::StatementCompleted(StatementCompleted {
+                statement: c.stmt,
+                outcome: c.outcome.to_owned(),
+                tags: c.tags,
+                rows: c.rows,
+                duration_us: c.duration_us,
+                sqlstate: c.sqlstate,
+            });
+            if let Some(Err(e)) = self.record(recorder, body) {
+                tracing::warn!(error = %e, statement = c.stmt, "completion_not_recorded");
+            }
+        }
+    }
+}
+
+/// Parameter bytes recorded per statement; past this, values are withheld
+/// (their lengths recorded).
+const MAX_RECORDED_PARAMS: usize = 64 * 1024;
+/// Protocol-level prepared statements and portals a session may hold.
+const MAX_STATEMENTS: usize = 10_000;
 
 /// Prepared names a session may hold; past this, new ones are not tracked and
 /// their `EXECUTE` is refused (fail closed).
@@ -101,9 +175,20 @@ enum End {
     UpstreamClosed,
 }
 
+impl End {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::ClientTerminated => "client_terminated",
+            Self::ClientClosed => "client_closed",
+            Self::UpstreamClosed => "upstream_closed",
+        }
+    }
+}
+
 /// Serves one TCP connection until it ends. Never panics on client input.
 pub async fn serve<D: DecisionPoint>(gw: Arc<Gateway<D>>, tcp: TcpStream, peer: SocketAddr) {
-    let id = Uuid::new_v4();
+    // Time-ordered, so evidence sorts by session start.
+    let id = Uuid::now_v7();
     let span = tracing::info_span!(
         "session",
         session = %id,
@@ -115,7 +200,8 @@ pub async fn serve<D: DecisionPoint>(gw: Arc<Gateway<D>>, tcp: TcpStream, peer: 
         let _ = tcp.set_nodelay(true);
         let deadline = tokio::time::Instant::now() + gw.config.ingress.auth_timeout;
         let mut phase = Phase::Negotiating;
-        let started = tokio::time::timeout_at(deadline, startup(&gw, tcp, id, &mut phase)).await;
+        let started =
+            tokio::time::timeout_at(deadline, startup(&gw, tcp, id, peer, &mut phase)).await;
         let (client, pending, upstream, ctx, _cancel_guard) = match started {
             Err(_) => {
                 tracing::warn!(phase = ?phase, "auth_timeout");
@@ -125,9 +211,28 @@ pub async fn serve<D: DecisionPoint>(gw: Arc<Gateway<D>>, tcp: TcpStream, peer: 
             Ok(Some(s)) => s,
         };
         tracing::info!(upstream = %gw.roles[&ctx.role].target.addr(), "session_started");
-        match relay(&gw, ctx, client, pending, upstream).await {
-            Ok(end) => tracing::info!(end = ?end, "session_ended"),
-            Err(e) => tracing::info!(error = %e, "session_ended"),
+        let evidence = ctx.evidence.clone();
+        let started = ctx.started;
+        let ended = relay(&gw, ctx, client, pending, upstream).await;
+        let reason = match &ended {
+            Ok(end) => {
+                tracing::info!(end = ?end, "session_ended");
+                end.name()
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "session_ended");
+                "error"
+            }
+        };
+        let mut ev = evidence.lock().unwrap_or_else(|p| p.into_inner());
+        let body = EventBody::SessionEnded(SessionEnded {
+            reason: reason.to_owned(),
+            statements: ev.statements,
+            refused: ev.refused,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        });
+        if let Some(Err(e)) = ev.record(gw.evidence.as_deref(), body) {
+            tracing::warn!(error = %e, "session_end_not_recorded");
         }
     }
     .instrument(span)
@@ -150,6 +255,7 @@ async fn startup<D: DecisionPoint>(
     gw: &Gateway<D>,
     tcp: TcpStream,
     id: Uuid,
+    peer: SocketAddr,
     phase: &mut Phase,
 ) -> Option<Started> {
     let mut stream: ClientStream = MaybeTls::Plain(tcp);
@@ -252,6 +358,27 @@ async fn startup<D: DecisionPoint>(
                     return None;
                 }
             };
+            let mut chain = gw.evidence.as_ref().map(|_| Chain::new(id));
+            if let (Some(recorder), Some(chain)) = (&gw.evidence, &mut chain) {
+                let body = EventBody::SessionStarted(Box::new(SessionStarted {
+                    role: role.clone(),
+                    ci: CiContext::from_claims(&verified.identity.claims),
+                    identity: verified.identity.clone(),
+                    upstream: format!("{}/{}", rt.target.addr(), rt.target.config.dbname),
+                    upstream_user: rt.target.user.clone(),
+                    client_addr: peer.to_string(),
+                    tls: tls_info(&stream),
+                    gateway: gw.instance.clone(),
+                }));
+                if let Err(e) = chain.record(recorder, body) {
+                    // Nothing could run unrecorded anyway; say so now.
+                    tracing::warn!(error = %e, "session_refused_evidence_unavailable");
+                    let err = StartupError::EvidenceUnavailable(e.to_string());
+                    let _ = stream.write_all(&fatal(&err)).await;
+                    let _ = stream.flush().await;
+                    return None;
+                }
+            }
             let (guard, pid, secret) = gw.cancels.register(rt.target.clone(), upstream.backend_key);
             let mut out = BytesMut::with_capacity(512);
             encode(&mut out, &Authentication::Ok);
@@ -270,6 +397,16 @@ async fn startup<D: DecisionPoint>(
                 seq: 0,
                 class: (u64::MAX, 0),
                 prepared: BTreeMap::new(),
+                statements: HashMap::new(),
+                portals: HashMap::new(),
+                evidence: Arc::new(Mutex::new(SessionEvidence {
+                    chain,
+                    tracker: Tracker::default(),
+                    statements: 0,
+                    refused: 0,
+                })),
+                started: Instant::now(),
+                last_recorded: 0,
             };
             Some((stream, buf, upstream, ctx, guard))
         }
@@ -449,38 +586,111 @@ async fn relay<D: DecisionPoint>(
     let max = gw.config.ingress.max_message_size;
     let refusals = Refusals::default();
 
+    let recorder = gw.evidence.as_deref();
+    let evidence = ctx.evidence.clone();
     let client_to_upstream = async {
         // A client may pipeline messages right behind its password; they are
         // framed and decided like any other.
         let mut buf = pending;
+        let mut plan: Vec<Piece> = Vec::new();
+        let mut sents: Vec<Sent> = Vec::new();
         loop {
             let mut at = 0;
             let mut forwarded = 0;
             let mut terminated = false;
+            // The last record this batch must see durable before it is forwarded.
+            let mut needs: Option<Ticket> = None;
+            plan.clear();
+            sents.clear();
             while let Some(frame) = codec::next_frontend_frame(&buf, at, max)? {
                 at = frame.end;
-                match frame.tag {
+                let step = match frame.tag {
                     codec::QUERY | codec::PARSE | codec::FUNCTION_CALL => {
-                        if let Outcome::Refuse { error, name } =
-                            decide(gw, &mut ctx, frame, &buf).await
-                        {
-                            // Everything before the refused message goes as it
-                            // came; the message itself is replaced.
-                            let substitute = refusals.substitute(frame.tag, name, error);
-                            up_wr.write_all(&buf[forwarded..frame.start]).await?;
-                            up_wr.write_all(&substitute).await?;
-                            forwarded = frame.end;
+                        Some(decide(gw, &mut ctx, frame, &buf).await)
+                    }
+                    codec::EXECUTE => Some(execute(gw, &mut ctx, frame, &buf)),
+                    codec::BIND => {
+                        bind(&mut ctx, frame.body(&buf));
+                        sents.push(Sent::Bind);
+                        None
+                    }
+                    codec::CLOSE => {
+                        match codec::close_target(frame.body(&buf)) {
+                            Some((b'S', name)) => {
+                                ctx.statements.remove(&*String::from_utf8_lossy(name));
+                            }
+                            Some((b'P', name)) => {
+                                ctx.portals.remove(&*String::from_utf8_lossy(name));
+                            }
+                            _ => {}
                         }
+                        sents.push(Sent::Close);
+                        None
+                    }
+                    codec::DESCRIBE => {
+                        sents.push(Sent::Describe);
+                        None
+                    }
+                    codec::SYNC => {
+                        sents.push(Sent::Sync);
+                        None
                     }
                     codec::TERMINATE => {
                         terminated = true;
                         break;
                     }
-                    _ => {}
+                    _ => None,
+                };
+                match step {
+                    None => {}
+                    Some(Outcome::Forward { sent, ticket }) => {
+                        if ticket.is_some() {
+                            needs = ticket;
+                            plan.push(Piece::Raw(forwarded, frame.start));
+                            plan.push(Piece::Stmt {
+                                frame,
+                                sent: sents.len(),
+                            });
+                            forwarded = frame.end;
+                        }
+                        sents.push(sent);
+                    }
+                    Some(Outcome::Refuse { error, name }) => {
+                        // Everything before the refused message goes as it came;
+                        // the message itself is replaced.
+                        let (substitute, sent) = refusals.substitute(frame.tag, name, error);
+                        plan.push(Piece::Raw(forwarded, frame.start));
+                        plan.push(Piece::Sub(substitute));
+                        sents.push(sent);
+                        forwarded = frame.end;
+                    }
                 }
             }
-            if at > forwarded {
-                up_wr.write_all(&buf[forwarded..at]).await?;
+            plan.push(Piece::Raw(forwarded, at));
+            if let Some(ticket) = needs
+                && let Some(recorder) = recorder
+                && let Err(e) = recorder.durable(ticket).await
+            {
+                refuse_unrecorded(
+                    &mut plan, &mut sents, &buf, &refusals, &evidence, recorder, &e,
+                );
+            }
+            if recorder.is_some() {
+                // The tracker learns what was sent before any answer can arrive.
+                let mut ev = evidence.lock().unwrap_or_else(|p| p.into_inner());
+                for sent in &sents {
+                    ev.tracker.sent(*sent);
+                }
+            }
+            for piece in &plan {
+                match piece {
+                    Piece::Raw(from, to) if from < to => up_wr.write_all(&buf[*from..*to]).await?,
+                    Piece::Raw(..) => {}
+                    Piece::Stmt { frame, .. } => {
+                        up_wr.write_all(&buf[frame.start..frame.end]).await?
+                    }
+                    Piece::Sub(bytes) => up_wr.write_all(bytes).await?,
+                }
             }
             if at > 0 {
                 up_wr.flush().await?;
@@ -502,6 +712,7 @@ async fn relay<D: DecisionPoint>(
         let mut buf = upstream.leftover;
         // Bytes of the current message still to pass through (header included).
         let mut passing = 0usize;
+        let mut done: Vec<Completion> = Vec::new();
         loop {
             let mut i = 0;
             loop {
@@ -524,7 +735,27 @@ async fn relay<D: DecisionPoint>(
                         "upstream sent a bad message length",
                     )));
                 }
-                if buf[i] == b'E' && refusals.pending() {
+                let tag = buf[i];
+                if recorder.is_some() {
+                    // CommandComplete and ErrorResponse are read whole: their tag
+                    // and SQLSTATE complete a statement's evidence.
+                    let whole = matches!(tag, b'C' | b'E');
+                    if whole && buf.len() - i < 1 + len {
+                        break;
+                    }
+                    let body = if whole {
+                        &buf[i + 5..i + 1 + len]
+                    } else {
+                        &[][..]
+                    };
+                    let mut ev = evidence.lock().unwrap_or_else(|p| p.into_inner());
+                    done.clear();
+                    ev.tracker.received(tag, body, &mut done);
+                    if !done.is_empty() {
+                        ev.complete(recorder, std::mem::take(&mut done));
+                    }
+                }
+                if tag == b'E' && refusals.pending() {
                     // An error while refusals wait: read it whole and see whether
                     // it is a substitute's.
                     if buf.len() - i < 1 + len {
@@ -576,8 +807,13 @@ async fn relay<D: DecisionPoint>(
 
 /// What to do with a statement.
 enum Outcome<'a> {
-    /// Forward it untouched.
-    Forward,
+    /// Forward it untouched; `ticket`: only once that record is durable.
+    Forward {
+        /// What the tracker waits an answer for.
+        sent: Sent,
+        /// The statement's evidence record, for texts that run.
+        ticket: Option<Ticket>,
+    },
     /// Replace it with a substitute; the client gets `error`.
     Refuse {
         /// The encoded ErrorResponse for the client.
@@ -613,7 +849,14 @@ async fn decide<'b, D: DecisionPoint>(
             }
             // The server rejects these bytes itself and runs nothing (see
             // `StatementText::Unreadable`).
-            StatementText::Unreadable => return Outcome::Forward,
+            StatementText::Unreadable => {
+                let sent = if tag == codec::QUERY {
+                    Sent::Query { stmt: None }
+                } else {
+                    Sent::Parse
+                };
+                return Outcome::Forward { sent, ticket: None };
+            }
         },
     };
     ctx.seq += 1;
@@ -673,6 +916,13 @@ async fn decide<'b, D: DecisionPoint>(
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(seq = ctx.seq, error = %e, "statement_refused_unavailable");
+            let statement = Statement {
+                verdict: "block".into(),
+                reason: Some(e.to_string()),
+                ..statement_record(protocol.into(), name, sql, function_oid, None, false)
+            };
+            // Refused either way; a failed record is logged inside.
+            let _ = record_statement(gw, ctx, statement);
             let err = error_response(
                 Severity::Error,
                 SqlState::CannotConnectNow,
@@ -696,12 +946,67 @@ async fn decide<'b, D: DecisionPoint>(
     for hit in &decision.shadow {
         tracing::info!(seq = ctx.seq, rule = %hit.rule, would = hit.verdict.name(), "shadow_rule_matched");
     }
-    match refusal_message(&decision) {
+    let mut refusal = refusal_message(&decision).map(|m| (SqlState::InsufficientPrivilege, m));
+    if refusal.is_none()
+        && protocol == ProtocolKind::Parse
+        && ctx.statements.len() >= MAX_STATEMENTS
+        && !ctx.statements.contains_key(name)
+    {
+        refusal = Some((
+            SqlState::ConfigurationLimitExceeded,
+            format!(
+                "too many prepared statements in this session (Gatehouse tracks at most {MAX_STATEMENTS}); close some first"
+            ),
+        ));
+    }
+    let statement = statement_record(
+        protocol.into(),
+        name,
+        sql,
+        function_oid,
+        Some(&decision),
+        refusal.is_none(),
+    );
+    let ticket = match record_statement(gw, ctx, statement) {
+        Ok(ticket) => ticket,
+        Err(e) => {
+            if refusal.is_none() {
+                refusal = Some((SqlState::CannotConnectNow, unrecorded_message(&e)));
+            }
+            None
+        }
+    };
+    match refusal {
         None => {
             ctx.remember_prepared(&decision);
-            Outcome::Forward
+            let sent = match protocol {
+                ProtocolKind::Parse => {
+                    let prepared = Arc::new(Prepared {
+                        sql: sql.to_owned(),
+                        decision: Some(decision.clone()),
+                    });
+                    ctx.statements.insert(name.to_owned(), prepared);
+                    Sent::Parse
+                }
+                ProtocolKind::SimpleQuery => {
+                    // A simple query drops the unnamed statement.
+                    ctx.statements.remove("");
+                    Sent::Query {
+                        stmt: Some(ctx.last_seq()),
+                    }
+                }
+                ProtocolKind::FunctionCall => Sent::FunctionCall {
+                    stmt: Some(ctx.last_seq()),
+                },
+            };
+            let ticket = if protocol == ProtocolKind::Parse {
+                None
+            } else {
+                ticket
+            };
+            Outcome::Forward { sent, ticket }
         }
-        Some(message) => {
+        Some((state, message)) => {
             tracing::info!(
                 seq = ctx.seq,
                 verdict = decision.verdict.name(),
@@ -709,13 +1014,275 @@ async fn decide<'b, D: DecisionPoint>(
                 policy = %decision.policy_version,
                 "statement_refused"
             );
-            let err = error_response(Severity::Error, SqlState::InsufficientPrivilege, &message);
+            let err = error_response(Severity::Error, state, &message);
             Outcome::Refuse {
                 error: err,
                 name: name.as_bytes(),
             }
         }
     }
+}
+
+/// The client's message when a statement's evidence could not be recorded.
+fn unrecorded_message(e: &EvidenceError) -> String {
+    format!(
+        "statement refused: its evidence could not be recorded ({e}); Gatehouse runs nothing unrecorded, retry later"
+    )
+}
+
+/// A statement event's body, without parameters.
+fn statement_record(
+    path: StatementPath,
+    name: &str,
+    sql: &str,
+    function_oid: Option<u32>,
+    decision: Option<&Decision>,
+    forwarded: bool,
+) -> Statement {
+    let reason = decision.and_then(|d| match &d.verdict {
+        Verdict::Block { reason } | Verdict::Approve { reason, .. } => Some(reason.clone()),
+        _ => None,
+    });
+    Statement {
+        path,
+        statement_name: (!name.is_empty()).then(|| name.to_owned()),
+        portal: None,
+        sql: sql.to_owned(),
+        function_oid,
+        params: None,
+        verdict: decision.map_or("block", |d| d.verdict.name()).to_owned(),
+        rule: decision.and_then(|d| d.rule.clone()),
+        reason,
+        policy_version: decision.map(|d| d.policy_version.clone()),
+        classes: decision
+            .map(|d| d.statements.iter().map(|s| s.class.clone()).collect())
+            .unwrap_or_default(),
+        shadow: decision.map(|d| d.shadow.clone()).unwrap_or_default(),
+        forwarded,
+        approval: None,
+    }
+}
+
+/// Records a statement event. `Ok(None)`: this gateway records no evidence.
+fn record_statement(
+    gw: &Gateway<impl DecisionPoint>,
+    ctx: &mut SessionCtx,
+    statement: Statement,
+) -> Result<Option<Ticket>, EvidenceError> {
+    let forwarded = statement.forwarded;
+    let mut ev = ctx.evidence.lock().unwrap_or_else(|p| p.into_inner());
+    ev.statements += 1;
+    if !forwarded {
+        ev.refused += 1;
+    }
+    match ev.record(gw.evidence.as_deref(), EventBody::Statement(statement)) {
+        None => Ok(None),
+        Some(Ok((seq, ticket))) => {
+            ctx.last_recorded = seq;
+            Ok(Some(ticket))
+        }
+        Some(Err(e)) => {
+            if forwarded {
+                ev.refused += 1;
+            }
+            tracing::warn!(error = %e, "statement_refused_evidence_unavailable");
+            Err(e)
+        }
+    }
+}
+
+/// An `Execute`: recorded as the statement its portal runs, with its parameters.
+fn execute<'b, D: DecisionPoint>(
+    gw: &Gateway<D>,
+    ctx: &mut SessionCtx,
+    frame: codec::Frame,
+    buf: &'b [u8],
+) -> Outcome<'b> {
+    if gw.evidence.is_none() {
+        return Outcome::Forward {
+            sent: Sent::Execute { stmt: None },
+            ticket: None,
+        };
+    }
+    let portal = codec::execute_portal(frame.body(buf))
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .unwrap_or_default();
+    let mut statement = match ctx.portals.get(&portal) {
+        Some((prepared, params)) => Statement {
+            params: Some(params.clone()),
+            ..statement_record(
+                StatementPath::Execute,
+                "",
+                &prepared.sql,
+                None,
+                prepared.decision.as_deref(),
+                true,
+            )
+        },
+        // A portal Gatehouse did not bind: a SQL cursor (`DECLARE`), whose query
+        // was decided and recorded when it was declared; or none at all, which
+        // the server refuses.
+        None => Statement {
+            verdict: "allow".into(),
+            reason: Some(
+                "portal not bound through the gateway (a SQL cursor, decided at DECLARE)".into(),
+            ),
+            ..statement_record(StatementPath::Execute, "", "", None, None, true)
+        },
+    };
+    statement.portal = (!portal.is_empty()).then_some(portal);
+    if let Some(name) = ctx
+        .portals
+        .get(statement.portal.as_deref().unwrap_or(""))
+        .map(|(p, _)| p.clone())
+    {
+        statement.statement_name = ctx
+            .statements
+            .iter()
+            .find(|(_, v)| Arc::ptr_eq(v, &name))
+            .map(|(k, _)| k.clone())
+            .filter(|k| !k.is_empty());
+    }
+    match record_statement(gw, ctx, statement) {
+        Ok(ticket) => Outcome::Forward {
+            sent: Sent::Execute {
+                stmt: Some(ctx.last_recorded),
+            },
+            ticket,
+        },
+        Err(e) => Outcome::Refuse {
+            error: error_response(
+                Severity::Error,
+                SqlState::CannotConnectNow,
+                &unrecorded_message(&e),
+            ),
+            name: b"",
+        },
+    }
+}
+
+/// A `Bind`: remembers the portal's statement and parameters for its `Execute`.
+fn bind(ctx: &mut SessionCtx, body: &[u8]) {
+    let Some(b) = codec::bind(body) else { return };
+    let statement = String::from_utf8_lossy(b.statement);
+    let prepared = match ctx.statements.get(&*statement) {
+        Some(p) => p.clone(),
+        None => match ctx.prepared.get(&*statement) {
+            // A statement prepared with SQL PREPARE (decided then).
+            Some(inner) => Arc::new(Prepared {
+                sql: inner.clone(),
+                decision: None,
+            }),
+            None => return,
+        },
+    };
+    let portal = String::from_utf8_lossy(b.portal).into_owned();
+    if ctx.portals.len() >= MAX_STATEMENTS && !ctx.portals.contains_key(&portal) {
+        // Its Execute is then recorded without its statement text.
+        return;
+    }
+    let mut budget = MAX_RECORDED_PARAMS;
+    let params = b
+        .params
+        .iter()
+        .map(|(binary, value)| match value {
+            None => Param::Null,
+            Some(v) if v.len() > budget => {
+                Param::Withheld(u32::try_from(v.len()).unwrap_or(u32::MAX))
+            }
+            Some(v) => {
+                budget -= v.len();
+                match (binary, std::str::from_utf8(v)) {
+                    (false, Ok(text)) => Param::Text(text.to_owned()),
+                    _ => Param::Binary(crate::evidence::hex(v)),
+                }
+            }
+        })
+        .collect();
+    ctx.portals.insert(portal, (prepared, params));
+}
+
+/// The record of a batch's statements could not be made durable: each statement
+/// that would have run is replaced by a refusal, and its evidence says so.
+fn refuse_unrecorded(
+    plan: &mut [Piece],
+    sents: &mut [Sent],
+    buf: &[u8],
+    refusals: &Refusals,
+    evidence: &Mutex<SessionEvidence>,
+    recorder: &Recorder,
+    e: &EvidenceError,
+) {
+    tracing::warn!(error = %e, "statements_refused_evidence_not_durable");
+    let mut ev = evidence.lock().unwrap_or_else(|p| p.into_inner());
+    for piece in plan.iter_mut() {
+        let Piece::Stmt { frame, sent } = piece else {
+            continue;
+        };
+        let stmt = match sents[*sent] {
+            Sent::Query { stmt } | Sent::FunctionCall { stmt } | Sent::Execute { stmt } => stmt,
+            _ => None,
+        };
+        let error = error_response(
+            Severity::Error,
+            SqlState::CannotConnectNow,
+            &unrecorded_message(e),
+        );
+        let name: &[u8] = match frame.tag {
+            codec::PARSE => match codec::statement_text(codec::PARSE, frame.body(buf)) {
+                StatementText::Text { name, .. } => name.as_bytes(),
+                StatementText::Unreadable => b"",
+            },
+            _ => b"",
+        };
+        let (substitute, new_sent) = refusals.substitute(frame.tag, name, error);
+        sents[*sent] = new_sent;
+        *piece = Piece::Sub(substitute);
+        ev.refused += 1;
+        if let Some(stmt) = stmt {
+            let body = EventBody::StatementCompleted(StatementCompleted {
+                statement: stmt,
+                outcome: "not_run".into(),
+                tags: Vec::new(),
+                rows: 0,
+                duration_us: 0,
+                sqlstate: Some(SqlState::CannotConnectNow.code().into()),
+            });
+            let _ = ev.record(Some(recorder), body);
+        }
+    }
+}
+
+/// One part of what a batch of client bytes becomes upstream.
+enum Piece {
+    /// `buf[from..to]`, as it came.
+    Raw(usize, usize),
+    /// A statement that runs: forwarded once its record is durable, else
+    /// replaced. `sent` indexes its tracker entry.
+    Stmt { frame: codec::Frame, sent: usize },
+    /// A refused message's substitute.
+    Sub(BytesMut),
+}
+
+/// The client's TLS, for the session's evidence.
+fn tls_info(stream: &ClientStream) -> Option<TlsInfo> {
+    let MaybeTls::Tls(tls) = stream else {
+        return None;
+    };
+    let conn = tls.get_ref().1;
+    Some(TlsInfo {
+        version: conn
+            .protocol_version()
+            .and_then(|v| v.as_str())
+            .unwrap_or("unknown")
+            .to_owned(),
+        cipher: conn
+            .negotiated_cipher_suite()
+            .and_then(|c| c.suite().as_str())
+            .unwrap_or("unknown")
+            .to_owned(),
+        sni: conn.server_name().map(str::to_owned),
+    })
 }
 
 /// The client's message for a verdict that does not let the statement run.

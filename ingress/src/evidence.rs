@@ -1,0 +1,553 @@
+//! Evidence on the statement path (invariant 2: no unrecorded execution).
+//!
+//! Each session chains its events ([`Chain`]) and queues their records on the
+//! gateway's [`Recorder`]. One worker persists whatever has queued — an fsync'd
+//! append to the local spool, or JetStream publishes and their acks — and then
+//! moves the durable mark. A session forwards a statement only once the mark has
+//! passed the statement's record, so sessions that arrive together share one
+//! fsync or one round of acks (group commit).
+//!
+//! Failure is closed: a record that is not durable within the configured time
+//! refuses its statement; a spool that failed to write or fsync is never trusted
+//! again (every later statement is refused until restart); a JetStream outage
+//! queues records (bounded) and retries them in order, with the same message ids
+//! so JetStream drops any duplicate, and statements flow again once it is back.
+
+use std::future::Future;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use gatehouse_schemas::SCHEMA_VERSION;
+use gatehouse_schemas::evidence::{Event, EventBody, GENESIS, evidence_subject};
+use sha2::{Digest, Sha256};
+use tokio::sync::{Notify, mpsc, watch};
+use uuid::Uuid;
+
+/// Evidence could not be made durable; the statement is refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EvidenceError {
+    /// The store failed or is too slow.
+    #[error("evidence store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// One queued record.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Its session.
+    pub session: Uuid,
+    /// Its `seq`.
+    pub seq: u64,
+    /// The exact bytes (one JSON line, no newline).
+    pub bytes: Bytes,
+}
+
+/// Where records become durable. Called by the recorder's single worker with
+/// records in the order they were queued.
+pub trait Persist: Send + 'static {
+    /// Makes `batch` durable. `Err` is permanent: the recorder stops accepting
+    /// records. Transient trouble is retried inside (or waited out).
+    fn persist(&mut self, batch: &[Record]) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// A position in the recorder's queue; durable once the mark reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ticket(u64);
+
+#[derive(Debug, Clone, Default)]
+struct Mark {
+    durable: u64,
+    failed: Option<String>,
+}
+
+struct Queue {
+    records: Vec<Record>,
+    bytes: usize,
+    next: u64,
+}
+
+/// The gateway's evidence queue.
+pub struct Recorder {
+    queue: Mutex<Queue>,
+    wake: std::sync::Arc<Notify>,
+    mark: watch::Sender<Mark>,
+    max_backlog: usize,
+    timeout: Duration,
+}
+
+impl Recorder {
+    /// A recorder whose worker persists with `persist`; records not durable within
+    /// `timeout` refuse their statement; at most `max_backlog` bytes wait.
+    pub fn start<P: Persist>(
+        persist: P,
+        timeout: Duration,
+        max_backlog: usize,
+    ) -> std::sync::Arc<Self> {
+        let (mark, _) = watch::channel(Mark::default());
+        let recorder = std::sync::Arc::new(Self {
+            queue: Mutex::new(Queue {
+                records: Vec::new(),
+                bytes: 0,
+                next: 0,
+            }),
+            wake: std::sync::Arc::new(Notify::new()),
+            mark,
+            max_backlog,
+            timeout,
+        });
+        tokio::spawn(worker(
+            std::sync::Arc::downgrade(&recorder),
+            recorder.wake.clone(),
+            persist,
+        ));
+        recorder
+    }
+
+    /// Queues one record. Fails at once when the recorder has failed or the
+    /// backlog is full; the caller then must not run the statement.
+    pub fn append(&self, record: Record) -> Result<Ticket, EvidenceError> {
+        if let Some(e) = &self.mark.borrow().failed {
+            return Err(EvidenceError::Unavailable(e.clone()));
+        }
+        let mut q = self.lock();
+        if q.bytes + record.bytes.len() > self.max_backlog {
+            return Err(EvidenceError::Unavailable(format!(
+                "{} bytes of evidence wait to be stored",
+                q.bytes
+            )));
+        }
+        q.bytes += record.bytes.len();
+        q.records.push(record);
+        q.next += 1;
+        let ticket = Ticket(q.next);
+        drop(q);
+        self.wake.notify_one();
+        Ok(ticket)
+    }
+
+    /// Waits until the record of `ticket` (and every one before it) is durable.
+    pub async fn durable(&self, ticket: Ticket) -> Result<(), EvidenceError> {
+        let mut rx = self.mark.subscribe();
+        let wait = rx.wait_for(|m| m.durable >= ticket.0 || m.failed.is_some());
+        match tokio::time::timeout(self.timeout, wait).await {
+            Ok(Ok(m)) if m.durable >= ticket.0 => Ok(()),
+            Ok(Ok(m)) => Err(EvidenceError::Unavailable(
+                m.failed.clone().unwrap_or_default(),
+            )),
+            Ok(Err(_)) => Err(EvidenceError::Unavailable("recorder stopped".into())),
+            Err(_) => Err(EvidenceError::Unavailable(format!(
+                "not stored within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+
+    /// Waits until everything queued so far is durable (or the store failed, or
+    /// `timeout` passed): the last step of a clean shutdown.
+    pub async fn drain(&self) -> Result<(), EvidenceError> {
+        let upto = self.lock().next;
+        self.durable(Ticket(upto)).await
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+async fn worker<P: Persist>(
+    recorder: std::sync::Weak<Recorder>,
+    wake: std::sync::Arc<Notify>,
+    mut persist: P,
+) {
+    loop {
+        let Some(r) = recorder.upgrade() else { return };
+        let (batch, upto) = {
+            let mut q = r.lock();
+            q.bytes = 0;
+            (std::mem::take(&mut q.records), q.next)
+        };
+        if batch.is_empty() {
+            let notified = wake.notified();
+            drop(r);
+            notified.await;
+            continue;
+        }
+        let result = persist.persist(&batch).await;
+        r.mark.send_modify(|m| match result {
+            Ok(()) => m.durable = upto,
+            Err(e) => {
+                tracing::error!(error = %e, "evidence_store_failed");
+                m.failed = Some(e);
+            }
+        });
+        if r.mark.borrow().failed.is_some() {
+            return;
+        }
+    }
+}
+
+/// A session's hash chain: stamps, serializes and queues its events in order.
+pub struct Chain {
+    session: Uuid,
+    seq: u64,
+    prev: String,
+}
+
+impl Chain {
+    /// The chain of a new session.
+    pub fn new(session: Uuid) -> Self {
+        Self {
+            session,
+            seq: 0,
+            prev: GENESIS.to_owned(),
+        }
+    }
+
+    /// Records `body` as the session's next event. The chain only advances when
+    /// the record was queued, so a refused append leaves no gap.
+    pub fn record(
+        &mut self,
+        recorder: &Recorder,
+        body: EventBody,
+    ) -> Result<(u64, Ticket), EvidenceError> {
+        let seq = self.seq + 1;
+        let event = Event {
+            v: SCHEMA_VERSION,
+            session_id: self.session,
+            seq,
+            ts: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+            prev: std::mem::take(&mut self.prev),
+            body,
+        };
+        let bytes = serde_json::to_vec(&event).expect("events serialize");
+        let hash = hex(&Sha256::digest(&bytes));
+        let queued = recorder.append(Record {
+            session: self.session,
+            seq,
+            bytes: Bytes::from(bytes),
+        });
+        match queued {
+            Ok(ticket) => {
+                self.seq = seq;
+                self.prev = hash;
+                Ok((seq, ticket))
+            }
+            Err(e) => {
+                self.prev = event.prev;
+                Err(e)
+            }
+        }
+    }
+
+    /// Events recorded so far.
+    pub fn len(&self) -> u64 {
+        self.seq
+    }
+
+    /// Whether nothing was recorded yet.
+    pub fn is_empty(&self) -> bool {
+        self.seq == 0
+    }
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+/// All-in-one mode: an append-only spool of NDJSON records under `dir/spool`,
+/// fdatasync'd per batch. Durable records are handed on (to the local archiver)
+/// through `sink`.
+pub struct Spool {
+    file: Option<SpoolFile>,
+    sink: Option<mpsc::UnboundedSender<SpoolBatch>>,
+}
+
+struct SpoolFile {
+    dir: PathBuf,
+    file: std::fs::File,
+    index: u64,
+    written: u64,
+    rotate_at: u64,
+}
+
+/// Records just made durable in spool file `file`.
+#[derive(Debug)]
+pub struct SpoolBatch {
+    /// The spool file's index.
+    pub file: u64,
+    /// The records.
+    pub records: Vec<Record>,
+}
+
+impl Spool {
+    /// Opens a new spool file after any existing ones (older files are left for
+    /// the archiver's recovery to read).
+    pub fn open(
+        dir: &Path,
+        rotate_at: u64,
+        sink: Option<mpsc::UnboundedSender<SpoolBatch>>,
+    ) -> std::io::Result<Self> {
+        let dir = dir.join("spool");
+        std::fs::create_dir_all(&dir)?;
+        let index = spool_files(&dir)?.last().map_or(1, |(i, _)| i + 1);
+        let file = create_spool_file(&dir, index)?;
+        Ok(Self {
+            file: Some(SpoolFile {
+                dir,
+                file,
+                index,
+                written: 0,
+                rotate_at,
+            }),
+            sink,
+        })
+    }
+}
+
+impl SpoolFile {
+    fn write_batch(&mut self, batch: &[Record]) -> std::io::Result<()> {
+        if self.written >= self.rotate_at {
+            self.index += 1;
+            self.file = create_spool_file(&self.dir, self.index)?;
+            self.written = 0;
+        }
+        let mut buf = Vec::with_capacity(batch.iter().map(|r| r.bytes.len() + 1).sum());
+        for r in batch {
+            buf.extend_from_slice(&r.bytes);
+            buf.push(b'\n');
+        }
+        self.file.write_all(&buf)?;
+        self.file.sync_data()?;
+        self.written += buf.len() as u64;
+        Ok(())
+    }
+}
+
+impl Persist for Spool {
+    async fn persist(&mut self, batch: &[Record]) -> Result<(), String> {
+        let mut file = self.file.take().ok_or("spool failed earlier")?;
+        let records = batch.to_vec();
+        // Blocking file I/O runs off the runtime's threads.
+        let (file, records, result) = tokio::task::spawn_blocking(move || {
+            let result = file.write_batch(&records);
+            (file, records, result)
+        })
+        .await
+        .map_err(|e| format!("spool writer: {e}"))?;
+        result.map_err(|e| format!("spool {}: {e}", file.dir.display()))?;
+        let index = file.index;
+        self.file = Some(file);
+        if let Some(sink) = &self.sink {
+            let _ = sink.send(SpoolBatch {
+                file: index,
+                records,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Spool files in `dir`, by index.
+pub fn spool_files(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut files = Vec::new();
+    if !dir.exists() {
+        return Ok(files);
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let index = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".ndjson"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(i) = index {
+            files.push((i, path));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The spool file with this index.
+pub fn spool_path(dir: &Path, index: u64) -> PathBuf {
+    dir.join(format!("{index:016}.ndjson"))
+}
+
+fn create_spool_file(dir: &Path, index: u64) -> std::io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .open(spool_path(dir, index))?;
+    // The new name must survive a crash too.
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(file)
+}
+
+/// Distributed mode: records published to JetStream (`gatehouse.v1.evidence.<session>`,
+/// message id `<session>/<seq>`), durable once the stream acknowledges them.
+pub struct JetStream {
+    js: async_nats::jetstream::Context,
+}
+
+impl JetStream {
+    /// Publishes through `js`.
+    pub fn new(js: async_nats::jetstream::Context) -> Self {
+        Self { js }
+    }
+}
+
+impl Persist for JetStream {
+    async fn persist(&mut self, batch: &[Record]) -> Result<(), String> {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match publish_all(&self.js, batch).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(error = %e, records = batch.len(), "evidence_publish_retry");
+                    // Not a test sleep: a production retry backoff while JetStream
+                    // is away; statements waiting meanwhile time out and are refused.
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+}
+
+async fn publish_all(js: &async_nats::jetstream::Context, batch: &[Record]) -> Result<(), String> {
+    let mut acks = Vec::with_capacity(batch.len());
+    for r in batch {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("{}/{}", r.session, r.seq).as_str(),
+        );
+        let ack = js
+            .publish_with_headers(evidence_subject(r.session), headers, r.bytes.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        acks.push(ack);
+    }
+    for ack in acks {
+        ack.await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Creates the evidence stream if it does not exist: file storage, work-queue
+/// retention (an event leaves the stream once an archiver acknowledged it), and
+/// a duplicate window that covers publish retries.
+pub async fn ensure_stream(
+    js: &async_nats::jetstream::Context,
+) -> Result<(), async_nats::jetstream::context::CreateStreamError> {
+    use async_nats::jetstream::stream::{Config, RetentionPolicy, StorageType};
+    js.get_or_create_stream(Config {
+        name: gatehouse_schemas::evidence::EVIDENCE_STREAM.to_owned(),
+        subjects: vec![format!(
+            "{}.>",
+            gatehouse_schemas::evidence::EVIDENCE_SUBJECT_PREFIX
+        )],
+        retention: RetentionPolicy::WorkQueue,
+        storage: StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_schemas::evidence::SessionEnded;
+
+    fn ended() -> EventBody {
+        EventBody::SessionEnded(SessionEnded {
+            reason: "client_terminated".into(),
+            statements: 0,
+            refused: 0,
+            duration_ms: 1,
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spooled_records_are_chained_and_durable_before_the_ticket_resolves() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let spool = Spool::open(dir.path(), 1 << 20, Some(tx)).unwrap();
+        let recorder = Recorder::start(spool, Duration::from_secs(5), 1 << 20);
+        let mut chain = Chain::new(Uuid::now_v7());
+        let (s1, _) = chain.record(&recorder, ended()).unwrap();
+        let (s2, t2) = chain.record(&recorder, ended()).unwrap();
+        assert_eq!((s1, s2), (1, 2));
+        recorder.durable(t2).await.unwrap();
+        // Durable means on disk: read the spool file back.
+        let files = spool_files(&dir.path().join("spool")).unwrap();
+        let text = std::fs::read_to_string(&files[0].1).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        let first: Event = serde_json::from_str(lines[0]).unwrap();
+        let second: Event = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(first.prev, GENESIS);
+        assert_eq!(second.prev, hex(&Sha256::digest(lines[0].as_bytes())));
+        let mut handed = 0;
+        while handed < 2 {
+            handed += rx.recv().await.unwrap().records.len();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_spool_refuses_everything_after() {
+        let dir = tempfile::tempdir().unwrap();
+        // A disk that is full: every write fails with ENOSPC.
+        let spool = Spool {
+            file: Some(SpoolFile {
+                dir: dir.path().to_owned(),
+                file: std::fs::OpenOptions::new()
+                    .append(true)
+                    .open("/dev/full")
+                    .unwrap(),
+                index: 1,
+                written: 0,
+                rotate_at: 1 << 20,
+            }),
+            sink: None,
+        };
+        let recorder = Recorder::start(spool, Duration::from_secs(5), 1 << 20);
+        let mut chain = Chain::new(Uuid::now_v7());
+        let (_, t) = chain.record(&recorder, ended()).unwrap();
+        let err = recorder.durable(t).await.unwrap_err();
+        assert!(err.to_string().contains("No space left"), "{err}");
+        // Never trusted again.
+        assert!(chain.record(&recorder, ended()).is_err());
+        assert_eq!(chain.len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_backlog_refuses_at_once_and_leaves_no_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20, None).unwrap();
+        let small = Recorder::start(spool, Duration::from_secs(5), 10);
+        let mut chain = Chain::new(Uuid::now_v7());
+        assert!(chain.record(&small, ended()).is_err());
+        assert!(
+            chain.is_empty(),
+            "a refused record does not advance the chain"
+        );
+        let spool = Spool::open(dir.path(), 1 << 20, None).unwrap();
+        let roomy = Recorder::start(spool, Duration::from_secs(5), 1 << 20);
+        let (seq, t) = chain.record(&roomy, ended()).unwrap();
+        assert_eq!(seq, 1);
+        roomy.durable(t).await.unwrap();
+    }
+}
