@@ -162,6 +162,14 @@ format = "text"
 # Decided on every statement; edit the file and the gateway picks it up.
 policy = "$REPO/deploy/policy.example.toml"
 
+[evidence]
+# Every statement is recorded (fsync'd) before it runs, then archived into
+# signed segments: gatehouse sessions list / replay / verify read them.
+mode = "local"
+dir = "$STATE/evidence"
+signing_key = "$STATE/evidence-keys/evidence-signing.pem"
+segment_max_age = "10s"
+
 [[issuers]]
 name = "dev"
 issuer = "gatehouse-dev"
@@ -238,6 +246,13 @@ Role "etl" (read/write) needs repository=acme/etl AND ref=refs/heads/main:
 
   PGPASSWORD="\$($(quoted "${mint_etl[@]}"))" psql "host=127.0.0.1 port=$GW_PORT user=etl dbname=clinic sslmode=disable"
 
+Every statement is recorded before it runs. Sessions, transcripts, and a check
+of signatures and hash chains (segments are sealed within 10s, and at stop):
+
+  $(quoted "$BIN" sessions list --dir "$STATE/evidence/archive")
+  $(quoted "$BIN" replay SESSION_ID --dir "$STATE/evidence/archive")
+  $(quoted "$BIN" verify --dir "$STATE/evidence/archive" --key "$STATE/evidence-keys/evidence-signing.pub.pem")
+
 Config: $STATE/gatehouse.toml   Log: $STATE/gatehouse.log
 EOF
 }
@@ -284,6 +299,14 @@ start_all() {
         mkdir -p "$STATE/issuer"
         chmod 700 "$STATE/issuer"
         "$BIN" token keygen --dir "$STATE/issuer" >/dev/null
+    fi
+    # The evidence signing key is kept across runs too: the archive stays
+    # verifiable with one public key.
+    if ! [[ -f $STATE/evidence-keys/evidence-signing.pem ]]; then
+        gh_log "generating the evidence signing key"
+        rm -rf "$STATE/evidence-keys"
+        "$BIN" evidence keygen --dir "$STATE/evidence-keys" >/dev/null
+        chmod 700 "$STATE/evidence-keys"
     fi
     write_config
 

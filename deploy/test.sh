@@ -98,6 +98,14 @@ quickstart_smoke() (
         echo "expected 12 patients through the gateway, got '$count'" >&2
         return 1
     }
+    # Stopping seals the evidence; the session verifies against the public key.
+    deploy/quickstart.sh stop
+    "$(gh_target_dir .)/debug/gatehouse" verify --dir "$dir/evidence/archive" \
+        --key "$dir/evidence-keys/evidence-signing.pub.pem" | tee /dev/stderr |
+        grep -q "^1 sessions: 1 complete, 0 open, 0 broken; 0 breaks" || {
+        echo "the quickstart session's evidence does not verify" >&2
+        return 1
+    }
 )
 step quickstart quickstart_smoke
 

@@ -50,6 +50,9 @@ enum Command {
         #[command(subcommand)]
         command: gatehouse::policy_cli::PolicyCommand,
     },
+    /// Evidence: verify, replay, sessions list, evidence keygen.
+    #[command(flatten)]
+    Audit(gatehouse::evidence_cli::AuditCommand),
 }
 
 #[derive(Subcommand)]
@@ -183,12 +186,27 @@ async fn serve_ingress(cfg: Config) -> Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("connect to NATS at {}: {e}", cfg.nats.url))?;
     let listen = cfg.ingress.listen;
-    let gateway = Arc::new(Gateway::new(cfg, decision)?);
+    let evidence = gatehouse::local_evidence::recorder(&cfg).await?;
+    let gateway = Arc::new(with_evidence(
+        Gateway::new(cfg, decision)?,
+        evidence.recorder.clone(),
+    ));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listen on {listen}"))?;
     run(gateway, listener, shutdown_signal()).await;
+    evidence.close().await;
     Ok(())
+}
+
+fn with_evidence<D: gatehouse_ingress::decision::DecisionPoint>(
+    gateway: Gateway<D>,
+    recorder: Option<Arc<gatehouse_ingress::evidence::Recorder>>,
+) -> Gateway<D> {
+    match recorder {
+        Some(r) => gateway.with_evidence(r),
+        None => gateway,
+    }
 }
 
 fn main() -> Result<()> {
@@ -213,16 +231,23 @@ fn main() -> Result<()> {
             rt.block_on(async {
                 let listen = cfg.ingress.listen;
                 tokio::spawn(watch_policy(handle.clone(), cfg.decider.watch_interval));
-                let gateway = Arc::new(Gateway::new(cfg, LocalPolicy::new(handle))?);
+                let evidence = gatehouse::local_evidence::recorder(&cfg).await?;
+                let gateway = Gateway::new(cfg, LocalPolicy::new(handle))?;
+                let gateway = Arc::new(with_evidence(gateway, evidence.recorder.clone()));
                 let listener = tokio::net::TcpListener::bind(listen)
                     .await
                     .with_context(|| format!("listen on {listen}"))?;
                 run(gateway, listener, shutdown_signal()).await;
+                evidence.close().await;
                 Ok(())
             })
         }
         Command::Policy { command } => {
             let code = gatehouse::policy_cli::run(command)?;
+            std::process::exit(code);
+        }
+        Command::Audit(command) => {
+            let code = gatehouse::evidence_cli::run(command, &mut std::io::stdout().lock())?;
             std::process::exit(code);
         }
         Command::Token {

@@ -21,9 +21,17 @@ async fn serve_mint_connect_and_stop() {
     let mut keygen = Command::new(BIN);
     keygen.args(["token", "keygen", "--dir"]).arg(&keys);
     run(keygen).await.unwrap();
+    let mut keygen = Command::new(BIN);
+    keygen.args(["evidence", "keygen", "--dir"]).arg(&keys);
+    assert!(run(keygen).await.unwrap().contains("key id"));
+    let evidence = dir.path().join("evidence");
 
     let config = format!(
         r#"
+[evidence]
+dir = "{evidence}"
+signing_key = "{signing_key}"
+
 [ingress]
 listen = "127.0.0.1:1"   # overridden below through the environment
 allow_cleartext_without_tls = true
@@ -49,6 +57,8 @@ claims = {{ repository = "acme/reports" }}
         jwks = keys.join("jwks.json").display(),
         port = pg.port,
         policy = dir.path().join("policy.toml").display(),
+        evidence = evidence.display(),
+        signing_key = keys.join("evidence-signing.pem").display(),
     );
     std::fs::write(
         dir.path().join("policy.toml"),
@@ -146,6 +156,50 @@ claims = {{ repository = "acme/reports" }}
     for secret in [token.as_str(), other.as_str(), APP_PASSWORD] {
         assert!(!log.contains(secret), "a secret reached the log");
     }
+
+    // The stop sealed the session's evidence: it lists, verifies and replays.
+    let mut list = Command::new(BIN);
+    list.args(["sessions", "list", "--json", "--dir"])
+        .arg(evidence.join("archive"));
+    let listed = run(list).await.unwrap();
+    let sessions: Vec<serde_json::Value> = listed
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(sessions.len(), 1, "{listed}");
+    let s = &sessions[0];
+    assert_eq!(
+        (
+            s["role"].as_str(),
+            s["repository"].as_str(),
+            s["run_id"].as_str()
+        ),
+        (Some("reporting"), Some("acme/reports"), Some("77")),
+        "{listed}"
+    );
+    let mut verify = Command::new(BIN);
+    verify
+        .args(["verify", "--dir"])
+        .arg(evidence.join("archive"))
+        .arg("--key")
+        .arg(keys.join("evidence-signing.pub.pem"));
+    let report = run(verify).await.unwrap();
+    assert!(
+        report.starts_with("1 sessions: 1 complete, 0 open, 0 broken; 0 breaks"),
+        "{report}"
+    );
+    let mut replay = Command::new(BIN);
+    replay
+        .arg("replay")
+        .arg(s["session"].as_str().unwrap())
+        .arg("--dir")
+        .arg(evidence.join("archive"));
+    let transcript = run(replay).await.unwrap();
+    assert!(transcript.contains("select current_user"), "{transcript}");
+    assert!(
+        !transcript.contains(&token),
+        "the token reached the evidence"
+    );
 }
 
 #[tokio::test]
@@ -279,7 +333,8 @@ async fn sighup_reloads_the_policy_of_a_running_gateway() {
          [[issuers]]\nname = \"dev\"\nissuer = \"gatehouse-dev\"\naudiences = [\"gatehouse\"]\njwks_file = \"{}\"\n\
          [roles.app]\nuser = \"{APP_USER}\"\npassword = \"{APP_PASSWORD}\"\n\
          upstream = {{ host = \"127.0.0.1\", port = {}, dbname = \"{APP_DB}\", tls = \"disable\" }}\n\
-         [[roles.app.allow]]\nclaims = {{ sub = \"ci\" }}\n",
+         [[roles.app.allow]]\nclaims = {{ sub = \"ci\" }}\n\
+         [evidence]\nmode = \"off\"\n",
         policy_path.display(),
         keys.join("jwks.json").display(),
         pg.port

@@ -120,8 +120,62 @@ pub struct Gw<D: DecisionPoint> {
     pub addr: SocketAddr,
     /// Its shared state.
     pub gateway: Arc<Gateway<D>>,
+    /// Where the gateway records evidence (local mode), if the harness set it up.
+    pub evidence: Option<Evidence>,
+    pipeline: Option<gatehouse::local_evidence::Evidence>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A local evidence directory and the key pair that signs it.
+pub struct Evidence {
+    /// Holds `spool/`, `archive/` and `keys/`.
+    pub dir: TempDir,
+}
+
+impl Evidence {
+    /// A fresh directory with a signing key pair in `keys/`.
+    pub fn new() -> Evidence {
+        let dir = tempfile::tempdir().unwrap();
+        gatehouse_archiver::keys::keygen(&dir.path().join("keys")).unwrap();
+        Evidence { dir }
+    }
+
+    /// The `[evidence]` section recording into this directory.
+    pub fn config(&self) -> String {
+        format!(
+            "\n[evidence]\nmode = \"local\"\ndir = \"{}\"\nsigning_key = \"{}\"\n",
+            self.dir.path().display(),
+            self.signing_key().display()
+        )
+    }
+
+    /// The private key.
+    pub fn signing_key(&self) -> std::path::PathBuf {
+        self.dir
+            .path()
+            .join("keys")
+            .join(gatehouse_archiver::keys::SIGNING_KEY_FILE)
+    }
+
+    /// The public key, for `gatehouse verify --key`.
+    pub fn verifying_key(&self) -> std::path::PathBuf {
+        self.dir
+            .path()
+            .join("keys")
+            .join(gatehouse_archiver::keys::VERIFYING_KEY_FILE)
+    }
+
+    /// Where the archiver writes sealed segments.
+    pub fn archive(&self) -> std::path::PathBuf {
+        self.dir.path().join("archive")
+    }
+}
+
+impl Default for Evidence {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl<D: DecisionPoint> Gw<D> {
@@ -141,6 +195,9 @@ impl<D: DecisionPoint> Gw<D> {
         if let Some(task) = self.task.take() {
             task.await.unwrap();
         }
+        if let Some(pipeline) = self.pipeline.take() {
+            pipeline.close().await;
+        }
     }
 }
 
@@ -152,11 +209,26 @@ impl<D: DecisionPoint> Drop for Gw<D> {
     }
 }
 
-/// Starts a gateway from TOML.
+/// Starts a gateway from TOML. Without an `[evidence]` section the gateway
+/// records into a fresh local evidence directory (`Gw::evidence`), as a
+/// deployment would: every test then also runs with evidence on.
 pub async fn start_gateway<D: DecisionPoint>(toml: &str, decision: D) -> Gw<D> {
     init_tracing();
-    let config = Config::from_toml(toml).expect("config");
-    let gateway = Arc::new(Gateway::new(config, decision).expect("gateway"));
+    let (toml, evidence) = if toml.contains("[evidence]") {
+        (toml.to_owned(), None)
+    } else {
+        let ev = Evidence::new();
+        (format!("{toml}{}", ev.config()), Some(ev))
+    };
+    let config = Config::from_toml(&toml).expect("config");
+    let pipeline = gatehouse::local_evidence::recorder(&config)
+        .await
+        .expect("evidence");
+    let gateway = Gateway::new(config, decision).expect("gateway");
+    let gateway = Arc::new(match &pipeline.recorder {
+        Some(r) => gateway.with_evidence(r.clone()),
+        None => gateway,
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel();
@@ -166,6 +238,8 @@ pub async fn start_gateway<D: DecisionPoint>(toml: &str, decision: D) -> Gw<D> {
     Gw {
         addr,
         gateway,
+        evidence,
+        pipeline: Some(pipeline),
         stop: Some(tx),
         task: Some(task),
     }
