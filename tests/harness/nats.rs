@@ -24,41 +24,25 @@ pub fn nats_server_bin() -> PathBuf {
     PathBuf::from("/usr/sbin/nats-server")
 }
 
-/// A running `nats-server`.
+/// A running `nats-server` with JetStream (file storage in its own directory).
 pub struct Nats {
     /// Its client port.
     pub port: u16,
-    child: Child,
+    child: Option<Child>,
+    store: tempfile::TempDir,
 }
 
 impl Nats {
     /// Starts a server on a port it picks itself (`-p -1`), read back from its log,
     /// so no other test can take the port between choosing and binding it.
     pub fn start() -> Nats {
-        let mut child = Command::new(nats_server_bin())
-            .args(["-a", "127.0.0.1", "-p", "-1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start nats-server (apt-get install nats-server)");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        // Keeps draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("Listening for client connections on ").nth(1)
-                    && let Some(port) = rest.trim().rsplit(':').next()
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(port.parse::<u16>().expect("port"));
-                }
-            }
-        });
-        let port = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("nats-server did not report its port");
-        Nats { port, child }
+        let store = tempfile::tempdir().unwrap();
+        let (child, port) = spawn_server("-1", store.path());
+        Nats {
+            port,
+            child: Some(child),
+            store,
+        }
     }
 
     /// Its client URL.
@@ -72,12 +56,62 @@ impl Nats {
             .await
             .expect("connect to nats")
     }
+
+    /// Stops the server (SIGKILL: nothing is flushed on the way out beyond what
+    /// JetStream already synced).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same JetStream store.
+    pub fn restart(&mut self) {
+        self.stop();
+        let (child, port) = spawn_server(&self.port.to_string(), self.store.path());
+        assert_eq!(port, self.port);
+        self.child = Some(child);
+    }
+}
+
+fn spawn_server(port: &str, store: &Path) -> (Child, u16) {
+    let mut child = Command::new(nats_server_bin())
+        .args(["-a", "127.0.0.1", "-p", port, "-js", "-sd"])
+        .arg(store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start nats-server (apt-get install nats-server)");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    // Keeps draining the log so the server never blocks on a full pipe. Ready
+    // once it says so (JetStream is up by then).
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        let mut port = None;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("Listening for client connections on ").nth(1)
+                && let Some(p) = rest.trim().rsplit(':').next()
+            {
+                port = p.parse::<u16>().ok();
+            }
+            if line.contains("Server is ready")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(port.expect("port before ready"));
+            }
+        }
+    });
+    let port = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("nats-server did not become ready");
+    (child, port)
 }
 
 impl Drop for Nats {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
