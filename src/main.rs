@@ -104,46 +104,56 @@ fn init_logging(level: &str, format: LogFormat) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is
+/// called, not when first polled: a signal that arrives as soon as the process
+/// says it listens must not find the default action (exit) still in place.
+fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+        async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// Reloads the policy on SIGHUP and when its file changes; a policy that fails
 /// to load leaves the previous one in force, and sessions never notice either way.
-async fn watch_policy(handle: Arc<PolicyHandle>, every: Duration) {
+/// The SIGHUP handler is installed when this is called (see [`shutdown_signal`]).
+fn watch_policy(handle: Arc<PolicyHandle>, every: Duration) -> impl Future<Output = ()> {
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .expect("install SIGHUP handler");
-    let mut tick = tokio::time::interval(every);
-    loop {
-        #[cfg(unix)]
-        let forced = tokio::select! {
-            _ = tick.tick() => false,
-            _ = hup.recv() => true,
-        };
-        #[cfg(not(unix))]
-        let forced = {
-            tick.tick().await;
-            false
-        };
-        if !forced && !handle.changed_on_disk() {
-            continue;
-        }
-        match handle.reload() {
-            Ok(Some(version)) => tracing::info!(version = %version, "policy_reloaded"),
-            Ok(None) => tracing::debug!("policy_unchanged"),
-            Err(e) => tracing::error!(error = %e, "policy_reload_failed_keeping_previous"),
+    async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            #[cfg(unix)]
+            let forced = tokio::select! {
+                _ = tick.tick() => false,
+                _ = hup.recv() => true,
+            };
+            #[cfg(not(unix))]
+            let forced = {
+                tick.tick().await;
+                false
+            };
+            if !forced && !handle.changed_on_disk() {
+                continue;
+            }
+            match handle.reload() {
+                Ok(Some(version)) => tracing::info!(version = %version, "policy_reloaded"),
+                Ok(None) => tracing::debug!("policy_unchanged"),
+                Err(e) => tracing::error!(error = %e, "policy_reload_failed_keeping_previous"),
+            }
         }
     }
 }

@@ -370,8 +370,13 @@ async fn startup<D: DecisionPoint>(
                     tls: tls_info(&stream),
                     gateway: gw.instance.clone(),
                 }));
-                if let Err(e) = chain.record(recorder, body) {
-                    // Nothing could run unrecorded anyway; say so now.
+                // A session starts only once its start is durable: when evidence
+                // is down, the client hears so now, not at its first statement.
+                let recorded = match chain.record(recorder, body) {
+                    Ok((_, ticket)) => recorder.durable(ticket).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = recorded {
                     tracing::warn!(error = %e, "session_refused_evidence_unavailable");
                     let err = StartupError::EvidenceUnavailable(e.to_string());
                     let _ = stream.write_all(&fatal(&err)).await;
