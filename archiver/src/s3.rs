@@ -487,6 +487,27 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_example_parses() {
+        // Keeps the `[archiver.s3]` example in deploy/gatehouse.example.toml in
+        // step with S3Config: its lines, with one `# ` taken off each.
+        let text = include_str!("../../deploy/gatehouse.example.toml");
+        let start = text
+            .find("# [archiver.s3]\n")
+            .expect("the example is there");
+        let body: Vec<&str> = text[start..]
+            .lines()
+            .skip(1)
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
+            .collect();
+        let c: S3Config = toml::from_str(&body.join("\n")).unwrap();
+        assert_eq!(c.bucket, "acme-evidence");
+        assert_eq!(c.prefix.as_deref(), Some("gatehouse/prod"));
+        assert_eq!(c.object_lock_days, Some(400));
+        assert_eq!(c.timeout, Duration::from_secs(60));
+    }
+
+    #[test]
     fn prefixes_are_normalised_and_checked() {
         assert_eq!(root_prefix(None).unwrap(), "");
         assert_eq!(root_prefix(Some("")).unwrap(), "");
