@@ -10,6 +10,8 @@
 #
 # The Rust test harness starts its own PostgreSQL servers; as root it runs them
 # as $GATEHOUSE_TEST_PG_USER (default postgres), which this script creates if missing.
+# It also starts nats-server, and moto's S3 server from a venv under
+# ~/.cache/gatehouse/venv that this script makes (or $MOTO_SERVER, if set).
 # Extra arguments go to nextest, e.g. deploy/test.sh -E 'test(startup)'.
 set -euo pipefail
 
@@ -34,6 +36,8 @@ gh_log "checking prerequisites"
 packages=("postgresql-$GH_PG_MAJOR" "postgresql-client-$GH_PG_MAJOR" pgbouncer nats-server tmux shellcheck)
 command -v python3 >/dev/null 2>&1 || packages+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
+# Debian ships ensurepip, which `python3 -m venv` needs, in python3-venv.
+python3 -c 'import ensurepip' >/dev/null 2>&1 || packages+=(python3-venv)
 gh_apt_install "${packages[@]}"
 gh_ensure_pg_os_user
 
@@ -45,6 +49,19 @@ if ! python3 -c 'import psycopg' >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check "psycopg[binary]" ||
         python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "psycopg[binary]"
     python3 -c 'import psycopg' || gh_die "psycopg is still not importable by $(command -v python3)"
+fi
+
+# The S3 tests' server: moto's, in a venv of its own (Debian's python3 is
+# externally managed, PEP 668). The harness runs $MOTO_SERVER.
+if [[ -z ${MOTO_SERVER:-} ]]; then
+    moto_venv=${XDG_CACHE_HOME:-$HOME/.cache}/gatehouse/venv
+    if ! "$moto_venv/bin/python" -c 'import moto.server' >/dev/null 2>&1; then
+        gh_log "installing moto[server] into $moto_venv (pip)"
+        python3 -m venv --clear "$moto_venv"
+        "$moto_venv/bin/python" -m pip install --quiet --disable-pip-version-check 'moto[server]>=5.1,<6'
+        "$moto_venv/bin/python" -c 'import moto.server' || gh_die "moto is still not importable in $moto_venv"
+    fi
+    export MOTO_SERVER=$moto_venv/bin/moto_server
 fi
 
 gh_cargo_on_path

@@ -4,17 +4,21 @@
 //! Times (`--since`, `--until`) are RFC 3339 in UTC (`2026-11-22T10:00:00Z`)
 //! or a duration meaning that long ago (`2h`, `90min`, `7days`). A session is
 //! in range when it started in `[since, until)`.
+//!
+//! The archive is a local directory (`--dir`) or an S3 bucket (`--s3-bucket`,
+//! with `--s3-prefix`, and `--s3-endpoint` and `--s3-path-style` for an
+//! S3-compatible store); credentials for S3 come from the standard AWS chain.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Subcommand};
+use clap::{ArgGroup, Args, Subcommand};
 use gatehouse_archiver::keys::{self, SIGNING_KEY_FILE, VERIFYING_KEY_FILE};
 use gatehouse_archiver::replay::{self, SessionFilter};
 use gatehouse_archiver::verify::SessionStatus;
-use gatehouse_archiver::{LocalDir, SegmentStore, StoreError, TimeArgError};
+use gatehouse_archiver::{LocalDir, S3Config, S3Store, SegmentStore, StoreError, TimeArgError};
 use uuid::Uuid;
 
 /// The evidence subcommands (flattened into the top level of `gatehouse`).
@@ -102,49 +106,100 @@ pub enum EvidenceCommand {
     },
 }
 
-/// Where the evidence is read from.
+/// Where the evidence is read from: a local directory, or an S3 bucket.
 #[derive(Debug, Clone, Args)]
+#[group(skip)]
+#[command(group(ArgGroup::new("store").required(true).args(["dir", "s3_bucket"])))]
 pub struct StoreArgs {
     /// The evidence directory (all-in-one mode's local archive).
     #[arg(long, env = "GATEHOUSE_EVIDENCE_DIR")]
-    pub dir: PathBuf,
-    // An S3 store plugs in here: `--s3-bucket`, `--s3-prefix`, `--s3-endpoint`
-    // as an argument group exclusive with `--dir`, opened by `StoreArgs::open`
-    // into a `Store::S3` variant. Nothing else changes: every command works on
-    // `impl SegmentStore`.
+    pub dir: Option<PathBuf>,
+    /// The S3 bucket of the archive. Credentials come from the standard AWS
+    /// chain (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an
+    /// instance or task role).
+    #[arg(long, env = "GATEHOUSE_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// The key prefix the archive lives under in the bucket.
+    #[arg(long, env = "GATEHOUSE_S3_PREFIX", requires = "s3_bucket")]
+    pub s3_prefix: Option<String>,
+    /// The endpoint of an S3-compatible store (default: AWS S3).
+    #[arg(long, env = "GATEHOUSE_S3_ENDPOINT", requires = "s3_bucket")]
+    pub s3_endpoint: Option<String>,
+    /// The bucket's region.
+    #[arg(long, env = "GATEHOUSE_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// Path-style addressing (`<endpoint>/<bucket>/<key>`), which most
+    /// S3-compatible stores need.
+    #[arg(long, env = "GATEHOUSE_S3_PATH_STYLE", requires = "s3_bucket")]
+    pub s3_path_style: bool,
 }
 
 /// The stores the CLI can read.
+#[derive(Debug)]
 pub enum Store {
     /// A local directory.
     Local(LocalDir),
+    /// An S3 bucket (and prefix).
+    S3(S3Store),
 }
 
 impl SegmentStore for Store {
     async fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
         match self {
             Self::Local(s) => s.put(key, bytes).await,
+            Self::S3(s) => s.put(key, bytes).await,
         }
     }
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
             Self::Local(s) => s.get(key).await,
+            Self::S3(s) => s.get(key).await,
         }
     }
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         match self {
             Self::Local(s) => s.list(prefix).await,
+            Self::S3(s) => s.list(prefix).await,
         }
     }
 }
 
 impl StoreArgs {
-    /// Opens the store; a directory that is not there is an error, not an empty archive.
-    pub fn open(&self) -> Result<Store> {
-        if !self.dir.is_dir() {
-            bail!("no evidence directory at {}", self.dir.display());
+    /// A local directory.
+    pub fn local(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: Some(dir.into()),
+            s3_bucket: None,
+            s3_prefix: None,
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+            s3_path_style: false,
         }
-        Ok(Store::Local(LocalDir::new(&self.dir)))
+    }
+
+    /// Opens the store; a directory or a bucket that is not there is an error,
+    /// not an empty archive.
+    pub async fn open(&self) -> Result<Store> {
+        match (&self.dir, &self.s3_bucket) {
+            (Some(dir), None) => {
+                if !dir.is_dir() {
+                    bail!("no evidence directory at {}", dir.display());
+                }
+                Ok(Store::Local(LocalDir::new(dir)))
+            }
+            (None, Some(bucket)) => {
+                let config = S3Config {
+                    prefix: self.s3_prefix.clone(),
+                    endpoint: self.s3_endpoint.clone(),
+                    region: self.s3_region.clone(),
+                    force_path_style: self.s3_path_style,
+                    ..S3Config::new(bucket)
+                };
+                Ok(Store::S3(S3Store::connect(&config).await?))
+            }
+            // clap's group makes the two exclusive and one required.
+            _ => bail!("give exactly one of --dir and --s3-bucket"),
+        }
     }
 }
 
@@ -173,7 +228,7 @@ async fn run_async(cmd: AuditCommand, out: &mut impl Write) -> Result<i32> {
                 .iter()
                 .map(|p| keys::load_verifying_key(p))
                 .collect::<Result<Vec<_>, _>>()?;
-            let store = store.open()?;
+            let store = store.open().await?;
             let report = gatehouse_archiver::verify(&store, &trusted, since, until).await?;
             if json {
                 serde_json::to_writer_pretty(&mut *out, &report)?;
@@ -213,7 +268,7 @@ async fn run_async(cmd: AuditCommand, out: &mut impl Write) -> Result<i32> {
             store,
             json,
         } => {
-            let store = store.open()?;
+            let store = store.open().await?;
             if json {
                 for (_, record) in replay::replay_records(&store, session).await? {
                     out.write_all(&record)?;
@@ -237,7 +292,7 @@ async fn run_async(cmd: AuditCommand, out: &mut impl Write) -> Result<i32> {
                     json,
                 },
         } => {
-            let store = store.open()?;
+            let store = store.open().await?;
             let filter = SessionFilter {
                 subject,
                 role,
@@ -382,9 +437,7 @@ mod tests {
             a.flush().await.unwrap();
         });
 
-        let store = StoreArgs {
-            dir: evidence.clone(),
-        };
+        let store = StoreArgs::local(&evidence);
         let verify = |json| AuditCommand::Verify {
             store: store.clone(),
             keys: vec![keys_dir.join(VERIFYING_KEY_FILE)],
@@ -444,9 +497,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["breaks"][0]["kind"], "unsigned_records");
 
-        let missing = StoreArgs {
-            dir: dir.path().join("typo"),
-        };
+        let missing = StoreArgs::local(dir.path().join("typo"));
         assert!(
             run(
                 AuditCommand::Replay {

@@ -54,6 +54,26 @@ pub enum StoreError {
     /// A blocking task was cancelled or panicked.
     #[error("store task failed: {0}")]
     Task(String),
+    /// An object store service failed or refused a request (S3).
+    #[error("{op} {key}: {message}")]
+    Remote {
+        /// `put`, `get` or `list`.
+        op: &'static str,
+        /// The object key or prefix, as the store names it (with its prefix).
+        key: String,
+        /// What went wrong: the service's error code and message and the HTTP
+        /// status, or why it could not be reached.
+        message: String,
+    },
+    /// The store cannot be used as configured: a missing bucket, no access, or
+    /// Object Lock asked for on a bucket without it.
+    #[error("{store}: {reason}")]
+    Unusable {
+        /// The store, e.g. `s3://bucket/prefix/`.
+        store: String,
+        /// Why, and what to check.
+        reason: String,
+    },
 }
 
 /// A record handed to the [`crate::segmenter::Segmenter`] was refused.

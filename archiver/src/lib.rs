@@ -94,6 +94,7 @@
 //!
 //! - [`segment`]: keys, segment and manifest encoding, signing.
 //! - [`store`]: the [`store::SegmentStore`] trait and [`store::LocalDir`].
+//! - [`s3`]: [`s3::S3Store`], the same in an S3 bucket, with Object Lock.
 //! - [`segmenter`]: buffering per session and sealing.
 //! - [`archive`]: segmenter + store, with acknowledgement of durable records.
 //! - [`verify`], [`replay`]: the auditor's tools.
@@ -102,6 +103,7 @@ pub mod archive;
 pub mod error;
 pub mod keys;
 pub mod replay;
+pub mod s3;
 pub mod segment;
 pub mod segmenter;
 pub mod store;
@@ -114,6 +116,7 @@ pub use keys::{keygen, load_signing_key, load_verifying_key};
 pub use replay::{
     SessionFilter, SessionSummary, render_transcript, replay, replay_records, sessions,
 };
+pub use s3::{S3Config, S3Store};
 pub use segment::Manifest;
 pub use segmenter::{Pushed, Sealed, Segmenter, SegmenterConfig, known_seqs, new_writer_id};
 pub use store::{LocalDir, SegmentStore};

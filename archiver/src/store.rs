@@ -1,5 +1,5 @@
 //! Where segments and manifests are kept: the [`SegmentStore`] trait, and
-//! [`LocalDir`], the all-in-one store (an S3 store implements the same trait).
+//! [`LocalDir`], the all-in-one store ([`crate::s3::S3Store`] is the other).
 
 use std::future::Future;
 use std::io::Write;
@@ -60,19 +60,28 @@ impl LocalDir {
 
     /// The file of a key, after checking the key is a plain relative path.
     pub fn path_of(&self, key: &str) -> Result<PathBuf, StoreError> {
-        let invalid = || StoreError::InvalidKey(key.to_owned());
-        if key.is_empty() || key.contains('\\') || key.contains('\0') {
-            return Err(invalid());
-        }
+        check_key(key)?;
         let mut path = self.root.clone();
-        for part in key.split('/') {
-            if part.is_empty() || part == "." || part == ".." || part.starts_with('.') {
-                return Err(invalid());
-            }
-            path.push(part);
-        }
+        path.extend(key.split('/'));
         Ok(path)
     }
+}
+
+/// Refuses a key that is not a plain relative `/`-separated path: empty, with
+/// an empty part, a part starting with `.` (so `.`, `..` and hidden names), a
+/// backslash or a NUL. Every store refuses the same keys, so an archive can move
+/// between stores unchanged.
+pub fn check_key(key: &str) -> Result<(), StoreError> {
+    let bad = key.is_empty()
+        || key.contains('\\')
+        || key.contains('\0')
+        || key
+            .split('/')
+            .any(|part| part.is_empty() || part.starts_with('.'));
+    if bad {
+        return Err(StoreError::InvalidKey(key.to_owned()));
+    }
+    Ok(())
 }
 
 fn io_err(op: &'static str, key: &str) -> impl FnOnce(std::io::Error) -> StoreError {
