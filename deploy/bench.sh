@@ -9,10 +9,16 @@
 # the median TPS of each plus the ratios of gatehouse and distributed to direct
 # and pgbouncer.
 #
-# Environment: BENCH_SECONDS (per pgbench run, default 10), BENCH_ROUNDS (default 3),
+# Environment: BENCH_EVIDENCE=off runs both Gatehouse paths without evidence
+# (to see what it costs; never a production setting), BENCH_SECONDS (per pgbench run, default 10), BENCH_ROUNDS (default 3),
 # BENCH_CLIENTS (default 8), BENCH_THREADS (default 2), BENCH_SCALE (default 10),
 # BENCH_KEEP=1 keeps the scratch directory, GATEHOUSE_BIN uses that binary instead
 # of building target/release/gatehouse.
+#
+# Both Gatehouse paths run with a policy in force and full evidence: all-in-one
+# fsyncs each statement's record to its spool (on this disk, under /var/tmp)
+# before forwarding it; distributed waits for JetStream's acknowledgement (file
+# storage) of each.
 #
 # Everything runs on 127.0.0.1 on free ports, and everything is stopped on exit.
 # PostgreSQL runs with fsync=off, synchronous_commit=off and full_page_writes=off:
@@ -30,6 +36,8 @@ ROUNDS=${BENCH_ROUNDS:-3}
 CLIENTS=${BENCH_CLIENTS:-8}
 THREADS=${BENCH_THREADS:-2}
 SCALE=${BENCH_SCALE:-10}
+EVIDENCE=${BENCH_EVIDENCE:-on}
+[[ $EVIDENCE == on || $EVIDENCE == off ]] || gh_die "BENCH_EVIDENCE must be on or off (got '$EVIDENCE')"
 for v in SECONDS_PER_RUN ROUNDS CLIENTS THREADS SCALE; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || gh_die "$v must be a positive integer (got '${!v}')"
 done
@@ -154,7 +162,14 @@ gh_wait_ready "$BOUNCER_PORT" 40 || gh_die "pgbouncer does not accept connection
 # Gatehouse: a dev issuer, a token whose claims the bench role allows, log level warn.
 mkdir -p "$WORK/issuer"
 "$BIN" token keygen --dir "$WORK/issuer" >/dev/null
+"$BIN" evidence keygen --dir "$WORK/evidence-keys" >/dev/null
 cat >"$WORK/gatehouse.toml" <<TOML
+# Full evidence: every statement fsync'd to the spool before it runs.
+[evidence]
+mode = "$([[ $EVIDENCE == on ]] && echo local || echo off)"
+dir = "$WORK/evidence"
+signing_key = "$WORK/evidence-keys/evidence-signing.pem"
+
 [ingress]
 listen = "127.0.0.1:$GW_PORT"
 allow_cleartext_without_tls = true   # benchmark on loopback only
@@ -218,7 +233,7 @@ fi
 # Distributed mode: nats-server on loopback, one decider, a second gatehouse as
 # ingress only (same roles and issuer, no policy of its own).
 gh_log "starting nats-server on 127.0.0.1:$NATS_PORT, a decider, and an ingress on 127.0.0.1:$DIST_PORT"
-/usr/sbin/nats-server -a 127.0.0.1 -p "$NATS_PORT" </dev/null >"$WORK/nats.log" 2>&1 &
+/usr/sbin/nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$WORK/jetstream" </dev/null >"$WORK/nats.log" 2>&1 &
 NATS_PID=$!
 cat >"$WORK/decider.toml" <<TOML
 [log]
@@ -232,7 +247,10 @@ url = "nats://127.0.0.1:$NATS_PORT"
 TOML
 "$BIN" serve --role decider --config "$WORK/decider.toml" </dev/null >"$WORK/decider.log" 2>&1 &
 DECIDER_PID=$!
-sed "s/^listen = \"127.0.0.1:$GW_PORT\"/listen = \"127.0.0.1:$DIST_PORT\"/" "$WORK/gatehouse.toml" >"$WORK/ingress.toml"
+# Full evidence in distributed mode: every statement acknowledged by JetStream
+# (file storage) before it runs.
+sed -e "s/^listen = \"127.0.0.1:$GW_PORT\"/listen = \"127.0.0.1:$DIST_PORT\"/" \
+    -e 's/^mode = "local"$/mode = "jetstream"/' "$WORK/gatehouse.toml" >"$WORK/ingress.toml"
 printf '\n[nats]\nurl = "nats://127.0.0.1:%s"\n' "$NATS_PORT" >>"$WORK/ingress.toml"
 BENCH_UPSTREAM_PASSWORD=$BENCH_PASSWORD "$BIN" serve --role ingress --config "$WORK/ingress.toml" \
     </dev/null >"$WORK/ingress.log" 2>&1 &

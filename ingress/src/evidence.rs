@@ -45,13 +45,23 @@ pub struct Record {
     pub bytes: Bytes,
 }
 
+/// The rest of making a submitted batch durable (see [`Persist::submit`]).
+pub type Durable = std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
 /// Where records become durable. Called by the recorder's single worker with
-/// records in the order they were queued.
+/// batches in the order they were queued.
 pub trait Persist: Send + 'static {
-    /// Makes `batch` durable. `Err` is permanent: the recorder stops accepting
-    /// records. Transient trouble is retried inside (or waited out).
-    fn persist(&mut self, batch: &[Record]) -> impl Future<Output = Result<(), String>> + Send;
+    /// Starts making `batch` durable and returns what finishes the job. The
+    /// worker submits the next batch as soon as this returns, so a store whose
+    /// acknowledgements come back later (JetStream) has several batches in
+    /// flight; one that is done when this returns (the spool's fsync) returns a
+    /// ready future. `Err` is permanent: the recorder stops accepting records.
+    /// Transient trouble is retried inside (or waited out).
+    fn submit(&mut self, batch: Vec<Record>) -> impl Future<Output = Durable> + Send;
 }
+
+/// Batches a recorder has submitted and not yet seen durable.
+const MAX_IN_FLIGHT: usize = 64;
 
 /// A position in the recorder's queue; durable once the mark reaches it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -162,20 +172,36 @@ async fn worker<P: Persist>(
     wake: std::sync::Arc<Notify>,
     mut persist: P,
 ) {
+    use futures_util::StreamExt;
+    // Durable in order: a batch's mark moves only once every batch before it is.
+    let mut in_flight = futures_util::stream::FuturesOrdered::new();
     loop {
-        let Some(r) = recorder.upgrade() else { return };
-        let (batch, upto) = {
+        let notified = wake.notified();
+        let batch = if in_flight.len() < MAX_IN_FLIGHT {
+            let Some(r) = recorder.upgrade() else { return };
             let mut q = r.lock();
             q.bytes = 0;
-            (std::mem::take(&mut q.records), q.next)
+            let upto = q.next;
+            Some((std::mem::take(&mut q.records), upto))
+        } else {
+            None
         };
-        if batch.is_empty() {
-            let notified = wake.notified();
-            drop(r);
-            notified.await;
-            continue;
+        match batch {
+            Some((records, upto)) if !records.is_empty() => {
+                let durable = persist.submit(records).await;
+                in_flight.push_back(async move { (upto, durable.await) });
+                continue;
+            }
+            _ => {}
         }
-        let result = persist.persist(&batch).await;
+        // Nothing to submit (or enough in flight): wait for new records or
+        // for the oldest batch in flight.
+        let done = tokio::select! {
+            _ = notified, if in_flight.len() < MAX_IN_FLIGHT => continue,
+            done = in_flight.next(), if !in_flight.is_empty() => done,
+        };
+        let Some((upto, result)) = done else { continue };
+        let Some(r) = recorder.upgrade() else { return };
         r.mark.send_modify(|m| match result {
             Ok(()) => m.durable = upto,
             Err(e) => {
@@ -334,9 +360,16 @@ impl SpoolFile {
 }
 
 impl Persist for Spool {
-    async fn persist(&mut self, batch: &[Record]) -> Result<(), String> {
+    async fn submit(&mut self, batch: Vec<Record>) -> Durable {
+        // Written and fsync'd before the next batch is taken.
+        let result = self.write(batch).await;
+        Box::pin(std::future::ready(result))
+    }
+}
+
+impl Spool {
+    async fn write(&mut self, records: Vec<Record>) -> Result<(), String> {
         let mut file = self.file.take().ok_or("spool failed earlier")?;
-        let records = batch.to_vec();
         // Blocking file I/O runs off the runtime's threads.
         let (file, records, result) = tokio::task::spawn_blocking(move || {
             let result = file.write_batch(&records);
@@ -407,24 +440,43 @@ impl JetStream {
 }
 
 impl Persist for JetStream {
-    async fn persist(&mut self, batch: &[Record]) -> Result<(), String> {
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            match publish_all(&self.js, batch).await {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    tracing::warn!(error = %e, records = batch.len(), "evidence_publish_retry");
-                    // Not a test sleep: a production retry backoff while JetStream
-                    // is away; statements waiting meanwhile time out and are refused.
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+    async fn submit(&mut self, batch: Vec<Record>) -> Durable {
+        // Published now; the acknowledgements are awaited by the returned
+        // future, while the worker publishes the next batches.
+        let first = publish_all(&self.js, &batch).await;
+        let js = self.js.clone();
+        Box::pin(async move {
+            let mut attempt = match first {
+                Ok(acks) => await_acks(acks).await,
+                Err(e) => Err(e),
+            };
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                match attempt {
+                    Ok(()) => return Ok(()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, records = batch.len(), "evidence_publish_retry");
+                        // Not a test sleep: a production retry backoff while
+                        // JetStream is away; statements waiting meanwhile time
+                        // out and are refused. Republished under the same ids,
+                        // so JetStream drops what it already has.
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                        attempt = match publish_all(&js, &batch).await {
+                            Ok(acks) => await_acks(acks).await,
+                            Err(e) => Err(e),
+                        };
+                    }
                 }
             }
-        }
+        })
     }
 }
 
-async fn publish_all(js: &async_nats::jetstream::Context, batch: &[Record]) -> Result<(), String> {
+async fn publish_all(
+    js: &async_nats::jetstream::Context,
+    batch: &[Record],
+) -> Result<Vec<async_nats::jetstream::context::PublishAckFuture>, String> {
     let mut acks = Vec::with_capacity(batch.len());
     for r in batch {
         let mut headers = async_nats::HeaderMap::new();
@@ -438,6 +490,12 @@ async fn publish_all(js: &async_nats::jetstream::Context, batch: &[Record]) -> R
             .map_err(|e| e.to_string())?;
         acks.push(ack);
     }
+    Ok(acks)
+}
+
+async fn await_acks(
+    acks: Vec<async_nats::jetstream::context::PublishAckFuture>,
+) -> Result<(), String> {
     for ack in acks {
         ack.await.map_err(|e| e.to_string())?;
     }
