@@ -358,7 +358,16 @@ async fn jetstream_evidence_is_acknowledged_before_forwarding_and_fails_closed()
 
     // One unbroken chain: the refused statement's record (queued while JetStream
     // was away) arrived in order, with a completion saying it did not run.
-    let events = chained(&stream_records(&nats).await);
+    // Completions are written with the next statement or within 20 ms: wait
+    // for the last one.
+    let mut events = Vec::new();
+    for _ in 0..200 {
+        events = chained(&stream_records(&nats).await);
+        if events.last().is_some_and(|e| e["type"] == "statement_completed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     let stmts = statements(&events);
     let (_, refused) = stmts
         .iter()

@@ -77,7 +77,16 @@ struct Queue {
     records: Vec<Record>,
     bytes: usize,
     next: u64,
+    /// Whether a queued record has someone waiting on it.
+    urgent: bool,
+    /// When the oldest queued record was queued.
+    since: Option<tokio::time::Instant>,
 }
+
+/// How long records nobody waits on (completions, session ends) may wait for a
+/// record someone does wait on, to share its write: one fsync or round of acks
+/// per statement, not two.
+const LINGER: Duration = Duration::from_millis(20);
 
 /// The gateway's evidence queue.
 pub struct Recorder {
@@ -102,6 +111,8 @@ impl Recorder {
                 records: Vec::new(),
                 bytes: 0,
                 next: 0,
+                urgent: false,
+                since: None,
             }),
             wake: std::sync::Arc::new(Notify::new()),
             mark,
@@ -116,9 +127,20 @@ impl Recorder {
         recorder
     }
 
-    /// Queues one record. Fails at once when the recorder has failed or the
-    /// backlog is full; the caller then must not run the statement.
+    /// Queues one record that a statement (or a session start) waits on. Fails
+    /// at once when the recorder has failed or the backlog is full; the caller
+    /// then must not run the statement.
     pub fn append(&self, record: Record) -> Result<Ticket, EvidenceError> {
+        self.queue_record(record, true)
+    }
+
+    /// Queues one record nobody waits on (a completion, a session end): it is
+    /// written with the next urgent one, or after [`LINGER`] at the latest.
+    pub fn append_later(&self, record: Record) -> Result<Ticket, EvidenceError> {
+        self.queue_record(record, false)
+    }
+
+    fn queue_record(&self, record: Record, urgent: bool) -> Result<Ticket, EvidenceError> {
         if let Some(e) = &self.mark.borrow().failed {
             return Err(EvidenceError::Unavailable(e.clone()));
         }
@@ -132,6 +154,8 @@ impl Recorder {
         q.bytes += record.bytes.len();
         q.records.push(record);
         q.next += 1;
+        q.urgent |= urgent;
+        q.since.get_or_insert_with(tokio::time::Instant::now);
         let ticket = Ticket(q.next);
         drop(q);
         self.wake.notify_one();
@@ -158,7 +182,12 @@ impl Recorder {
     /// Waits until everything queued so far is durable (or the store failed, or
     /// `timeout` passed): the last step of a clean shutdown.
     pub async fn drain(&self) -> Result<(), EvidenceError> {
-        let upto = self.lock().next;
+        let upto = {
+            let mut q = self.lock();
+            q.urgent = true;
+            q.next
+        };
+        self.wake.notify_one();
         self.durable(Ticket(upto)).await
     }
 
@@ -177,12 +206,24 @@ async fn worker<P: Persist>(
     let mut in_flight = futures_util::stream::FuturesOrdered::new();
     loop {
         let notified = wake.notified();
+        // Records to submit now, or the time the lingering ones are due.
+        let mut due = None;
         let batch = if in_flight.len() < MAX_IN_FLIGHT {
             let Some(r) = recorder.upgrade() else { return };
             let mut q = r.lock();
-            q.bytes = 0;
-            let upto = q.next;
-            Some((std::mem::take(&mut q.records), upto))
+            match q.since {
+                Some(since) if !q.urgent && since.elapsed() < LINGER => {
+                    due = Some(since + LINGER);
+                    None
+                }
+                _ => {
+                    q.bytes = 0;
+                    q.urgent = false;
+                    q.since = None;
+                    let upto = q.next;
+                    Some((std::mem::take(&mut q.records), upto))
+                }
+            }
         } else {
             None
         };
@@ -194,10 +235,17 @@ async fn worker<P: Persist>(
             }
             _ => {}
         }
-        // Nothing to submit (or enough in flight): wait for new records or
-        // for the oldest batch in flight.
+        // Nothing to submit (or enough in flight): wait for new records, for
+        // lingering ones to be due, or for the oldest batch in flight.
+        let linger = async {
+            match due {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         let done = tokio::select! {
             _ = notified, if in_flight.len() < MAX_IN_FLIGHT => continue,
+            _ = linger => continue,
             done = in_flight.next(), if !in_flight.is_empty() => done,
         };
         let Some((upto, result)) = done else { continue };
@@ -250,11 +298,18 @@ impl Chain {
         };
         let bytes = serde_json::to_vec(&event).expect("events serialize");
         let hash = hex(&Sha256::digest(&bytes));
-        let queued = recorder.append(Record {
+        let record = Record {
             session: self.session,
             seq,
             bytes: Bytes::from(bytes),
-        });
+        };
+        // Statements and session starts are waited on; the rest rides along.
+        let queued = match event.body {
+            EventBody::Statement(_) | EventBody::SessionStarted(_) | EventBody::Approval(_) => {
+                recorder.append(record)
+            }
+            _ => recorder.append_later(record),
+        };
         match queued {
             Ok(ticket) => {
                 self.seq = seq;
