@@ -363,7 +363,10 @@ async fn jetstream_evidence_is_acknowledged_before_forwarding_and_fails_closed()
     let mut events = Vec::new();
     for _ in 0..200 {
         events = chained(&stream_records(&nats).await);
-        if events.last().is_some_and(|e| e["type"] == "statement_completed") {
+        if events
+            .last()
+            .is_some_and(|e| e["type"] == "statement_completed")
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
