@@ -104,6 +104,20 @@ impl KafkaSink {
         Ok(Self { producer, settings })
     }
 
+    /// A fatal producer error (e.g. the idempotent producer was fenced after
+    /// an outage): this producer can send nothing more and must be replaced.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.producer
+            .client()
+            .fatal_error()
+            .map(|(code, msg)| format!("{code:?}: {msg}"))
+    }
+
+    /// A fresh producer with the same settings (after a fatal error).
+    pub fn renewed(&self) -> Result<Self, KafkaSinkError> {
+        Self::new(self.settings.clone())
+    }
+
     /// The settings.
     pub fn settings(&self) -> &KafkaSettings {
         &self.settings
@@ -172,6 +186,30 @@ impl KafkaSink {
             Ok(())
         })
         .await;
+    }
+}
+
+impl KafkaSinkError {
+    /// Whether the producer that reported this can send nothing more (fenced,
+    /// its epoch or sequence state lost, e.g. after a broker outage).
+    pub fn is_producer_fatal(&self) -> bool {
+        let code = match self {
+            Self::Kafka(KafkaError::MessageProduction(code)) => *code,
+            Self::Kafka(e) => match e.rdkafka_error_code() {
+                Some(code) => code,
+                None => return false,
+            },
+            _ => return false,
+        };
+        matches!(
+            code,
+            RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::Fatal
+                | RDKafkaErrorCode::InvalidProducerEpoch
+                | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                | RDKafkaErrorCode::UnknownProducerId
+                | RDKafkaErrorCode::InvalidProducerIdMapping
+        )
     }
 }
 

@@ -170,6 +170,10 @@ struct Service<S> {
     /// Backoff for Kafka lookups and resends.
     retry_at: Instant,
     backoff: Duration,
+    /// Failed sends since the last success (logged once per outage).
+    send_failures: u64,
+    /// A send failed in a way that leaves the producer unusable.
+    renew_producer: bool,
 }
 
 /// Runs until `shutdown` resolves: then stops fetching, seals and stores what it
@@ -217,6 +221,8 @@ pub async fn run<S: SegmentStore + 'static>(
         suspect_upto: 0,
         retry_at: Instant::now(),
         backoff: Duration::from_millis(100),
+        send_failures: 0,
+        renew_producer: false,
     };
     svc.suspect_upto = last_sequence(&js).await.unwrap_or(u64::MAX);
     tracing::info!(suspect_upto = svc.suspect_upto, "archiver_started");
@@ -287,11 +293,19 @@ fn start_fetch(consumer: &jetstream::consumer::Consumer<pull::Config>, n: usize)
                 return out;
             }
         };
-        while let Some(m) = batch.next().await {
-            match m {
-                Ok(m) => out.push(m),
-                Err(e) => {
+        // The server ends a pull request when it expires; a request lost with
+        // a server that went away never ends, so the wait is bounded here too.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match tokio::time::timeout_at(deadline, batch.next()).await {
+                Ok(Some(Ok(m))) => out.push(m),
+                Ok(Some(Err(e))) => {
                     tracing::debug!(error = %e, "archiver_fetch_ended");
+                    break;
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(received = out.len(), "archiver_fetch_abandoned");
                     break;
                 }
             }
@@ -314,6 +328,7 @@ impl<S: SegmentStore> Service<S> {
             .received
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let mut touched = Vec::with_capacity(batch.len());
+        let mut found = 0u64;
         for msg in batch {
             let (delivered, stream_seq) = match msg.info() {
                 Ok(i) => (i.delivered, i.stream_sequence),
@@ -372,7 +387,10 @@ impl<S: SegmentStore> Service<S> {
             }
             let kafka = match &self.kafka {
                 None => KafkaState::Done,
-                Some(_) if self.tail.contains(&id) => KafkaState::Done,
+                Some(_) if self.tail.contains(&id) => {
+                    found += 1;
+                    KafkaState::Done
+                }
                 Some(_) if suspect => KafkaState::Check,
                 Some(_) => KafkaState::Send,
             };
@@ -388,6 +406,12 @@ impl<S: SegmentStore> Service<S> {
                 },
             );
             touched.push(id);
+        }
+        if found > 0 {
+            self.stats
+                .found_in_kafka
+                .fetch_add(found, Ordering::Relaxed);
+            tracing::info!(found, "archiver_already_in_kafka");
         }
         self.send_ready();
         match self.archive.tick(SystemTime::now()).await {
@@ -444,18 +468,30 @@ impl<S: SegmentStore> Service<S> {
                 e.kafka = KafkaState::Done;
                 e.record = None;
                 self.backoff = Duration::from_millis(100);
+                if self.send_failures > 0 {
+                    tracing::info!(failed = self.send_failures, "archiver_kafka_sending_again");
+                    self.send_failures = 0;
+                }
                 self.ack_done(vec![id]).await;
             }
             Err(err) => {
                 // It may have landed all the same: look before sending again.
-                tracing::warn!(session = %id.session, seq = id.seq, error = %err, "archiver_kafka_send_failed");
+                if self.send_failures == 0 {
+                    tracing::warn!(session = %id.session, seq = id.seq, error = %err, "archiver_kafka_send_failed");
+                } else {
+                    tracing::debug!(session = %id.session, seq = id.seq, error = %err, "archiver_kafka_send_failed");
+                }
+                self.send_failures += 1;
+                self.renew_producer |= err.is_producer_fatal();
                 e.kafka = KafkaState::Check;
                 self.retry_at = Instant::now() + self.backoff;
+                self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
             }
         }
     }
 
     async fn on_tick(&mut self) {
+        self.renew_producer_if_fatal();
         let now = SystemTime::now();
         let mut touched = match self.archive.tick(now).await {
             Ok(ids) => self.mark_archived(ids),
@@ -474,6 +510,29 @@ impl<S: SegmentStore> Service<S> {
                 .map(|(id, _)| *id),
         );
         self.ack_done(touched).await;
+    }
+
+    /// A producer with a fatal error (fenced after an outage) is replaced once
+    /// its last sends have failed; what it had in flight is looked up first.
+    fn renew_producer_if_fatal(&mut self) {
+        let Some(kafka) = &self.kafka else { return };
+        if !self.sends.is_empty() {
+            return;
+        }
+        let Some(fatal) = kafka
+            .fatal_error()
+            .or_else(|| self.renew_producer.then(|| "producer fenced".to_owned()))
+        else {
+            return;
+        };
+        self.renew_producer = false;
+        match kafka.renewed() {
+            Ok(k) => {
+                tracing::warn!(error = %fatal, "archiver_kafka_producer_renewed");
+                self.kafka = Some(k);
+            }
+            Err(e) => tracing::error!(error = %e, "archiver_kafka_producer_renew_failed"),
+        }
     }
 
     /// Looks suspect records up in the tail and sends those not there.
@@ -496,7 +555,6 @@ impl<S: SegmentStore> Service<S> {
         }
         match self.tail.cover(kafka, oldest).await {
             Ok(()) => {
-                self.backoff = Duration::from_millis(100);
                 let mut found = 0u64;
                 for (id, e) in self.entries.iter_mut() {
                     if e.kafka != KafkaState::Check {

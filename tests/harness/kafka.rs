@@ -2,9 +2,11 @@
 //! a test consumer that reads a topic back.
 
 use std::collections::HashMap;
-use std::net::TcpListener;
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -35,51 +37,46 @@ pub fn tansu_bin() -> PathBuf {
     panic!("tansu not found: set TANSU, or run deploy/test.sh once (it installs tansu)");
 }
 
-/// A running tansu broker.
+/// A running tansu broker (in-memory storage), reached through a proxy that a
+/// test can cut to make Kafka unreachable and restore, the broker keeping its
+/// data meanwhile.
+///
+/// (tansu's PostgreSQL engine would survive a real restart, but it needs a
+/// schema that the installed tansu does not ship; from the client's side a
+/// broker whose connections are cut and refused is a broker that is down.)
 pub struct Kafka {
-    /// Its port.
+    /// The port clients use (the proxy's, which tansu advertises).
     pub port: u16,
-    storage: String,
+    broker_port: u16,
     child: Option<Child>,
+    proxy: Proxy,
 }
 
 impl Kafka {
-    /// A broker keeping its data in memory (lost on restart).
+    /// A broker keeping its data in memory.
     pub fn start_memory() -> Kafka {
-        Self::start_with("memory://tansu/".into())
-    }
-
-    /// A broker keeping its data in PostgreSQL (`postgres://…`): it survives
-    /// [`Kafka::restart`].
-    pub fn start_postgres(url: &str) -> Kafka {
-        Self::start_with(url.to_owned())
-    }
-
-    fn start_with(storage: String) -> Kafka {
-        let port = free_port();
+        let broker_port = free_port();
+        let proxy = Proxy::start(broker_port);
         let mut k = Kafka {
-            port,
-            storage,
+            port: proxy.port,
+            broker_port,
             child: None,
+            proxy,
         };
         k.spawn();
         k
     }
 
     fn spawn(&mut self) {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let listen = format!("tcp://127.0.0.1:{}", self.broker_port);
+        let advertised = format!("tcp://127.0.0.1:{}", self.port);
         let child = Command::new(tansu_bin())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", &self.storage])
+            .args(["broker", "--listener-url", &listen])
+            .args(["--advertised-listener-url", &advertised])
+            .args(["--storage-engine", "memory://tansu/"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::inherit())
             .spawn()
             .expect("start tansu");
         self.child = Some(child);
@@ -100,7 +97,7 @@ impl Kafka {
             {
                 panic!("tansu exited: {status}");
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if std::net::TcpStream::connect(("127.0.0.1", self.broker_port)).is_ok() {
                 let consumer: BaseConsumer = ClientConfig::new()
                     .set("bootstrap.servers", self.brokers())
                     .create()
@@ -116,7 +113,6 @@ impl Kafka {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-
     /// Creates a topic (waits until it is visible).
     pub async fn create_topic(&self, topic: &str, partitions: i32) {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -154,25 +150,118 @@ impl Kafka {
         }
     }
 
-    /// Kills the broker (SIGKILL).
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+    /// Kafka becomes unreachable: open connections are cut, new ones refused.
+    pub fn cut(&self) {
+        self.proxy.cut();
     }
 
-    /// Starts it again on the same port and storage.
-    pub fn restart(&mut self) {
-        self.stop();
-        self.spawn();
+    /// Kafka is reachable again.
+    pub fn restore(&self) {
+        self.proxy.restore();
     }
 }
 
 impl Drop for Kafka {
     fn drop(&mut self) {
-        self.stop();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.proxy.close();
     }
+}
+
+/// A TCP relay whose listener and connections can be cut and restored.
+struct Proxy {
+    port: u16,
+    state: Arc<ProxyState>,
+}
+
+struct ProxyState {
+    target: u16,
+    up: AtomicBool,
+    closed: AtomicBool,
+    conns: Mutex<Vec<TcpStream>>,
+    listener: Mutex<Option<TcpListener>>,
+}
+
+impl Proxy {
+    fn start(target: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(ProxyState {
+            target,
+            up: AtomicBool::new(true),
+            closed: AtomicBool::new(false),
+            conns: Mutex::new(Vec::new()),
+            listener: Mutex::new(None),
+        });
+        spawn_acceptor(state.clone(), listener);
+        Proxy { port, state }
+    }
+
+    fn cut(&self) {
+        self.state.up.store(false, Ordering::SeqCst);
+        if let Some(l) = self.state.listener.lock().unwrap().take() {
+            // Wakes the acceptor, which then drops the listener: refused.
+            let _ = TcpStream::connect(l.local_addr().unwrap());
+        }
+        for c in self.state.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", self.port)) {
+                Ok(l) => break l,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "rebind proxy port: {e}");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        self.state.up.store(true, Ordering::SeqCst);
+        spawn_acceptor(self.state.clone(), listener);
+    }
+
+    fn close(&self) {
+        self.state.closed.store(true, Ordering::SeqCst);
+        self.cut();
+    }
+}
+
+fn spawn_acceptor(state: Arc<ProxyState>, listener: TcpListener) {
+    *state.listener.lock().unwrap() = Some(listener.try_clone().unwrap());
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            if !state.up.load(Ordering::SeqCst) || state.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            let Ok(client) = client else { continue };
+            let Ok(server) = TcpStream::connect(("127.0.0.1", state.target)) else {
+                continue;
+            };
+            let _ = client.set_nodelay(true);
+            let _ = server.set_nodelay(true);
+            {
+                let mut conns = state.conns.lock().unwrap();
+                conns.push(client.try_clone().unwrap());
+                conns.push(server.try_clone().unwrap());
+            }
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(Shutdown::Both);
+                    let _ = from.shutdown(Shutdown::Both);
+                });
+            }
+        }
+    });
 }
 
 fn free_port() -> u16 {
