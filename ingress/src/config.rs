@@ -710,6 +710,39 @@ mod tests {
     }
 
     #[test]
+    fn archiver_section_is_checked_where_the_archiver_starts() {
+        // Other roles share the file: no [archiver] is fine until one starts.
+        let cfg = Config::from_toml(SAMPLE).unwrap();
+        assert!(cfg.archiver.store().is_err());
+        let shipped =
+            Config::from_toml(include_str!("../../deploy/gatehouse.example.toml")).unwrap();
+        let (key, store) = shipped.archiver.store().unwrap();
+        assert_eq!(key, Path::new("/etc/gatehouse/evidence-signing.pem"));
+        assert_eq!(
+            store,
+            ArchiverStore::Local("/var/lib/gatehouse/archive".into())
+        );
+        assert_eq!(shipped.archiver.ack_wait, Duration::from_secs(120));
+        let no_brokers = format!("{SAMPLE}\n[archiver]\nsigning_key = \"/k.pem\"\ndir = \"/a\"\n");
+        let cfg = Config::from_toml(&no_brokers).unwrap();
+        assert!(
+            cfg.archiver
+                .store()
+                .unwrap_err()
+                .to_string()
+                .contains("brokers"),
+            "Kafka is on by default and needs brokers"
+        );
+        let off = format!("{no_brokers}[archiver.kafka]\nenabled = false\n");
+        assert!(Config::from_toml(&off).unwrap().archiver.store().is_ok());
+        let typo = format!("{off}topik = \"x\"\n");
+        assert!(
+            Config::from_toml(&typo).is_err(),
+            "unknown keys are refused"
+        );
+    }
+
+    #[test]
     fn nats_section_defaults_and_parses() {
         let cfg = Config::from_toml(SAMPLE).unwrap();
         assert_eq!(cfg.nats.url, "nats://127.0.0.1:4222");
