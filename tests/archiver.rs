@@ -477,10 +477,26 @@ async fn a_clean_stop_acknowledges_everything_both_sinks_hold() {
     let bus = Bus::new(Kafka::start_memory()).await;
     let archiver = bus.archiver();
     let mut load = Load::new(bus.js.clone(), 3);
-    load.statements(300).await;
+    load.statements(150).await;
+    // Garbage on an evidence subject: terminated, counted, never redelivered,
+    // and it holds nothing else up.
+    for junk in [&b"not an event"[..], br#"{"session_id":"x"}"#] {
+        bus.js
+            .publish(
+                gatehouse_schemas::evidence::evidence_subject(Uuid::nil()),
+                junk.into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    load.statements(150).await;
     load.end().await;
     bus.wait_all_acked(Duration::from_secs(60)).await;
-    archiver.terminate().await;
+    let log = archiver.terminate().await;
+    assert!(log.contains("archiver_not_an_event_terminated"), "{log}");
+    assert!(log.contains("terminated=2"), "{log}");
     let records = bus.kafka_exactly_once(&load.ids);
     assert_ordered_per_session(&records);
     bus.verify(3).await;

@@ -422,8 +422,8 @@ impl<S: SegmentStore> Service<S> {
     }
 
     async fn garbage(&self, acker: &Acker, error: &str) {
-        self.stats.garbage.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(error, "archiver_not_an_event_terminated");
+        let terminated = self.stats.garbage.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::error!(error, terminated, "archiver_not_an_event_terminated");
         let _ = acker.ack_with(AckKind::Term).await;
     }
 
