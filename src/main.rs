@@ -37,6 +37,7 @@ enum Command {
         config: PathBuf,
         /// `all`: ingress and decider in one process. `ingress`: asks deciders over
         /// NATS (`[nats] url`), needs no policy. `decider`: answers over NATS.
+        /// `archiver`: JetStream evidence into Kafka and signed segments (`[archiver]`).
         #[arg(long, value_enum, env = "GATEHOUSE_ROLE", default_value = "all")]
         role: ServeRole,
     },
@@ -167,6 +168,9 @@ enum ServeRole {
     Ingress,
     /// The policy service on NATS, in the `gatehouse-decider` queue group.
     Decider,
+    /// The evidence archiver: a durable JetStream consumer writing to Kafka and
+    /// signed segments.
+    Archiver,
 }
 
 /// `serve --role decider`: loads and watches the policy, answers over NATS until
@@ -230,6 +234,9 @@ fn main() -> Result<()> {
             match role {
                 ServeRole::Decider => return rt.block_on(serve_decider(cfg)),
                 ServeRole::Ingress => return rt.block_on(serve_ingress(cfg)),
+                ServeRole::Archiver => {
+                    return rt.block_on(gatehouse::archiver::serve(cfg, shutdown_signal()));
+                }
                 ServeRole::All => {}
             }
             let policy_path = cfg.decider.policy.clone().context(

@@ -98,14 +98,18 @@
 //! - [`segmenter`]: buffering per session and sealing.
 //! - [`archive`]: segmenter + store, with acknowledgement of durable records.
 //! - [`verify`], [`replay`]: the auditor's tools.
+//! - [`kafka`], [`service`]: the distributed archiver (`serve --role archiver`):
+//!   JetStream to Kafka (OCSF records for SIEMs) and to the store.
 
 pub mod archive;
 pub mod error;
+pub mod kafka;
 pub mod keys;
 pub mod replay;
 pub mod s3;
 pub mod segment;
 pub mod segmenter;
+pub mod service;
 pub mod store;
 pub mod time;
 pub mod verify;

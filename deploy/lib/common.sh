@@ -211,3 +211,17 @@ gh_cargo_on_path() {
     fi
     command -v cargo >/dev/null 2>&1 || gh_die "cargo not found: install Rust with rustup first"
 }
+
+# The Kafka-compatible broker the archiver's tests and benchmark run (tansu),
+# built once into a cache outside the clone (it takes minutes), never per test.
+# Exports TANSU with its path.
+gh_ensure_tansu() {
+    local root=${XDG_CACHE_HOME:-$HOME/.cache}/gatehouse/tools
+    if [[ ! -x $root/bin/tansu ]]; then
+        gh_cargo_on_path
+        gh_log "installing tansu into $root (cargo install, once)"
+        cargo install --locked tansu --features dynostore,postgres --root "$root"
+    fi
+    TANSU=$root/bin/tansu
+    export TANSU
+}

@@ -36,6 +36,129 @@ pub struct Config {
     /// Evidence: where every statement is recorded before it runs.
     #[serde(default)]
     pub evidence: EvidenceConfig,
+    /// The distributed archiver (`serve --role archiver`).
+    #[serde(default)]
+    pub archiver: ArchiverConfig,
+}
+
+/// `serve --role archiver`: JetStream evidence into Kafka and signed segments.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiverConfig {
+    /// The Ed25519 key (PKCS#8 PEM, `gatehouse evidence keygen`) that signs
+    /// segment manifests.
+    pub signing_key: Option<PathBuf>,
+    /// Local store: segments and manifests under this directory (the layout
+    /// `gatehouse verify` reads). The object-store alternative will sit beside it.
+    pub dir: Option<PathBuf>,
+    /// A session's open segment is sealed after this long…
+    #[serde(with = "humantime_serde")]
+    pub segment_max_age: Duration,
+    /// …or at this many records. Messages are acknowledged once sealed and
+    /// stored, so this and `segment_max_age` bound how long they are held.
+    pub segment_max_events: usize,
+    /// Messages asked for per JetStream fetch.
+    pub fetch_batch: usize,
+    /// At most this many messages held unacknowledged by one archiver.
+    pub max_inflight: usize,
+    /// The durable consumer's `ack_wait` (set by the archiver that creates it):
+    /// a message neither acknowledged nor renewed within it goes to another archiver.
+    #[serde(with = "humantime_serde")]
+    pub ack_wait: Duration,
+    /// The durable consumer's `max_ack_pending`, over all archivers.
+    pub max_ack_pending: i64,
+    /// The SIEM sink.
+    pub kafka: ArchiverKafkaConfig,
+}
+
+impl Default for ArchiverConfig {
+    fn default() -> Self {
+        Self {
+            signing_key: None,
+            dir: None,
+            segment_max_age: Duration::from_secs(10),
+            segment_max_events: 10_000,
+            fetch_batch: 1000,
+            max_inflight: 20_000,
+            ack_wait: Duration::from_secs(120),
+            max_ack_pending: 100_000,
+            kafka: ArchiverKafkaConfig::default(),
+        }
+    }
+}
+
+/// Where the archiver puts segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiverStore {
+    /// A local directory (`archiver.dir`).
+    Local(PathBuf),
+}
+
+impl ArchiverConfig {
+    /// The signing key and the store. Checked where the archiver starts, not at
+    /// parse time: other roles share the file.
+    pub fn store(&self) -> Result<(&Path, ArchiverStore), ConfigError> {
+        let key = self.signing_key.as_deref().ok_or_else(|| {
+            ConfigError::Invalid(
+                "archiver: archiver.signing_key is required (`gatehouse evidence keygen`)".into(),
+            )
+        })?;
+        let store = match &self.dir {
+            Some(dir) => ArchiverStore::Local(dir.clone()),
+            None => {
+                return Err(ConfigError::Invalid(
+                    "archiver: set archiver.dir (the directory segments are written to)".into(),
+                ));
+            }
+        };
+        if self.kafka.enabled && (self.kafka.brokers.is_empty() || self.kafka.topic.is_empty()) {
+            return Err(ConfigError::Invalid(
+                "archiver: archiver.kafka needs brokers and topic (or enabled = false)".into(),
+            ));
+        }
+        if self.fetch_batch == 0 || self.max_inflight == 0 || self.segment_max_events == 0 {
+            return Err(ConfigError::Invalid(
+                "archiver: fetch_batch, max_inflight and segment_max_events must be positive"
+                    .into(),
+            ));
+        }
+        Ok((key, store))
+    }
+}
+
+/// The archiver's Kafka sink: one OCSF record per evidence event.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiverKafkaConfig {
+    /// `false`: segments only (messages are acknowledged once stored).
+    pub enabled: bool,
+    /// `host:port[,host:port…]`.
+    pub brokers: String,
+    /// The topic (created beforehand; the key is the session id).
+    pub topic: String,
+    /// A send not confirmed within this is retried, after a look at the topic.
+    #[serde(with = "humantime_serde")]
+    pub delivery_timeout: Duration,
+    /// How far before a record's time the topic is read back when looking for
+    /// an earlier copy (clock skew between gateways and brokers).
+    #[serde(with = "humantime_serde")]
+    pub scan_margin: Duration,
+    /// Extra librdkafka properties (`security.protocol`, `ssl.ca.location`,
+    /// `sasl.mechanism` …).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for ArchiverKafkaConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            brokers: String::new(),
+            topic: "gatehouse.evidence.ocsf".into(),
+            delivery_timeout: Duration::from_secs(30),
+            scan_margin: Duration::from_secs(60),
+            properties: BTreeMap::new(),
+        }
+    }
 }
 
 /// Where evidence goes.
@@ -583,6 +706,39 @@ mod tests {
             cfg.issuers
                 .iter()
                 .any(|i| i.issuer == "https://token.actions.githubusercontent.com")
+        );
+    }
+
+    #[test]
+    fn archiver_section_is_checked_where_the_archiver_starts() {
+        // Other roles share the file: no [archiver] is fine until one starts.
+        let cfg = Config::from_toml(SAMPLE).unwrap();
+        assert!(cfg.archiver.store().is_err());
+        let shipped =
+            Config::from_toml(include_str!("../../deploy/gatehouse.example.toml")).unwrap();
+        let (key, store) = shipped.archiver.store().unwrap();
+        assert_eq!(key, Path::new("/etc/gatehouse/evidence-signing.pem"));
+        assert_eq!(
+            store,
+            ArchiverStore::Local("/var/lib/gatehouse/archive".into())
+        );
+        assert_eq!(shipped.archiver.ack_wait, Duration::from_secs(120));
+        let no_brokers = format!("{SAMPLE}\n[archiver]\nsigning_key = \"/k.pem\"\ndir = \"/a\"\n");
+        let cfg = Config::from_toml(&no_brokers).unwrap();
+        assert!(
+            cfg.archiver
+                .store()
+                .unwrap_err()
+                .to_string()
+                .contains("brokers"),
+            "Kafka is on by default and needs brokers"
+        );
+        let off = format!("{no_brokers}[archiver.kafka]\nenabled = false\n");
+        assert!(Config::from_toml(&off).unwrap().archiver.store().is_ok());
+        let typo = format!("{off}topik = \"x\"\n");
+        assert!(
+            Config::from_toml(&typo).is_err(),
+            "unknown keys are refused"
         );
     }
 

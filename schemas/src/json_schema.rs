@@ -9,6 +9,7 @@ use schemars::{JsonSchema, schema_for};
 use crate::StatementEvent;
 use crate::decision::{DecideError, Decision, DecisionRequest, PolicyAnnouncement};
 use crate::evidence::Event;
+use crate::siem::SiemRecord;
 
 /// Every message's schema, by the file name it has under `schemas/json/`.
 pub fn all() -> Vec<(&'static str, serde_json::Value)> {
@@ -19,6 +20,7 @@ pub fn all() -> Vec<(&'static str, serde_json::Value)> {
         schema::<PolicyAnnouncement>("policy-announcement.schema.json"),
         schema::<StatementEvent<'static>>("statement-event.schema.json"),
         schema::<Event>("evidence-event.schema.json"),
+        schema::<SiemRecord>("siem-record.schema.json"),
     ]
 }
 

@@ -6,6 +6,7 @@
 pub mod decision;
 pub mod evidence;
 pub mod json_schema;
+pub mod siem;
 
 use std::borrow::Cow;
 

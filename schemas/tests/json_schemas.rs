@@ -171,3 +171,32 @@ fn announcements_and_errors_validate() {
     assert!(validator("decide-error.schema.json").is_valid(&serde_json::to_value(&e).unwrap()));
     assert!(!validator("decide-error.schema.json").is_valid(&json!({"v": 1})));
 }
+
+#[test]
+fn siem_records_validate() {
+    use gatehouse_schemas::evidence::{Event, EventBody, GENESIS, SessionEnded};
+    use gatehouse_schemas::siem::SiemRecord;
+    let v = validator("siem-record.schema.json");
+    let event = Event {
+        v: SCHEMA_VERSION,
+        session_id: uuid::Uuid::nil(),
+        seq: 1,
+        ts: "2026-11-22T10:00:00.000001Z".into(),
+        prev: GENESIS.into(),
+        body: EventBody::SessionEnded(SessionEnded {
+            reason: "client_terminated".into(),
+            statements: 0,
+            refused: 0,
+            duration_ms: 1,
+        }),
+    };
+    let raw = serde_json::to_string(&event).unwrap();
+    let value = serde_json::to_value(SiemRecord::from_event(&event, &raw)).unwrap();
+    assert!(v.is_valid(&value), "{value}");
+    let mut bad = value.clone();
+    bad.as_object_mut().unwrap().remove("raw_data");
+    assert!(!v.is_valid(&bad));
+    bad = value;
+    bad["metadata"]["sequence"] = json!("one");
+    assert!(!v.is_valid(&bad));
+}

@@ -5,6 +5,7 @@
 
 pub mod clients;
 pub mod gateway;
+pub mod kafka;
 pub mod nats;
 pub mod pg;
 pub mod raw;

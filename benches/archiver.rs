@@ -1,0 +1,148 @@
+//! Archiver throughput: N chained evidence events (20 per session, like a busy
+//! gateway's sessions) published to JetStream first, then one `gatehouse serve
+//! --role archiver` (this build's binary) writing each to Kafka (tansu, in
+//! memory) and into signed segments in a local directory; prints events/s from
+//! its start until JetStream has every event acknowledged.
+//!
+//! `cargo bench --bench archiver` (deploy/bench-archiver.sh installs what it
+//! needs); BENCH_EVENTS sets N (default 200000).
+
+#[path = "../tests/harness/mod.rs"]
+#[allow(dead_code)]
+mod harness;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use gatehouse_ingress::evidence::{Chain, JetStream, Recorder, ensure_stream};
+use gatehouse_schemas::evidence::{
+    ARCHIVER_CONSUMER, EVIDENCE_STREAM, EventBody, SessionEnded, Statement, StatementPath,
+};
+use harness::kafka::Kafka;
+use harness::nats::Nats;
+use uuid::Uuid;
+
+const TOPIC: &str = "gatehouse.evidence.ocsf";
+
+fn statement(sql: String) -> EventBody {
+    EventBody::Statement(Statement {
+        path: StatementPath::SimpleQuery,
+        statement_name: None,
+        portal: None,
+        sql,
+        function_oid: None,
+        params: None,
+        verdict: "allow".into(),
+        rule: Some("bench".into()),
+        reason: None,
+        policy_version: Some("v1".into()),
+        classes: vec!["read".into()],
+        shadow: Vec::new(),
+        forwarded: true,
+        approval: None,
+    })
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        // `cargo bench -- --list` / nextest discovery: nothing to list.
+        return;
+    }
+    let n: usize = std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let nats = Nats::start();
+    let kafka = Kafka::start_memory();
+    kafka.create_topic(TOPIC, 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    gatehouse_archiver::keys::keygen(&dir.path().join("keys")).unwrap();
+    let js = async_nats::jetstream::new(nats.client().await);
+    ensure_stream(&js).await.unwrap();
+
+    // Sessions of 20 events: session_started is not needed for throughput, but
+    // the chain, message ids and bytes are the ingress's own.
+    let recorder = Recorder::start(
+        JetStream::new(js.clone()),
+        Duration::from_secs(600),
+        1 << 30,
+    );
+    let published = Instant::now();
+    let mut last = None;
+    let mut chain = Chain::new(Uuid::now_v7());
+    for i in 0..n {
+        if i % 20 == 19 {
+            let ended = EventBody::SessionEnded(SessionEnded {
+                reason: "client_terminated".into(),
+                statements: 19,
+                refused: 0,
+                duration_ms: 5,
+            });
+            last = Some(chain.record(&recorder, ended).unwrap().1);
+            chain = Chain::new(Uuid::now_v7());
+        } else {
+            let sql = format!("select * from orders where id = {i}");
+            last = Some(chain.record(&recorder, statement(sql)).unwrap().1);
+        }
+        if i % 10_000 == 9_999 {
+            recorder.durable(last.unwrap()).await.unwrap();
+        }
+    }
+    recorder.durable(last.unwrap()).await.unwrap();
+    eprintln!(
+        "published {n} events to JetStream in {:.1?}",
+        published.elapsed()
+    );
+
+    let config = dir.path().join("archiver.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[log]\nlevel = \"warn\"\n[nats]\nurl = \"{}\"\n[archiver]\nsigning_key = \"{}\"\ndir = \"{}\"\nsegment_max_age = \"1s\"\n[archiver.kafka]\nbrokers = \"{}\"\ntopic = \"{TOPIC}\"\n",
+            nats.url(),
+            dir.path().join("keys/evidence-signing.pem").display(),
+            dir.path().join("archive").display(),
+            kafka.brokers()
+        ),
+    )
+    .unwrap();
+    let start = Instant::now();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["serve", "--role", "archiver", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stream = js.get_stream(EVIDENCE_STREAM).await.unwrap();
+    loop {
+        let left = stream.info().await.unwrap().state.messages;
+        if left == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "{left} events still unacknowledged after 10 minutes"
+        );
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("archiver exited: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = start.elapsed();
+    let _ = stream
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(ARCHIVER_CONSUMER)
+        .await;
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id().unwrap() as i32, libc::SIGTERM);
+    }
+    let _ = child.wait().await;
+    println!(
+        "archiver: {n} events to Kafka and signed segments in {:.2}s: {:.0} events/s",
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64()
+    );
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Archiver throughput: BENCH_EVENTS (default 200000) chained evidence events
+# published to JetStream, then one `gatehouse serve --role archiver` (release
+# build) writing every event to Kafka (tansu, in memory) and into signed
+# segments in a local directory; prints events/s until all are acknowledged.
+#
+# Everything runs on 127.0.0.1 on free ports (nats-server, tansu) and is
+# stopped on exit. The measurement itself is benches/archiver.rs.
+set -euo pipefail
+
+GH_SCRIPT=bench-archiver
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=deploy/lib/common.sh
+source "$REPO/deploy/lib/common.sh"
+
+BENCH_EVENTS=${BENCH_EVENTS:-200000}
+[[ $BENCH_EVENTS =~ ^[1-9][0-9]*$ ]] || gh_die "BENCH_EVENTS must be a positive integer (got '$BENCH_EVENTS')"
+export BENCH_EVENTS
+
+gh_apt_install nats-server
+gh_cargo_on_path
+gh_ensure_tansu
+
+gh_log "building and running benches/archiver.rs (cargo bench, release profile)"
+cd "$REPO"
+cargo bench --quiet --bench archiver

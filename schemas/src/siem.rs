@@ -1,0 +1,778 @@
+//! The Kafka record the archiver writes for SIEMs: one per evidence event,
+//! shaped after OCSF (the Open Cybersecurity Schema Framework) 1.3, class
+//! *Datastore Activity* (`class_uid` 6005, category *Application Activity*).
+//!
+//! The mapping is deliberately shallow: the fields a SIEM indexes (who, from
+//! where, which database, which SQL, allowed or blocked, when) are lifted into
+//! their OCSF places, and the original event's record is carried verbatim in
+//! `raw_data`, byte for byte as the ingress wrote it, so nothing is lost and the
+//! hash chain can be checked from the SIEM's copy alone (`prev` is the SHA-256
+//! of the session's previous `raw_data`).
+//!
+//! Only `session_started` names the caller and the client's address: later
+//! events carry the session in `actor.session.uid` and `metadata.correlation_uid`,
+//! which is how a SIEM joins them (an archiver handling one event of a session
+//! need not have seen its start). Events hold no token or credential, and
+//! neither does this record.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::evidence::{Event, EventBody};
+
+/// OCSF version the records follow.
+pub const OCSF_VERSION: &str = "1.3.0";
+/// OCSF class: Datastore Activity.
+pub const CLASS_UID: u32 = 6005;
+/// OCSF category: Application Activity.
+pub const CATEGORY_UID: u32 = 6;
+/// Kafka header carrying the event id `<session>/<seq>` (also `metadata.uid`),
+/// so a reader can deduplicate without parsing the value.
+pub const EVENT_ID_HEADER: &str = "gatehouse-event-id";
+
+/// OCSF Datastore Activity `activity_id`s used here.
+pub mod activity {
+    /// Connect: a session was established.
+    pub const CONNECT: u8 = 3;
+    /// Query: a statement was decided, or completed.
+    pub const QUERY: u8 = 4;
+    /// Read: result rows were returned to the client.
+    pub const READ: u8 = 1;
+    /// Other (see `activity_name`): approvals, session end.
+    pub const OTHER: u8 = 99;
+}
+
+/// One Kafka record: an OCSF Datastore Activity event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SiemRecord {
+    /// Always [`CLASS_UID`] (6005, Datastore Activity).
+    pub class_uid: u32,
+    /// `Datastore Activity`.
+    pub class_name: String,
+    /// Always [`CATEGORY_UID`] (6, Application Activity).
+    pub category_uid: u32,
+    /// `Application Activity`.
+    pub category_name: String,
+    /// 3 Connect (`session_started`), 4 Query (`statement`,
+    /// `statement_completed`), 1 Read (`result_data`), 99 Other (`approval`,
+    /// `session_ended`; see `activity_name`).
+    pub activity_id: u8,
+    /// The activity's caption (`Connect`, `Query`, `Read`, `Approval`, `Disconnect`).
+    pub activity_name: String,
+    /// `class_uid * 100 + activity_id`.
+    pub type_uid: u64,
+    /// `Datastore Activity: <activity_name>`.
+    pub type_name: String,
+    /// When the ingress recorded the event, milliseconds since the Unix epoch.
+    pub time: i64,
+    /// 1 Informational; 3 Medium for a refused statement or a denied approval.
+    pub severity_id: u8,
+    /// The severity's caption.
+    pub severity: String,
+    /// 1 Success, 2 Failure (a refused or failed statement, a denied or expired approval).
+    pub status_id: u8,
+    /// The status's caption.
+    pub status: String,
+    /// Why a statement was refused, its SQLSTATE when it failed, or the approval state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_detail: Option<String>,
+    /// 1 Allowed, 2 Blocked, 14 Delayed (held for approval), 8 Approved, 99
+    /// Other (masked): the statement's verdict, or the approval's outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disposition_id: Option<u8>,
+    /// The disposition's caption (`Allowed`, `Blocked`, `Delayed`, `Approved`, `Masked`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disposition: Option<String>,
+    /// A one-line description for people.
+    pub message: String,
+    /// Where the record comes from, and its id.
+    pub metadata: Metadata,
+    /// Who acted: the verified identity (on `session_started`), and the session.
+    pub actor: Actor,
+    /// The client (on `session_started`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_endpoint: Option<Endpoint>,
+    /// The upstream PostgreSQL (on `session_started`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_endpoint: Option<Endpoint>,
+    /// The upstream database (on `session_started`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<Database>,
+    /// The SQL text (on `statement`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_info: Option<QueryInfo>,
+    /// The decision: policy rule and verdict (on `statement`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub authorizations: Vec<Authorization>,
+    /// How long it took, milliseconds (`statement_completed`, `session_ended`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<u64>,
+    /// Rows returned or affected (`statement_completed`, `result_data`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// The original Gatehouse event: its record, exactly as stored in the
+    /// archive and hashed by the chain.
+    pub raw_data: String,
+    /// Gatehouse fields OCSF has no place for.
+    pub unmapped: Unmapped,
+}
+
+/// OCSF `metadata`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Metadata {
+    /// The OCSF version, [`OCSF_VERSION`].
+    pub version: String,
+    /// Gatehouse.
+    pub product: Product,
+    /// The event id `<session>/<seq>`: unique, the deduplication key.
+    pub uid: String,
+    /// The session: every event of a session shares it.
+    pub correlation_uid: String,
+    /// The event's position in its session (`seq`).
+    pub sequence: u64,
+    /// The original `ts` (RFC 3339, microseconds).
+    pub original_time: String,
+    /// `gatehouse-evidence`.
+    pub log_name: String,
+}
+
+/// OCSF `product`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Product {
+    /// `Gatehouse`.
+    pub name: String,
+    /// `Gatehouse`.
+    pub vendor_name: String,
+}
+
+/// OCSF `actor`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Actor {
+    /// The caller's verified identity (on `session_started`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<User>,
+    /// The gateway session.
+    pub session: Session,
+    /// The Gatehouse role assumed (on `session_started`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_name: Option<String>,
+}
+
+/// OCSF `user`: a machine identity, from its token's validated claims.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct User {
+    /// The token's `sub`.
+    pub uid: String,
+    /// A readable name: the repository or service account when the CI context
+    /// has one, else the subject.
+    pub name: String,
+    /// 3 System: a non-human identity.
+    pub type_id: u8,
+    /// `System`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The issuer (`iss`) as the domain of the identity.
+    pub domain: String,
+}
+
+/// OCSF `session`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Session {
+    /// The gateway session id.
+    pub uid: String,
+    /// The token's issuer (on `session_started`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+}
+
+/// OCSF `network_endpoint`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Endpoint {
+    /// The address, when it is an IP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// The host name, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// The port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+/// OCSF `database`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Database {
+    /// The database name.
+    pub name: String,
+    /// `PostgreSQL`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// 1 Relational.
+    pub type_id: u8,
+}
+
+/// OCSF `query_info`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct QueryInfo {
+    /// The SQL text.
+    pub query_string: String,
+    /// The prepared-statement name, when named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The event id of the statement (`<session>/<seq>`).
+    pub uid: String,
+}
+
+/// OCSF `authorization`: the policy decision on a statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Authorization {
+    /// The verdict: `allow`, `mask`, `approve` or `block`.
+    pub decision: String,
+    /// The rule and policy version that decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Policy>,
+}
+
+/// OCSF `policy`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Policy {
+    /// The rule id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The policy version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The reason given, for `block` and `approve`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desc: Option<String>,
+}
+
+/// Gatehouse fields without an OCSF place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Unmapped {
+    /// The event's `type` (`session_started`, `statement`, …).
+    pub gatehouse_event_type: String,
+    /// The Gatehouse schema version of the event (`v`).
+    pub gatehouse_schema_version: u32,
+}
+
+/// The record is not an evidence event.
+#[derive(Debug)]
+pub struct NotAnEvent(pub serde_json::Error);
+
+impl std::fmt::Display for NotAnEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not an evidence event: {}", self.0)
+    }
+}
+
+impl std::error::Error for NotAnEvent {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+impl SiemRecord {
+    /// Maps one record (an event's exact JSON) to its SIEM record.
+    pub fn from_record(record: &str) -> Result<Self, NotAnEvent> {
+        let event: Event = serde_json::from_str(record).map_err(NotAnEvent)?;
+        Ok(Self::from_event(&event, record))
+    }
+
+    /// Maps an event; `record` is its exact JSON, carried in `raw_data`.
+    pub fn from_event(event: &Event, record: &str) -> Self {
+        let id = event.id();
+        let session = event.session_id.to_string();
+        let mut r = Mapped::new(event);
+        r.map(event, &id);
+        let type_uid = u64::from(CLASS_UID) * 100 + u64::from(r.activity_id);
+        Self {
+            class_uid: CLASS_UID,
+            class_name: "Datastore Activity".into(),
+            category_uid: CATEGORY_UID,
+            category_name: "Application Activity".into(),
+            activity_id: r.activity_id,
+            type_uid,
+            type_name: format!("Datastore Activity: {}", r.activity_name),
+            activity_name: r.activity_name.into(),
+            time: epoch_ms(&event.ts),
+            severity_id: r.severity_id,
+            severity: severity_name(r.severity_id).into(),
+            status_id: if r.success { 1 } else { 2 },
+            status: if r.success { "Success" } else { "Failure" }.into(),
+            status_detail: r.status_detail,
+            disposition_id: r.disposition.map(|(id, _)| id),
+            disposition: r.disposition.map(|(_, name)| name.to_owned()),
+            message: r.message,
+            metadata: Metadata {
+                version: OCSF_VERSION.into(),
+                product: Product {
+                    name: "Gatehouse".into(),
+                    vendor_name: "Gatehouse".into(),
+                },
+                uid: id,
+                correlation_uid: session.clone(),
+                sequence: event.seq,
+                original_time: event.ts.clone(),
+                log_name: "gatehouse-evidence".into(),
+            },
+            actor: Actor {
+                user: r.user,
+                session: Session {
+                    uid: session,
+                    issuer: r.issuer,
+                },
+                app_name: r.role,
+            },
+            src_endpoint: r.src,
+            dst_endpoint: r.dst,
+            database: r.database,
+            query_info: r.query,
+            authorizations: r.authorizations,
+            duration: r.duration,
+            count: r.count,
+            raw_data: record.to_owned(),
+            unmapped: Unmapped {
+                gatehouse_event_type: event.body.kind().into(),
+                gatehouse_schema_version: event.v,
+            },
+        }
+    }
+}
+
+/// The fields that depend on the kind of event.
+struct Mapped {
+    activity_id: u8,
+    activity_name: &'static str,
+    severity_id: u8,
+    success: bool,
+    status_detail: Option<String>,
+    disposition: Option<(u8, &'static str)>,
+    message: String,
+    user: Option<User>,
+    issuer: Option<String>,
+    role: Option<String>,
+    src: Option<Endpoint>,
+    dst: Option<Endpoint>,
+    database: Option<Database>,
+    query: Option<QueryInfo>,
+    authorizations: Vec<Authorization>,
+    duration: Option<u64>,
+    count: Option<u64>,
+}
+
+impl Mapped {
+    fn new(event: &Event) -> Self {
+        Self {
+            activity_id: activity::OTHER,
+            activity_name: "Other",
+            severity_id: 1,
+            success: true,
+            status_detail: None,
+            disposition: None,
+            message: event.body.kind().replace('_', " "),
+            user: None,
+            issuer: None,
+            role: None,
+            src: None,
+            dst: None,
+            database: None,
+            query: None,
+            authorizations: Vec::new(),
+            duration: None,
+            count: None,
+        }
+    }
+
+    fn map(&mut self, event: &Event, id: &str) {
+        match &event.body {
+            EventBody::SessionStarted(s) => {
+                self.activity_id = activity::CONNECT;
+                self.activity_name = "Connect";
+                let name =
+                    s.ci.repository
+                        .clone()
+                        .or_else(|| s.ci.service_account.clone())
+                        .unwrap_or_else(|| s.identity.subject.clone());
+                self.message = format!("{name} connected as role {}", s.role);
+                self.user = Some(User {
+                    uid: s.identity.subject.clone(),
+                    name,
+                    type_id: 3,
+                    kind: "System".into(),
+                    domain: s.identity.issuer.clone(),
+                });
+                self.issuer = Some(s.identity.issuer.clone());
+                self.role = Some(s.role.clone());
+                self.src = Some(endpoint(&s.client_addr));
+                let (server, dbname) = s.upstream.rsplit_once('/').unwrap_or((&s.upstream, ""));
+                self.dst = Some(endpoint(server));
+                self.database = Some(Database {
+                    name: dbname.to_owned(),
+                    kind: "PostgreSQL".into(),
+                    type_id: 1,
+                });
+            }
+            EventBody::Statement(s) => {
+                self.activity_id = activity::QUERY;
+                self.activity_name = "Query";
+                self.disposition = Some(match s.verdict.as_str() {
+                    "allow" => (1, "Allowed"),
+                    "block" => (2, "Blocked"),
+                    "approve" if s.forwarded => (8, "Approved"),
+                    "approve" => (14, "Delayed"),
+                    "mask" => (99, "Masked"),
+                    _ => (99, "Other"),
+                });
+                self.success = s.forwarded;
+                if !s.forwarded {
+                    self.severity_id = 3;
+                    self.status_detail = Some(
+                        s.reason
+                            .clone()
+                            .unwrap_or_else(|| format!("refused ({})", s.verdict)),
+                    );
+                }
+                let params = s.params.as_ref().map_or(0, Vec::len);
+                self.message = format!(
+                    "{} {} ({}{})",
+                    if s.forwarded { "ran" } else { "refused" },
+                    s.classes.first().map_or("statement", String::as_str),
+                    s.verdict,
+                    if params > 0 {
+                        format!(", {params} parameters")
+                    } else {
+                        String::new()
+                    }
+                );
+                self.query = Some(QueryInfo {
+                    query_string: s.sql.clone(),
+                    name: s.statement_name.clone(),
+                    uid: id.to_owned(),
+                });
+                self.authorizations = vec![Authorization {
+                    decision: s.verdict.clone(),
+                    policy: (s.rule.is_some() || s.policy_version.is_some() || s.reason.is_some())
+                        .then(|| Policy {
+                            name: s.rule.clone(),
+                            version: s.policy_version.clone(),
+                            desc: s.reason.clone(),
+                        }),
+                }];
+            }
+            EventBody::StatementCompleted(c) => {
+                self.activity_id = activity::QUERY;
+                self.activity_name = "Query";
+                self.success = c.outcome == "ok" || c.outcome == "suspended";
+                self.status_detail = c
+                    .sqlstate
+                    .as_ref()
+                    .map(|s| format!("SQLSTATE {s}"))
+                    .or_else(|| (!self.success).then(|| c.outcome.clone()));
+                self.duration = Some(c.duration_us / 1000);
+                self.count = Some(c.rows);
+                self.message = format!(
+                    "statement {} completed: {} ({})",
+                    c.statement,
+                    c.outcome,
+                    c.tags.join(", ")
+                );
+            }
+            EventBody::ResultData(d) => {
+                self.activity_id = activity::READ;
+                self.activity_name = "Read";
+                self.count = Some(d.rows.len() as u64);
+                self.message = format!(
+                    "{} result rows of statement {} kept{}",
+                    d.rows.len(),
+                    d.statement,
+                    if d.truncated { " (truncated)" } else { "" }
+                );
+            }
+            EventBody::Approval(a) => {
+                self.activity_name = "Approval";
+                self.success = !matches!(a.state.as_str(), "denied" | "expired" | "cancelled");
+                self.disposition = match a.state.as_str() {
+                    "requested" => Some((14, "Delayed")),
+                    "approved" => Some((8, "Approved")),
+                    "denied" => Some((2, "Blocked")),
+                    _ => None,
+                };
+                if a.state == "denied" {
+                    self.severity_id = 3;
+                }
+                self.status_detail = Some(a.state.clone());
+                self.message = format!(
+                    "approval {} of statement {}: {}{}",
+                    a.request,
+                    a.statement,
+                    a.state,
+                    a.by.as_ref()
+                        .map(|b| format!(" by {b}"))
+                        .unwrap_or_default()
+                );
+            }
+            EventBody::SessionEnded(e) => {
+                self.activity_name = "Disconnect";
+                self.duration = Some(e.duration_ms);
+                self.count = Some(e.statements);
+                self.message = format!(
+                    "session ended ({}): {} statements, {} refused",
+                    e.reason, e.statements, e.refused
+                );
+            }
+        }
+    }
+}
+
+fn severity_name(id: u8) -> &'static str {
+    match id {
+        1 => "Informational",
+        2 => "Low",
+        3 => "Medium",
+        4 => "High",
+        5 => "Critical",
+        _ => "Unknown",
+    }
+}
+
+/// `ip:port`, `[v6]:port` or `host:port` as an endpoint.
+fn endpoint(addr: &str) -> Endpoint {
+    let (host, port) = match addr.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => (h, p.parse().ok()),
+        _ => (addr, None),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        Endpoint {
+            ip: Some(host.to_owned()),
+            hostname: None,
+            port,
+        }
+    } else {
+        Endpoint {
+            ip: None,
+            hostname: Some(host.to_owned()),
+            port,
+        }
+    }
+}
+
+/// Milliseconds since the epoch of an RFC 3339 UTC time (0 if it is not one).
+fn epoch_ms(ts: &str) -> i64 {
+    humantime::parse_rfc3339(ts)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Identity;
+    use crate::evidence::{
+        ApprovalEvent, CiContext, GENESIS, Param, ResultData, SessionEnded, SessionStarted,
+        Statement, StatementCompleted, StatementPath,
+    };
+    use uuid::Uuid;
+
+    fn event(seq: u64, body: EventBody) -> (Event, String) {
+        let e = Event {
+            v: 1,
+            session_id: Uuid::nil(),
+            seq,
+            ts: "2026-11-22T10:00:00.123456Z".into(),
+            prev: GENESIS.into(),
+            body,
+        };
+        let record = serde_json::to_string(&e).unwrap();
+        (e, record)
+    }
+
+    fn started() -> EventBody {
+        let mut claims = serde_json::Map::new();
+        claims.insert("repository".into(), "acme/etl".into());
+        claims.insert("run_id".into(), "42".into());
+        EventBody::SessionStarted(Box::new(SessionStarted {
+            role: "etl".into(),
+            identity: Identity {
+                issuer: "https://token.actions.githubusercontent.com".into(),
+                subject: "repo:acme/etl:ref:refs/heads/main".into(),
+                key_id: None,
+                algorithm: "RS256".into(),
+                claims: claims.clone(),
+            },
+            ci: CiContext::from_claims(&claims),
+            upstream: "db.internal:5432/app".into(),
+            upstream_user: "etl".into(),
+            client_addr: "10.1.2.3:51000".into(),
+            tls: None,
+            gateway: "gw-1".into(),
+        }))
+    }
+
+    fn statement(verdict: &str, forwarded: bool) -> EventBody {
+        EventBody::Statement(Statement {
+            path: StatementPath::Execute,
+            statement_name: Some("s1".into()),
+            portal: None,
+            sql: "select * from t where id = $1".into(),
+            function_oid: None,
+            params: Some(vec![Param::Text("7".into())]),
+            verdict: verdict.into(),
+            rule: Some("r1".into()),
+            reason: (!forwarded).then(|| "no".to_owned()),
+            policy_version: Some("p1".into()),
+            classes: vec!["read".into()],
+            shadow: Vec::new(),
+            forwarded,
+            approval: None,
+        })
+    }
+
+    #[test]
+    fn session_start_names_the_caller_the_client_and_the_database() {
+        let (e, raw) = event(1, started());
+        let r = SiemRecord::from_event(&e, &raw);
+        assert_eq!((r.class_uid, r.category_uid), (6005, 6));
+        assert_eq!((r.activity_id, r.type_uid), (3, 600503));
+        assert_eq!(r.time, 1_795_341_600_123);
+        let user = r.actor.user.as_ref().unwrap();
+        assert_eq!(user.uid, "repo:acme/etl:ref:refs/heads/main");
+        assert_eq!(user.name, "acme/etl");
+        assert_eq!(r.actor.app_name.as_deref(), Some("etl"));
+        let src = r.src_endpoint.as_ref().unwrap();
+        assert_eq!(
+            (src.ip.as_deref(), src.port),
+            (Some("10.1.2.3"), Some(51000))
+        );
+        let dst = r.dst_endpoint.as_ref().unwrap();
+        assert_eq!(
+            (dst.hostname.as_deref(), dst.port),
+            (Some("db.internal"), Some(5432))
+        );
+        assert_eq!(r.database.as_ref().unwrap().name, "app");
+        assert_eq!(r.metadata.uid, format!("{}/1", Uuid::nil()));
+        assert_eq!(r.metadata.correlation_uid, Uuid::nil().to_string());
+        assert_eq!(r.metadata.product.name, "Gatehouse");
+        // Nothing is lost: the record is carried byte for byte.
+        assert_eq!(r.raw_data, raw);
+        assert_eq!(SiemRecord::from_record(&raw).unwrap(), r);
+    }
+
+    #[test]
+    fn statements_carry_sql_verdict_and_rule() {
+        let (e, raw) = event(2, statement("allow", true));
+        let r = SiemRecord::from_event(&e, &raw);
+        assert_eq!((r.activity_id, r.status_id, r.severity_id), (4, 1, 1));
+        assert_eq!(
+            (r.disposition_id, r.disposition.as_deref()),
+            (Some(1), Some("Allowed"))
+        );
+        let q = r.query_info.as_ref().unwrap();
+        assert_eq!(q.query_string, "select * from t where id = $1");
+        assert_eq!(q.name.as_deref(), Some("s1"));
+        let policy = r.authorizations[0].policy.as_ref().unwrap();
+        assert_eq!(
+            (policy.name.as_deref(), policy.version.as_deref()),
+            (Some("r1"), Some("p1"))
+        );
+        assert!(r.actor.user.is_none(), "only the start names the caller");
+
+        let (e, raw) = event(3, statement("block", false));
+        let r = SiemRecord::from_event(&e, &raw);
+        assert_eq!(
+            (r.status.as_str(), r.severity_id, r.disposition_id),
+            ("Failure", 3, Some(2))
+        );
+        assert_eq!(r.status_detail.as_deref(), Some("no"));
+        let (e, raw) = event(3, statement("approve", false));
+        assert_eq!(SiemRecord::from_event(&e, &raw).disposition_id, Some(14));
+        let (e, raw) = event(3, statement("mask", true));
+        let r = SiemRecord::from_event(&e, &raw);
+        assert_eq!(
+            (r.disposition_id, r.disposition.as_deref()),
+            (Some(99), Some("Masked"))
+        );
+    }
+
+    #[test]
+    fn completion_results_approvals_and_end_map_too() {
+        let cases = [
+            (
+                EventBody::StatementCompleted(StatementCompleted {
+                    statement: 2,
+                    outcome: "error".into(),
+                    tags: Vec::new(),
+                    rows: 0,
+                    duration_us: 2500,
+                    sqlstate: Some("42P01".into()),
+                }),
+                (4, "Query", 2),
+            ),
+            (
+                EventBody::ResultData(ResultData {
+                    statement: 2,
+                    columns: vec!["a".into()],
+                    rows: vec![vec![Some("1".into())], vec![None]],
+                    truncated: false,
+                }),
+                (1, "Read", 1),
+            ),
+            (
+                EventBody::Approval(ApprovalEvent {
+                    statement: 2,
+                    request: "req-1".into(),
+                    state: "denied".into(),
+                    approvers: "dba".into(),
+                    by: Some("alice".into()),
+                    reason: None,
+                }),
+                (99, "Approval", 2),
+            ),
+            (
+                EventBody::SessionEnded(SessionEnded {
+                    reason: "client_terminated".into(),
+                    statements: 3,
+                    refused: 1,
+                    duration_ms: 40,
+                }),
+                (99, "Disconnect", 1),
+            ),
+        ];
+        for (body, (activity, name, status)) in cases {
+            let (e, raw) = event(4, body);
+            let r = SiemRecord::from_event(&e, &raw);
+            assert_eq!(
+                (r.activity_id, r.activity_name.as_str(), r.status_id),
+                (activity, name, status),
+                "{raw}"
+            );
+            assert_eq!(r.type_uid, 600500 + u64::from(activity));
+            assert_eq!(r.raw_data, raw);
+            assert_eq!(r.unmapped.gatehouse_event_type, e.body.kind());
+        }
+        let (e, raw) = event(
+            4,
+            EventBody::StatementCompleted(StatementCompleted {
+                statement: 2,
+                outcome: "error".into(),
+                tags: Vec::new(),
+                rows: 0,
+                duration_us: 2500,
+                sqlstate: Some("42P01".into()),
+            }),
+        );
+        let r = SiemRecord::from_event(&e, &raw);
+        assert_eq!(
+            (r.duration, r.status_detail.as_deref()),
+            (Some(2), Some("SQLSTATE 42P01"))
+        );
+    }
+
+    #[test]
+    fn garbage_is_not_an_event() {
+        assert!(SiemRecord::from_record("{\"hello\":1}").is_err());
+        assert!(SiemRecord::from_record("not json").is_err());
+    }
+}

@@ -1,0 +1,832 @@
+//! The distributed archiver (`gatehouse serve --role archiver`) with real
+//! processes: nats-server with JetStream, tansu (Kafka-compatible), the
+//! `gatehouse` binary, and PostgreSQL where a gateway or a durable broker is
+//! involved. Every event must end up in Kafka exactly once (each record valid
+//! against `schemas/json/siem-record.schema.json`) and in a signed archive that
+//! `gatehouse verify` passes — also across an archiver killed mid-stream, a
+//! Kafka outage and a NATS restart.
+
+mod harness;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gatehouse_ingress::evidence::{Chain, JetStream, Recorder, ensure_stream};
+use gatehouse_schemas::Identity;
+use gatehouse_schemas::evidence::{
+    ARCHIVER_CONSUMER, CiContext, EVIDENCE_STREAM, EventBody, SessionEnded, SessionStarted,
+    Statement, StatementPath,
+};
+use harness::kafka::*;
+use harness::nats::*;
+use harness::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use uuid::Uuid;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
+const TOPIC: &str = "gatehouse.evidence.ocsf";
+
+/// NATS, Kafka, keys and an archive directory for archivers to share.
+struct Bus {
+    nats: Nats,
+    kafka: Kafka,
+    dir: tempfile::TempDir,
+    js: async_nats::jetstream::Context,
+}
+
+impl Bus {
+    async fn new(kafka: Kafka) -> Bus {
+        let nats = Nats::start();
+        kafka.create_topic(TOPIC, 3).await;
+        let dir = tempfile::tempdir().unwrap();
+        gatehouse_archiver::keys::keygen(&dir.path().join("keys")).unwrap();
+        let js = async_nats::jetstream::new(nats.client().await);
+        ensure_stream(&js).await.unwrap();
+        Bus {
+            nats,
+            kafka,
+            dir,
+            js,
+        }
+    }
+
+    fn archive(&self) -> PathBuf {
+        self.dir.path().join("archive")
+    }
+
+    fn public_key(&self) -> PathBuf {
+        self.dir
+            .path()
+            .join("keys")
+            .join(gatehouse_archiver::keys::VERIFYING_KEY_FILE)
+    }
+
+    /// An archiver's config: short segments and a short lease, so that tests
+    /// see acknowledgements and redeliveries quickly.
+    fn config(&self) -> PathBuf {
+        let path = self.dir.path().join("archiver.toml");
+        std::fs::write(
+            &path,
+            format!(
+                r#"
+[log]
+level = "info,gatehouse_archiver=debug"
+
+[nats]
+url = "{nats}"
+
+[archiver]
+signing_key = "{key}"
+dir = "{archive}"
+segment_max_age = "300ms"
+segment_max_events = 500
+fetch_batch = 500
+max_inflight = 5000
+ack_wait = "4s"
+
+[archiver.kafka]
+brokers = "{brokers}"
+topic = "{TOPIC}"
+delivery_timeout = "5s"
+scan_margin = "5s"
+"#,
+                nats = self.nats.url(),
+                key = self
+                    .dir
+                    .path()
+                    .join("keys")
+                    .join(gatehouse_archiver::keys::SIGNING_KEY_FILE)
+                    .display(),
+                archive = self.archive().display(),
+                brokers = self.kafka.brokers(),
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    fn archiver(&self) -> Archiver {
+        let mut child = tokio::process::Command::new(BIN)
+            .args(["serve", "--role", "archiver", "--config"])
+            .arg(self.config())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start gatehouse serve --role archiver");
+        // The log is echoed for the test output and kept for assertions.
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let keep = log.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("[archiver] {line}");
+                let mut l = keep.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        Archiver { child, log }
+    }
+
+    /// Messages in the stream (work-queue: not yet acknowledged by an archiver).
+    async fn unacked(&self) -> Option<u64> {
+        let mut stream = self.js.get_stream(EVIDENCE_STREAM).await.ok()?;
+        Some(stream.info().await.ok()?.state.messages)
+    }
+
+    /// Messages acknowledged so far (the consumer's ack floor), if it exists.
+    async fn acked_floor(&self) -> u64 {
+        let Ok(stream) = self.js.get_stream(EVIDENCE_STREAM).await else {
+            return 0;
+        };
+        let Ok(mut c) = stream
+            .get_consumer::<async_nats::jetstream::consumer::pull::Config>(ARCHIVER_CONSUMER)
+            .await
+        else {
+            return 0;
+        };
+        c.info()
+            .await
+            .map(|i| i.ack_floor.stream_sequence)
+            .unwrap_or(0)
+    }
+
+    /// Whether the consumer has acknowledged everything in the stream: nothing
+    /// pending or awaiting an ack, the ack floor at the stream's last message.
+    /// (Not "the stream is empty": a nats-server killed with SIGKILL can come
+    /// back with work-queue messages whose acks it had taken but whose
+    /// deletion it had not written; the consumer never hands those out again.)
+    async fn all_acked(&self) -> Result<(), String> {
+        let mut stream = self
+            .js
+            .get_stream(EVIDENCE_STREAM)
+            .await
+            .map_err(|e| e.to_string())?;
+        let state = stream
+            .info()
+            .await
+            .map_err(|e| e.to_string())?
+            .state
+            .clone();
+        let mut c = stream
+            .get_consumer::<async_nats::jetstream::consumer::pull::Config>(ARCHIVER_CONSUMER)
+            .await
+            .map_err(|e| e.to_string())?;
+        let info = c.info().await.map_err(|e| e.to_string())?.clone();
+        if state.messages == 0
+            || (info.num_pending == 0
+                && info.num_ack_pending == 0
+                && info.ack_floor.stream_sequence >= state.last_sequence)
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "stream {} messages (last {}); consumer ack floor {}, pending {}, awaiting ack {}",
+                state.messages,
+                state.last_sequence,
+                info.ack_floor.stream_sequence,
+                info.num_pending,
+                info.num_ack_pending
+            ))
+        }
+    }
+
+    /// Waits until every event is acknowledged.
+    async fn wait_all_acked(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            match self.all_acked().await {
+                Ok(()) => return,
+                Err(e) if Instant::now() > deadline => {
+                    panic!("not all acknowledged after {within:?}: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// Reads the topic until every id of `expected` is there; then checks that
+    /// each is there exactly once and nothing else is, that each record is
+    /// valid against the checked-in schema, and returns them by event id.
+    fn kafka_exactly_once(&self, expected: &HashSet<String>) -> HashMap<String, Read> {
+        let brokers = self.kafka.brokers();
+        let records = read_topic(&brokers, TOPIC, Duration::from_secs(60), |rs| {
+            let seen: HashSet<&str> = rs.iter().filter_map(|r| r.event_id.as_deref()).collect();
+            expected.iter().all(|id| seen.contains(id.as_str()))
+        });
+        let schema = siem_schema();
+        let mut by_id: HashMap<String, Read> = HashMap::new();
+        let mut duplicates = Vec::new();
+        for r in records {
+            assert!(schema.is_valid(&r.value), "invalid record: {}", r.value);
+            let id = r.value["metadata"]["uid"].as_str().unwrap().to_owned();
+            assert_eq!(
+                r.event_id.as_deref(),
+                Some(id.as_str()),
+                "header and uid agree"
+            );
+            assert_eq!(
+                r.key,
+                r.value["metadata"]["correlation_uid"].as_str().unwrap(),
+                "keyed by session"
+            );
+            assert!(expected.contains(&id), "unexpected record {id}");
+            if let Some(first) = by_id.insert(id.clone(), r) {
+                duplicates.push((id, first.partition, first.offset));
+            }
+        }
+        assert!(
+            duplicates.is_empty(),
+            "{} events are in Kafka more than once, e.g. {:?}",
+            duplicates.len(),
+            &duplicates[..duplicates.len().min(5)]
+        );
+        assert_eq!(by_id.len(), expected.len());
+        by_id
+    }
+
+    /// `gatehouse verify` over the archive: clean, with `complete` sessions.
+    async fn verify(&self, complete: usize) -> String {
+        let out = tokio::process::Command::new(BIN)
+            .args(["verify", "--dir"])
+            .arg(self.archive())
+            .arg("--key")
+            .arg(self.public_key())
+            .output()
+            .await
+            .unwrap();
+        let report = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "verify failed:\n{report}");
+        assert!(
+            report.starts_with(&format!(
+                "{complete} sessions: {complete} complete, 0 open, 0 broken; 0 breaks"
+            )),
+            "{report}"
+        );
+        report
+    }
+}
+
+fn siem_schema() -> jsonschema::Validator {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/json/siem-record.schema.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    jsonschema::validator_for(&schema).unwrap()
+}
+
+/// A running `gatehouse serve --role archiver`, killed on drop.
+struct Archiver {
+    child: tokio::process::Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Archiver {
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until the archiver has logged `what`.
+    async fn wait_log(&self, what: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.log().contains(what) {
+            assert!(Instant::now() < deadline, "archiver never logged {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id().expect("running") as i32, sig);
+        }
+    }
+
+    /// SIGKILL, and reaps it.
+    async fn kill9(mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait().await;
+    }
+
+    /// SIGTERM; waits (bounded) for a clean exit; returns its log.
+    async fn terminate(mut self) -> String {
+        self.signal(libc::SIGTERM);
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("archiver exits on SIGTERM")
+            .unwrap();
+        assert!(status.success(), "archiver exit: {status}");
+        self.log()
+    }
+}
+
+/// Sessions of chained events published through the ingress's own JetStream
+/// recorder (the same code path, message ids and chain a gateway uses).
+struct Load {
+    recorder: Arc<Recorder>,
+    sessions: Vec<(Uuid, Chain)>,
+    /// Every event id published, `<session>/<seq>`.
+    ids: HashSet<String>,
+    /// Statement SQL per session, in order.
+    statements: BTreeMap<Uuid, Vec<String>>,
+}
+
+impl Load {
+    fn new(js: async_nats::jetstream::Context, sessions: usize) -> Load {
+        let recorder = Recorder::start(JetStream::new(js), Duration::from_secs(120), 256 << 20);
+        let mut load = Load {
+            recorder,
+            sessions: Vec::new(),
+            ids: HashSet::new(),
+            statements: BTreeMap::new(),
+        };
+        for _ in 0..sessions {
+            let id = Uuid::now_v7();
+            let mut chain = Chain::new(id);
+            let (seq, _) = chain.record(&load.recorder, started()).unwrap();
+            load.ids.insert(format!("{id}/{seq}"));
+            load.sessions.push((id, chain));
+        }
+        load
+    }
+
+    /// Records `n` statements round-robin over the sessions, waits until
+    /// JetStream holds them.
+    async fn statements(&mut self, n: usize) {
+        let mut last = None;
+        for i in 0..n {
+            let k = i % self.sessions.len();
+            let (id, chain) = &mut self.sessions[k];
+            let sql = format!("select {} from t where k = {k}", chain.len());
+            let (seq, ticket) = chain
+                .record(&self.recorder, statement(&sql, "allow"))
+                .unwrap();
+            self.ids.insert(format!("{id}/{seq}"));
+            self.statements.entry(*id).or_default().push(sql);
+            last = Some(ticket);
+        }
+        if let Some(t) = last {
+            self.recorder.durable(t).await.expect("published");
+        }
+    }
+
+    /// Ends every session.
+    async fn end(&mut self) {
+        let mut last = None;
+        for (id, chain) in &mut self.sessions {
+            let (seq, ticket) = chain.record(&self.recorder, ended()).unwrap();
+            self.ids.insert(format!("{id}/{seq}"));
+            last = Some(ticket);
+        }
+        self.recorder
+            .durable(last.unwrap())
+            .await
+            .expect("published");
+    }
+}
+
+fn started() -> EventBody {
+    let mut claims = serde_json::Map::new();
+    claims.insert("repository".into(), "acme/load".into());
+    claims.insert("run_id".into(), "1".into());
+    EventBody::SessionStarted(Box::new(SessionStarted {
+        role: "app".into(),
+        identity: Identity {
+            issuer: ISSUER.into(),
+            subject: "repo:acme/load:ref:refs/heads/main".into(),
+            key_id: None,
+            algorithm: "EdDSA".into(),
+            claims: claims.clone(),
+        },
+        ci: CiContext::from_claims(&claims),
+        upstream: "127.0.0.1:5432/appdb".into(),
+        upstream_user: "app".into(),
+        client_addr: "127.0.0.1:40000".into(),
+        tls: None,
+        gateway: "load".into(),
+    }))
+}
+
+fn statement(sql: &str, verdict: &str) -> EventBody {
+    EventBody::Statement(Statement {
+        path: StatementPath::SimpleQuery,
+        statement_name: None,
+        portal: None,
+        sql: sql.into(),
+        function_oid: None,
+        params: None,
+        verdict: verdict.into(),
+        rule: Some("load".into()),
+        reason: None,
+        policy_version: Some("v1".into()),
+        classes: vec!["read".into()],
+        shadow: Vec::new(),
+        forwarded: true,
+        approval: None,
+    })
+}
+
+fn ended() -> EventBody {
+    EventBody::SessionEnded(SessionEnded {
+        reason: "client_terminated".into(),
+        statements: 0,
+        refused: 0,
+        duration_ms: 1,
+    })
+}
+
+/// Waits until the consumer's ack floor reaches `n` (some of the load is through).
+async fn wait_acked_at_least(bus: &Bus, n: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    while bus.acked_floor().await < n {
+        assert!(
+            Instant::now() < deadline,
+            "ack floor {} < {n} after {within:?}",
+            bus.acked_floor().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Within each session, Kafka holds the records in seq order.
+fn assert_ordered_per_session(records: &HashMap<String, Read>) {
+    let mut by_session: HashMap<String, Vec<(i64, u64)>> = HashMap::new();
+    for r in records.values() {
+        let session = r.value["metadata"]["correlation_uid"].as_str().unwrap();
+        let seq = r.value["metadata"]["sequence"].as_u64().unwrap();
+        by_session
+            .entry(session.to_owned())
+            .or_default()
+            .push((r.offset, seq));
+    }
+    for (session, mut v) in by_session {
+        v.sort();
+        let seqs: Vec<u64> = v.iter().map(|(_, s)| *s).collect();
+        let mut sorted = seqs.clone();
+        sorted.sort();
+        assert_eq!(seqs, sorted, "session {session} out of order in Kafka");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_acknowledges_everything_both_sinks_hold() {
+    let bus = Bus::new(Kafka::start_memory()).await;
+    let archiver = bus.archiver();
+    let mut load = Load::new(bus.js.clone(), 3);
+    load.statements(150).await;
+    // Garbage on an evidence subject: terminated, counted, never redelivered,
+    // and it holds nothing else up.
+    for junk in [&b"not an event"[..], br#"{"session_id":"x"}"#] {
+        bus.js
+            .publish(
+                gatehouse_schemas::evidence::evidence_subject(Uuid::nil()),
+                junk.into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    load.statements(150).await;
+    load.end().await;
+    bus.wait_all_acked(Duration::from_secs(60)).await;
+    let log = archiver.terminate().await;
+    assert!(log.contains("archiver_not_an_event_terminated"), "{log}");
+    assert!(log.contains("terminated=2"), "{log}");
+    let records = bus.kafka_exactly_once(&load.ids);
+    assert_ordered_per_session(&records);
+    bus.verify(3).await;
+}
+
+/// Records in the topic (the sum of the partitions' high watermarks).
+fn kafka_count(bus: &Bus) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bus.kafka.brokers())
+        .create()
+        .unwrap();
+    (0..3)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(TOPIC, p, Duration::from_secs(5))
+                .unwrap()
+                .1
+        })
+        .sum()
+}
+
+/// Waits until Kafka holds at least `n` more records than JetStream has had
+/// acknowledged.
+async fn wait_sent_not_acked(bus: &Bus, n: i64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let stream = bus.js.get_stream(EVIDENCE_STREAM).await.unwrap();
+        let mut c = stream
+            .get_consumer::<async_nats::jetstream::consumer::pull::Config>(ARCHIVER_CONSUMER)
+            .await
+            .unwrap();
+        let info = c.info().await.unwrap().clone();
+        let acked = info.delivered.stream_sequence as i64 - info.num_ack_pending as i64;
+        if kafka_count(bus) - acked >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never {n} records sent and unacknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the stream holds at least `n` unacknowledged events.
+async fn wait_unacked_at_least(bus: &Bus, n: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    while bus.unacked().await.unwrap_or(0) < n {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {n} events waiting after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The writers (archiver instances) that wrote segments.
+fn writers(archive: &Path) -> HashSet<String> {
+    let mut out = HashSet::new();
+    for session in std::fs::read_dir(archive.join("sessions")).unwrap() {
+        for f in std::fs::read_dir(session.unwrap().path()).unwrap() {
+            let name = f.unwrap().file_name().to_string_lossy().into_owned();
+            if let Some(stem) = name.strip_suffix(".manifest") {
+                out.insert(stem.rsplit('-').next().unwrap().to_owned());
+            }
+        }
+    }
+    out
+}
+
+const POLICY: &str = r#"
+version = "archiver-v1"
+
+[[rules]]
+id = "no-drop"
+risks = ["drop", "drop_cascade", "truncate"]
+verdict = "block"
+reason = "dropping is not allowed for CI jobs"
+
+[[rules]]
+id = "app-work"
+roles = ["app"]
+claims = { repository = "acme/app" }
+classes = ["read", "write", "ddl", "transaction", "utility", "session", "prepared"]
+verdict = "allow"
+"#;
+
+/// A gateway in distributed evidence mode (JetStream) with its decider
+/// in-process runs a session: simple and extended queries and a refused
+/// statement. The archiver process delivers every record to Kafka exactly once,
+/// in order, schema-valid, carrying the SQL, the verdicts and the caller; the
+/// archive verifies and replays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_sessions_reach_kafka_and_the_archive() {
+    use gatehouse_decider::PolicyHandle;
+    use gatehouse_ingress::decision::LocalPolicy;
+    let pg = Pg::start();
+    let issuer = Issuer::new();
+    let bus = Bus::new(Kafka::start_memory()).await;
+    std::fs::write(bus.dir.path().join("policy.toml"), POLICY).unwrap();
+    let handle = Arc::new(PolicyHandle::load(&bus.dir.path().join("policy.toml")).unwrap());
+    let config = format!(
+        "{}\n[evidence]\nmode = \"jetstream\"\n\n[nats]\nurl = \"{}\"\n",
+        base_config(&pg, &issuer),
+        bus.nats.url()
+    );
+    let gw = start_gateway(&config, LocalPolicy::new(handle)).await;
+    let archiver = bus.archiver();
+
+    let token = issuer.token(&[]);
+    let client = connect(&gw.url("app", &token)).await.unwrap();
+    client.simple_query("select 1 as one").await.unwrap();
+    let row = client
+        .query_one("select $1::int + 1 as n", &[&41i32])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 42);
+    let err = client
+        .simple_query("drop table if exists t")
+        .await
+        .unwrap_err();
+    assert_eq!(db_error(&err).0, "42501");
+    drop(client);
+    // The session's end is recorded once the gateway saw the client go: wait
+    // for it to come through (it is the last record of the session).
+    read_topic(&bus.kafka.brokers(), TOPIC, Duration::from_secs(60), |rs| {
+        rs.iter()
+            .any(|r| r.value["unmapped"]["gatehouse_event_type"] == "session_ended")
+    });
+    gw.shutdown().await;
+
+    // Every record the gateway published (the stream shows how many).
+    let mut stream = bus.js.get_stream(EVIDENCE_STREAM).await.unwrap();
+    let published = stream.info().await.unwrap().state.last_sequence;
+    bus.wait_all_acked(Duration::from_secs(60)).await;
+    let log = archiver.terminate().await;
+    assert!(log.contains("archiver_stopped"), "{log}");
+
+    let stored = std::fs::read_dir(bus.archive().join("sessions"))
+        .unwrap()
+        .count();
+    assert_eq!(stored, 1, "one session archived");
+    let session = std::fs::read_dir(bus.archive().join("sessions"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .into_owned();
+    let expected: HashSet<String> = (1..=published).map(|s| format!("{session}/{s}")).collect();
+    let records = bus.kafka_exactly_once(&expected);
+    assert_ordered_per_session(&records);
+    let all: Vec<&serde_json::Value> = records.values().map(|r| &r.value).collect();
+    let start = all
+        .iter()
+        .find(|v| v["activity_id"] == 3)
+        .expect("a Connect record");
+    assert_eq!(start["actor"]["user"]["name"], "acme/app");
+    assert_eq!(
+        start["actor"]["user"]["uid"],
+        "repo:acme/app:ref:refs/heads/main"
+    );
+    assert_eq!(start["database"]["name"], APP_DB);
+    let queries: Vec<(&str, &str)> = all
+        .iter()
+        .filter(|v| v["unmapped"]["gatehouse_event_type"] == "statement")
+        .map(|v| {
+            (
+                v["query_info"]["query_string"].as_str().unwrap(),
+                v["disposition"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    for (sql, disposition) in [
+        ("select 1 as one", "Allowed"),
+        ("select $1::int + 1 as n", "Allowed"),
+        ("drop table if exists t", "Blocked"),
+    ] {
+        assert!(queries.contains(&(sql, disposition)), "{sql}: {queries:?}");
+    }
+    // The raw record is the archived record, byte for byte.
+    for v in &all {
+        let raw = v["raw_data"].as_str().unwrap();
+        let event: serde_json::Value = serde_json::from_str(raw).unwrap();
+        assert_eq!(
+            format!("{}/{}", event["session_id"].as_str().unwrap(), event["seq"]),
+            v["metadata"]["uid"].as_str().unwrap()
+        );
+    }
+    assert!(
+        !serde_json::to_string(&all).unwrap().contains(&token),
+        "the token reached Kafka"
+    );
+    assert!(!serde_json::to_string(&all).unwrap().contains(APP_PASSWORD));
+
+    bus.verify(1).await;
+    let out = tokio::process::Command::new(BIN)
+        .arg("replay")
+        .arg(&session)
+        .arg("--dir")
+        .arg(bus.archive())
+        .output()
+        .await
+        .unwrap();
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{transcript}");
+    for sql in [
+        "select 1 as one",
+        "select $1::int + 1 as n",
+        "drop table if exists t",
+    ] {
+        assert!(transcript.contains(sql), "{transcript}");
+    }
+}
+
+/// Two archivers share the durable consumer; one is killed (SIGKILL) mid-stream.
+/// What it held comes back to the other after the lease expires, is found in
+/// Kafka where it got that far, and every event lands exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_archivers_share_the_work_and_survive_one_killed() {
+    let bus = Bus::new(Kafka::start_memory()).await;
+    let a = bus.archiver();
+    let b = bus.archiver();
+    let mut load = Load::new(bus.js.clone(), 8);
+    let producer = tokio::spawn(async move {
+        for _ in 0..15 {
+            load.statements(200).await;
+        }
+        load.end().await;
+        load
+    });
+    wait_acked_at_least(&bus, 800, Duration::from_secs(60)).await;
+    a.kill9().await;
+    let load = producer.await.unwrap();
+    bus.wait_all_acked(Duration::from_secs(90)).await;
+    let log = b.terminate().await;
+    bus.kafka_exactly_once(&load.ids);
+    bus.verify(8).await;
+    assert_eq!(
+        writers(&bus.archive()).len(),
+        2,
+        "both archivers wrote segments"
+    );
+    assert!(log.contains("archiver_started"), "{log}");
+}
+
+/// What goes wrong while 10,000 statements stream in.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// The archiver is killed (SIGKILL) and started again.
+    KillArchiver,
+    /// Kafka is unreachable for a while (connections cut and refused), then back.
+    KafkaOutage,
+    /// nats-server is killed and restarted on the same store.
+    NatsRestart,
+}
+
+/// 10,000 statements over 20 sessions, published straight to JetStream through
+/// the ingress's recorder (a gateway in a debug build would make this test
+/// several times slower without exercising the archiver more), with `fault`
+/// injected mid-stream. Afterwards every event is in Kafka exactly once and in
+/// the archive, which verifies.
+async fn under_load(fault: Fault) {
+    let mut bus = Bus::new(Kafka::start_memory()).await;
+    let mut archiver = bus.archiver();
+    let mut load = Load::new(bus.js.clone(), 20);
+    // A steady stream: 200 statements every 100 ms (pacing, not synchronisation).
+    let producer = tokio::spawn(async move {
+        let mut pace = tokio::time::interval(Duration::from_millis(100));
+        for _ in 0..50 {
+            pace.tick().await;
+            load.statements(200).await;
+        }
+        load.end().await;
+        load
+    });
+    wait_acked_at_least(&bus, 2000, Duration::from_secs(60)).await;
+    match fault {
+        Fault::KillArchiver => {
+            // Killed while it holds records that Kafka has and JetStream has
+            // not been told about (sent, their segment not yet sealed).
+            wait_sent_not_acked(&bus, 100, Duration::from_secs(60)).await;
+            archiver.kill9().await;
+            archiver = bus.archiver();
+            // What the dead one sent but never acknowledged comes back and is
+            // recognised in Kafka rather than sent twice.
+            archiver
+                .wait_log("archiver_already_in_kafka", Duration::from_secs(60))
+                .await;
+        }
+        Fault::KafkaOutage => {
+            bus.kafka.cut();
+            // Nothing is acknowledged while Kafka is away; sends time out.
+            archiver
+                .wait_log("archiver_kafka_send_failed", Duration::from_secs(60))
+                .await;
+            wait_unacked_at_least(&bus, 1000, Duration::from_secs(60)).await;
+            bus.kafka.restore();
+        }
+        Fault::NatsRestart => {
+            bus.nats.restart();
+            archiver
+                .wait_log(
+                    "archiver_nats_reconnected suspect_upto",
+                    Duration::from_secs(60),
+                )
+                .await;
+        }
+    }
+    let load = producer.await.unwrap();
+    assert_eq!(load.ids.len(), 10_000 + 2 * 20);
+    bus.wait_all_acked(Duration::from_secs(120)).await;
+    archiver.terminate().await;
+    bus.kafka_exactly_once(&load.ids);
+    bus.verify(20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_with_the_archiver_killed_and_restarted() {
+    under_load(Fault::KillArchiver).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_with_a_kafka_outage() {
+    under_load(Fault::KafkaOutage).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_with_a_nats_restart() {
+    under_load(Fault::NatsRestart).await;
+}
