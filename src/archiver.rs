@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use gatehouse_archiver::kafka::{KafkaSettings, KafkaSink};
 use gatehouse_archiver::service::{self, Reconnects, ServiceSettings, Stats};
 use gatehouse_archiver::{
-    Archive, LocalDir, Segmenter, SegmenterConfig, load_signing_key, new_writer_id,
+    Archive, LocalDir, S3Store, Segmenter, SegmenterConfig, load_signing_key, new_writer_id,
 };
 use gatehouse_ingress::config::{ArchiverStore, Config};
 
@@ -67,6 +67,14 @@ pub async fn serve(cfg: Config, shutdown: impl std::future::Future<Output = ()>)
         ArchiverStore::Local(dir) => {
             tracing::info!(writer = %writer, dir = %dir.display(), "archiver_store_local");
             let archive = Archive::new(LocalDir::new(dir), segmenter);
+            service::run(js, archive, kafka, settings, reconnects, stats, shutdown).await?;
+        }
+        ArchiverStore::S3(s3) => {
+            let store = S3Store::connect(&s3)
+                .await
+                .with_context(|| format!("S3 bucket {}", s3.bucket))?;
+            tracing::info!(writer = %writer, store = %store, "archiver_store_s3");
+            let archive = Archive::new(store, segmenter);
             service::run(js, archive, kafka, settings, reconnects, stats, shutdown).await?;
         }
     }

@@ -235,7 +235,9 @@ fn main() -> Result<()> {
                 ServeRole::Decider => return rt.block_on(serve_decider(cfg)),
                 ServeRole::Ingress => return rt.block_on(serve_ingress(cfg)),
                 ServeRole::Archiver => {
-                    return rt.block_on(gatehouse::archiver::serve(cfg, shutdown_signal()));
+                    return rt.block_on(async {
+                        gatehouse::archiver::serve(cfg, shutdown_signal()).await
+                    });
                 }
                 ServeRole::All => {}
             }

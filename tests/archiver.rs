@@ -35,6 +35,8 @@ struct Bus {
     kafka: Kafka,
     dir: tempfile::TempDir,
     js: async_nats::jetstream::Context,
+    /// Segments go to this bucket instead of the directory.
+    s3: Option<(harness::s3::Moto, String)>,
 }
 
 impl Bus {
@@ -50,6 +52,18 @@ impl Bus {
             kafka,
             dir,
             js,
+            s3: None,
+        }
+    }
+
+    /// The store section of the archiver's config.
+    fn store_config(&self) -> String {
+        match &self.s3 {
+            None => format!("dir = \"{}\"\n", self.archive().display()),
+            Some((moto, bucket)) => format!(
+                "\n[archiver.s3]\nbucket = \"{bucket}\"\nendpoint = \"{}\"\nforce_path_style = true\nobject_lock_days = 1\n",
+                moto.endpoint()
+            ),
         }
     }
 
@@ -80,12 +94,12 @@ url = "{nats}"
 
 [archiver]
 signing_key = "{key}"
-dir = "{archive}"
 segment_max_age = "300ms"
 segment_max_events = 500
 fetch_batch = 500
 max_inflight = 5000
 ack_wait = "4s"
+{store}
 
 [archiver.kafka]
 brokers = "{brokers}"
@@ -100,7 +114,7 @@ scan_margin = "5s"
                     .join("keys")
                     .join(gatehouse_archiver::keys::SIGNING_KEY_FILE)
                     .display(),
-                archive = self.archive().display(),
+                store = self.store_config(),
                 brokers = self.kafka.brokers(),
             ),
         )
@@ -112,6 +126,7 @@ scan_margin = "5s"
         let mut child = tokio::process::Command::new(BIN)
             .args(["serve", "--role", "archiver", "--config"])
             .arg(self.config())
+            .envs(self.s3.iter().flat_map(|(moto, _)| moto.env()))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -829,4 +844,47 @@ async fn load_with_a_kafka_outage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_with_a_nats_restart() {
     under_load(Fault::NatsRestart).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_go_to_an_s3_bucket_under_object_lock() {
+    let mut bus = Bus::new(Kafka::start_memory()).await;
+    let moto = harness::s3::Moto::start();
+    moto.create_locked_bucket("evidence").await;
+    bus.s3 = Some((moto, "evidence".into()));
+    let archiver = bus.archiver();
+    let mut load = Load::new(bus.js.clone(), 2);
+    load.statements(40).await;
+    load.end().await;
+    bus.wait_all_acked(Duration::from_secs(60)).await;
+    let log = archiver.terminate().await;
+    assert!(log.contains("archiver_store_s3"), "{log}");
+    bus.kafka_exactly_once(&load.ids);
+    // Acknowledged means in the bucket: it verifies, with nothing on local disk.
+    let (moto, bucket) = bus.s3.as_ref().unwrap();
+    let store = moto.store(&moto.config(bucket)).await.unwrap();
+    let key = gatehouse_archiver::load_verifying_key(&bus.public_key()).unwrap();
+    let report = gatehouse_archiver::verify(&store, &[key], None, None)
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.sessions.len(), 2, "{report:?}");
+    assert!(!bus.archive().exists());
+    // Every object is under COMPLIANCE retention.
+    let keys = gatehouse_archiver::SegmentStore::list(&store, "sessions/")
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    let head = moto
+        .client()
+        .head_object()
+        .bucket(bucket.as_str())
+        .key(store.object_key(&keys[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.object_lock_mode().map(|m| m.as_str()),
+        Some("COMPLIANCE")
+    );
 }

@@ -49,8 +49,10 @@ pub struct ArchiverConfig {
     /// segment manifests.
     pub signing_key: Option<PathBuf>,
     /// Local store: segments and manifests under this directory (the layout
-    /// `gatehouse verify` reads). The object-store alternative will sit beside it.
+    /// `gatehouse verify` reads). Exactly one of `dir` and `s3`.
     pub dir: Option<PathBuf>,
+    /// S3 store (`[archiver.s3]`): the same layout in a bucket, with Object Lock.
+    pub s3: Option<gatehouse_archiver::S3Config>,
     /// A session's open segment is sealed after this long…
     #[serde(with = "humantime_serde")]
     pub segment_max_age: Duration,
@@ -76,6 +78,7 @@ impl Default for ArchiverConfig {
         Self {
             signing_key: None,
             dir: None,
+            s3: None,
             segment_max_age: Duration::from_secs(10),
             segment_max_events: 10_000,
             fetch_batch: 1000,
@@ -92,6 +95,8 @@ impl Default for ArchiverConfig {
 pub enum ArchiverStore {
     /// A local directory (`archiver.dir`).
     Local(PathBuf),
+    /// A bucket (`[archiver.s3]`).
+    S3(gatehouse_archiver::S3Config),
 }
 
 impl ArchiverConfig {
@@ -103,11 +108,17 @@ impl ArchiverConfig {
                 "archiver: archiver.signing_key is required (`gatehouse evidence keygen`)".into(),
             )
         })?;
-        let store = match &self.dir {
-            Some(dir) => ArchiverStore::Local(dir.clone()),
-            None => {
+        let store = match (&self.dir, &self.s3) {
+            (Some(dir), None) => ArchiverStore::Local(dir.clone()),
+            (None, Some(s3)) => ArchiverStore::S3(s3.clone()),
+            (Some(_), Some(_)) => {
                 return Err(ConfigError::Invalid(
-                    "archiver: set archiver.dir (the directory segments are written to)".into(),
+                    "archiver: set one of archiver.dir and [archiver.s3], not both".into(),
+                ));
+            }
+            (None, None) => {
+                return Err(ConfigError::Invalid(
+                    "archiver: set archiver.dir (a directory) or [archiver.s3] (a bucket) for the segments".into(),
                 ));
             }
         };
@@ -735,6 +746,23 @@ mod tests {
         );
         let off = format!("{no_brokers}[archiver.kafka]\nenabled = false\n");
         assert!(Config::from_toml(&off).unwrap().archiver.store().is_ok());
+        let both = format!("{off}[archiver.s3]\nbucket = \"ev\"\n");
+        let err = Config::from_toml(&both)
+            .unwrap()
+            .archiver
+            .store()
+            .unwrap_err();
+        assert!(err.to_string().contains("not both"), "{err}");
+        let s3 = format!(
+            "{SAMPLE}\n[archiver]\nsigning_key = \"/k.pem\"\n[archiver.kafka]\nenabled = false\n\
+             [archiver.s3]\nbucket = \"ev\"\nobject_lock_days = 30\n"
+        );
+        match Config::from_toml(&s3).unwrap().archiver.store().unwrap().1 {
+            ArchiverStore::S3(c) => {
+                assert_eq!((c.bucket.as_str(), c.object_lock_days), ("ev", Some(30)))
+            }
+            other => panic!("{other:?}"),
+        }
         let typo = format!("{off}topik = \"x\"\n");
         assert!(
             Config::from_toml(&typo).is_err(),
