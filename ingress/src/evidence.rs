@@ -425,6 +425,19 @@ impl Persist for JetStream {
 }
 
 async fn publish_all(js: &async_nats::jetstream::Context, batch: &[Record]) -> Result<(), String> {
+    // async-nats allows 5,000 unacknowledged publishes per context and then
+    // waits for one to be acknowledged; acks are only collected after a chunk,
+    // so a larger chunk (a backlog after an outage) would wait forever.
+    for chunk in batch.chunks(1000) {
+        publish_chunk(js, chunk).await?;
+    }
+    Ok(())
+}
+
+async fn publish_chunk(
+    js: &async_nats::jetstream::Context,
+    batch: &[Record],
+) -> Result<(), String> {
     let mut acks = Vec::with_capacity(batch.len());
     for r in batch {
         let mut headers = async_nats::HeaderMap::new();
