@@ -5,7 +5,7 @@
 //! its start until JetStream has every event acknowledged.
 //!
 //! `cargo bench --bench archiver` (deploy/bench-archiver.sh installs what it
-//! needs); BENCH_EVENTS sets N (default 200000).
+//! needs); BENCH_EVENTS sets N (default 200000), GATEHOUSE_BIN another binary.
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
@@ -107,7 +107,11 @@ async fn main() {
     )
     .unwrap();
     let start = Instant::now();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+    // GATEHOUSE_BIN: a copy of the binary (a shared target directory may hold
+    // another checkout's build by the time this runs).
+    let bin =
+        std::env::var_os("GATEHOUSE_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_gatehouse").into());
+    let mut child = tokio::process::Command::new(bin)
         .args(["serve", "--role", "archiver", "--config"])
         .arg(&config)
         .stdout(Stdio::null())

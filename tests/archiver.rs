@@ -888,3 +888,21 @@ async fn segments_go_to_an_s3_bucket_under_object_lock() {
         Some("COMPLIANCE")
     );
 }
+
+/// A burst larger than async-nats's window of unacknowledged publishes (5,000)
+/// reaches the recorder as one batch: it is published in chunks (one batch of
+/// it all used to wait forever for acks it never collected), and archived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_beyond_the_publish_window_is_recorded_and_archived() {
+    let bus = Bus::new(Kafka::start_memory()).await;
+    let mut load = Load::new(bus.js.clone(), 4);
+    tokio::time::timeout(Duration::from_secs(60), load.statements(6000))
+        .await
+        .expect("6,000 records published within a minute");
+    load.end().await;
+    let archiver = bus.archiver();
+    bus.wait_all_acked(Duration::from_secs(90)).await;
+    archiver.terminate().await;
+    bus.kafka_exactly_once(&load.ids);
+    bus.verify(4).await;
+}

@@ -11,6 +11,9 @@ use crate::segment::Head;
 use crate::segmenter::{Pushed, Sealed, Segmenter, known_seqs};
 use crate::store::SegmentStore;
 
+/// Segments put at once (each segment, then its manifest).
+const PUT_CONCURRENCY: usize = 32;
+
 /// One record, by its place in its session's chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RecordId {
@@ -109,20 +112,43 @@ impl<S: SegmentStore> Archive<S> {
     }
 
     async fn put_pending(&mut self) -> Result<Vec<RecordId>, ArchiveError> {
-        while let Some(next) = self.pending.front() {
-            // Segment first: a manifest never names a missing object.
-            self.store.put(&next.key, &next.data).await?;
-            self.store
-                .put(&next.manifest_key, &next.manifest_bytes)
-                .await?;
-            let done = self.pending.pop_front().expect("front exists");
-            tracing::debug!(session = %done.session, key = %done.key, records = done.seqs.len(), "segment_archived");
-            self.durable.extend(done.seqs.iter().map(|&seq| RecordId {
-                session: done.session,
-                seq,
-            }));
-            self.segmenter.mark_archived(done.session, done.seqs);
+        let mut failure = None;
+        while !self.pending.is_empty() && failure.is_none() {
+            // Segments are independent objects: put several at once, so that
+            // their fsyncs (LocalDir) or requests (S3) overlap. Within each,
+            // segment first: a manifest never names a missing object.
+            let n = self.pending.len().min(PUT_CONCURRENCY);
+            let chunk: Vec<Sealed> = self.pending.drain(..n).collect();
+            let store = &self.store;
+            let results = futures_util::future::join_all(chunk.iter().map(|s| async move {
+                store.put(&s.key, &s.data).await?;
+                store.put(&s.manifest_key, &s.manifest_bytes).await
+            }))
+            .await;
+            let mut failed = Vec::new();
+            for (done, result) in chunk.into_iter().zip(results) {
+                match result {
+                    Ok(()) => {
+                        tracing::debug!(session = %done.session, key = %done.key, records = done.seqs.len(), "segment_archived");
+                        self.durable.extend(done.seqs.iter().map(|&seq| RecordId {
+                            session: done.session,
+                            seq,
+                        }));
+                        self.segmenter.mark_archived(done.session, done.seqs);
+                    }
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                        failed.push(done);
+                    }
+                }
+            }
+            for s in failed.into_iter().rev() {
+                self.pending.push_front(s);
+            }
         }
-        Ok(std::mem::take(&mut self.durable))
+        match failure {
+            Some(e) => Err(e.into()),
+            None => Ok(std::mem::take(&mut self.durable)),
+        }
     }
 }

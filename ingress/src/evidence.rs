@@ -60,8 +60,11 @@ pub trait Persist: Send + 'static {
     fn submit(&mut self, batch: Vec<Record>) -> impl Future<Output = Durable> + Send;
 }
 
-/// Batches a recorder has submitted and not yet seen durable.
+/// Batches a recorder has submitted and not yet seen durable…
 const MAX_IN_FLIGHT: usize = 64;
+/// …and their records (with a chunk being published, below async-nats's 5,000
+/// unacknowledged publishes).
+const MAX_IN_FLIGHT_RECORDS: usize = 3000;
 
 /// A position in the recorder's queue; durable once the mark reaches it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -204,11 +207,13 @@ async fn worker<P: Persist>(
     use futures_util::StreamExt;
     // Durable in order: a batch's mark moves only once every batch before it is.
     let mut in_flight = futures_util::stream::FuturesOrdered::new();
+    let mut in_flight_records = 0usize;
     loop {
         let notified = wake.notified();
+        let room = in_flight.len() < MAX_IN_FLIGHT && in_flight_records < MAX_IN_FLIGHT_RECORDS;
         // Records to submit now, or the time the lingering ones are due.
         let mut due = None;
-        let batch = if in_flight.len() < MAX_IN_FLIGHT {
+        let batch = if room {
             let Some(r) = recorder.upgrade() else { return };
             let mut q = r.lock();
             match q.since {
@@ -229,8 +234,10 @@ async fn worker<P: Persist>(
         };
         match batch {
             Some((records, upto)) if !records.is_empty() => {
+                let n = records.len();
                 let durable = persist.submit(records).await;
-                in_flight.push_back(async move { (upto, durable.await) });
+                in_flight_records += n;
+                in_flight.push_back(async move { (upto, n, durable.await) });
                 continue;
             }
             _ => {}
@@ -244,11 +251,14 @@ async fn worker<P: Persist>(
             }
         };
         let done = tokio::select! {
-            _ = notified, if in_flight.len() < MAX_IN_FLIGHT => continue,
+            _ = notified, if room => continue,
             _ = linger => continue,
             done = in_flight.next(), if !in_flight.is_empty() => done,
         };
-        let Some((upto, result)) = done else { continue };
+        let Some((upto, n, result)) = done else {
+            continue;
+        };
+        in_flight_records -= n;
         let Some(r) = recorder.upgrade() else { return };
         r.mark.send_modify(|m| match result {
             Ok(()) => m.durable = upto,
@@ -494,8 +504,35 @@ impl JetStream {
     }
 }
 
+/// Publishes per chunk whose acknowledgements are collected together: async-nats
+/// allows 5,000 unacknowledged publishes per context and then waits for one to
+/// be acknowledged, so a larger chunk (a backlog after an outage) would wait
+/// forever.
+const CHUNK: usize = 1000;
+
+async fn publish_chunked(
+    js: &async_nats::jetstream::Context,
+    batch: &[Record],
+) -> Result<(), String> {
+    for chunk in batch.chunks(CHUNK) {
+        await_acks(publish_all(js, chunk).await?).await?;
+    }
+    Ok(())
+}
+
 impl Persist for JetStream {
     async fn submit(&mut self, batch: Vec<Record>) -> Durable {
+        if batch.len() > CHUNK {
+            // A backlog: chunk by chunk, before the next batch (retried inside).
+            let mut backoff = Duration::from_millis(50);
+            while let Err(e) = publish_chunked(&self.js, &batch).await {
+                tracing::warn!(error = %e, records = batch.len(), "evidence_publish_retry");
+                // A production retry backoff while JetStream is away.
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            return Box::pin(std::future::ready(Ok(())));
+        }
         // Published now; the acknowledgements are awaited by the returned
         // future, while the worker publishes the next batches.
         let first = publish_all(&self.js, &batch).await;
@@ -517,10 +554,7 @@ impl Persist for JetStream {
                         // so JetStream drops what it already has.
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(2));
-                        attempt = match publish_all(&js, &batch).await {
-                            Ok(acks) => await_acks(acks).await,
-                            Err(e) => Err(e),
-                        };
+                        attempt = publish_chunked(&js, &batch).await;
                     }
                 }
             }
