@@ -8,7 +8,6 @@
 //! needs); BENCH_EVENTS sets N (default 200000), GATEHOUSE_BIN another binary.
 
 #[path = "../tests/harness/mod.rs"]
-#[allow(dead_code)]
 mod harness;
 
 use std::process::Stdio;
