@@ -329,6 +329,14 @@ impl<S: SegmentStore> Service<S> {
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let mut touched = Vec::with_capacity(batch.len());
         let mut found = 0u64;
+        let sessions: Vec<uuid::Uuid> = batch
+            .iter()
+            .filter_map(|m| Head::parse(&m.payload).ok().map(|h| h.session_id))
+            .collect();
+        if let Err(e) = self.archive.resume(sessions).await {
+            // Each record's ingest reads its session again (and naks on failure).
+            tracing::warn!(error = %e, "archiver_store_unavailable");
+        }
         for msg in batch {
             let (delivered, stream_seq) = match msg.info() {
                 Ok(i) => (i.delivered, i.stream_sequence),
@@ -430,8 +438,15 @@ impl<S: SegmentStore> Service<S> {
     /// Queues every record in state `Send`.
     fn send_ready(&mut self) {
         let Some(kafka) = &self.kafka else { return };
+        // A session's records go out in seq order: none is sent while an
+        // earlier one of its session still waits for its look-up.
+        let mut blocked = None;
         for (id, e) in self.entries.iter_mut() {
-            if e.kafka != KafkaState::Send {
+            if e.kafka == KafkaState::Check {
+                blocked = Some(id.session);
+                continue;
+            }
+            if e.kafka != KafkaState::Send || blocked == Some(id.session) {
                 continue;
             }
             let Some(record) = &e.record else {
