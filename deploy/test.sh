@@ -28,6 +28,15 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 # only what changed is rebuilt (a fresh machine builds everything, within budget).
 if [[ ${CI:-} == true && -z ${CARGO_TARGET_DIR:-} ]]; then
     export CARGO_TARGET_DIR=${XDG_CACHE_HOME:-$HOME/.cache}/gatehouse/ci-target
+    # Incremental state only pays off in a clone that lives on; it was GiBs.
+    export CARGO_INCREMENTAL=0
+    # cargo never evicts artefacts that no build uses any more; a cache grown past
+    # its bound starts over (the disk is shared, and once filled up mid-build).
+    if [[ -d $CARGO_TARGET_DIR ]] \
+        && (($(du -sk "$CARGO_TARGET_DIR" | cut -f1) > ${GH_CI_CACHE_MAX_KIB:-16777216})); then
+        gh_log "build cache over its bound; starting it over"
+        rm -rf "$CARGO_TARGET_DIR"
+    fi
 fi
 
 # ---------------------------------------------------------------- prerequisites
