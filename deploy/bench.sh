@@ -12,7 +12,8 @@
 # Environment: BENCH_EVIDENCE=off runs both Gatehouse paths without evidence
 # (to see what it costs; never a production setting), BENCH_SECONDS (per pgbench run, default 10), BENCH_ROUNDS (default 3),
 # BENCH_CLIENTS (default 8), BENCH_THREADS (default 2), BENCH_SCALE (default 10),
-# BENCH_KEEP=1 keeps the scratch directory, GATEHOUSE_BIN uses that binary instead
+# BENCH_TARGETS (default "direct pgbouncer gatehouse distributed"; a target left out
+# prints 0), BENCH_KEEP=1 keeps the scratch directory, GATEHOUSE_BIN uses that binary instead
 # of building target/release/gatehouse.
 #
 # Both Gatehouse paths run with a policy in force and full evidence: all-in-one
@@ -235,6 +236,15 @@ fi
 gh_log "starting nats-server on 127.0.0.1:$NATS_PORT, a decider, and an ingress on 127.0.0.1:$DIST_PORT"
 /usr/sbin/nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$WORK/jetstream" </dev/null >"$WORK/nats.log" 2>&1 &
 NATS_PID=$!
+# The ingress refuses to start without its evidence store: wait for NATS first.
+for ((try = 0; ; try++)); do
+    gh_port_in_use "$NATS_PORT" && break
+    kill -0 "$NATS_PID" 2>/dev/null && ((try < 100)) || {
+        tail -n 20 "$WORK/nats.log" >&2 || true
+        gh_die "nats-server does not accept connections"
+    }
+    sleep 0.1
+done
 cat >"$WORK/decider.toml" <<TOML
 [log]
 level = "warn"
@@ -262,7 +272,11 @@ fi
 
 # ---------------------------------------------------------------- runs
 
-TARGETS=(direct pgbouncer gatehouse distributed)
+# BENCH_TARGETS picks some of them (ratios need direct and pgbouncer).
+read -r -a TARGETS <<<"${BENCH_TARGETS:-direct pgbouncer gatehouse distributed}"
+for t in "${TARGETS[@]}"; do
+    [[ $t =~ ^(direct|pgbouncer|gatehouse|distributed)$ ]] || gh_die "unknown target in BENCH_TARGETS: '$t'"
+done
 MODES=(simple prepared)
 
 target_port() {
@@ -345,10 +359,10 @@ printf 'pgbench -S -c %s -j %s -T %s, scale %s, median of %s round(s); TPS\n\n' 
 printf '%-9s %12s %12s %12s %12s %17s %20s %22s\n' mode direct pgbouncer gatehouse distributed \
     gatehouse/direct gatehouse/pgbouncer distributed/pgbouncer
 for mode in "${MODES[@]}"; do
-    d=$(median "${RESULTS[direct,$mode]}")
-    b=$(median "${RESULTS[pgbouncer,$mode]}")
-    g=$(median "${RESULTS[gatehouse,$mode]}")
-    x=$(median "${RESULTS[distributed,$mode]}")
+    d=$(median "${RESULTS[direct,$mode]:-0}")
+    b=$(median "${RESULTS[pgbouncer,$mode]:-0}")
+    g=$(median "${RESULTS[gatehouse,$mode]:-0}")
+    x=$(median "${RESULTS[distributed,$mode]:-0}")
     printf '%-9s %12.0f %12.0f %12.0f %12.0f %17s %20s %22s\n' "$mode" "$d" "$b" "$g" "$x" \
         "$(ratio "$g" "$d")" "$(ratio "$g" "$b")" "$(ratio "$x" "$b")"
 done
