@@ -301,7 +301,13 @@ enum Start {
     Offsets(HashMap<i32, i64>),
 }
 
-/// Reads every partition from `from` to its high watermark as of the start.
+/// Reads every partition from `from` to its end as of the read.
+///
+/// The end is where a fetch reports the partition exhausted (`PartitionEOF`),
+/// never the high watermark that `ListOffsets` returned beforehand: a broker may
+/// report that one stale (tansu returns the last batch's base offset + 1, so a
+/// whole batch written last, e.g. by an archiver killed right after, would go
+/// unseen and be sent twice). Reading continues at least to that listed mark.
 fn read_tail(
     settings: &KafkaSettings,
     from: Start,
@@ -314,6 +320,7 @@ fn read_tail(
         )
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
         .create()?;
     let topic = settings.topic.as_str();
@@ -324,10 +331,10 @@ fn read_tail(
         }
         _ => return Err(KafkaSinkError::NoTopic(topic.to_owned())),
     };
-    let mut high = HashMap::new();
+    let mut listed_high = HashMap::new();
     for &p in &partitions {
         let (_, hi) = consumer.fetch_watermarks(topic, p, OP)?;
-        high.insert(p, hi);
+        listed_high.insert(p, hi);
     }
     let start: HashMap<i32, i64> = match from {
         Start::Offsets(next) => partitions
@@ -346,8 +353,9 @@ fn read_tail(
                 .map(|e| {
                     let off = match e.offset() {
                         Offset::Offset(o) => o,
-                        // No record at or after `ts`: nothing to read there.
-                        _ => high[&e.partition()],
+                        // No record at or after `ts` as listed: read from the
+                        // listed end (what lies past it is still read).
+                        _ => listed_high[&e.partition()],
                     };
                     (e.partition(), off)
                 })
@@ -358,26 +366,31 @@ fn read_tail(
     let mut assign = TopicPartitionList::new();
     let mut position: HashMap<i32, i64> = HashMap::new();
     for &p in &partitions {
-        let s = start[&p].min(high[&p]);
-        position.insert(p, s);
-        if s < high[&p] {
-            assign.add_partition_offset(topic, p, Offset::Offset(s))?;
-        }
+        position.insert(p, start[&p]);
+        assign.add_partition_offset(topic, p, Offset::Offset(start[&p]))?;
     }
-    if assign.count() > 0 {
-        consumer.assign(&assign)?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while partitions.iter().any(|p| position[p] < high[p]) {
-            if std::time::Instant::now() > deadline {
-                return Err(KafkaSinkError::ScanTimeout(topic.to_owned()));
+    consumer.assign(&assign)?;
+    let mut at_end: HashSet<i32> = HashSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while partitions
+        .iter()
+        .any(|p| !at_end.contains(p) || position[p] < listed_high[p])
+    {
+        if std::time::Instant::now() > deadline {
+            return Err(KafkaSinkError::ScanTimeout(topic.to_owned()));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
             }
-            let Some(m) = consumer.poll(Duration::from_millis(200)) else {
-                continue;
-            };
-            let m = m?;
-            position.insert(m.partition(), m.offset() + 1);
-            if let Some(id) = event_id_of(&m) {
-                ids.insert(id);
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(m)) => {
+                at_end.remove(&m.partition());
+                position.insert(m.partition(), m.offset() + 1);
+                if let Some(id) = event_id_of(&m) {
+                    ids.insert(id);
+                }
             }
         }
     }
