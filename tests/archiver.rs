@@ -61,7 +61,7 @@ impl Bus {
         match &self.s3 {
             None => format!("dir = \"{}\"\n", self.archive().display()),
             Some((moto, bucket)) => format!(
-                "\n[archiver.s3]\nbucket = \"{bucket}\"\nendpoint = \"{}\"\nforce_path_style = true\nobject_lock_days = 1\n",
+                "\n[archiver.s3]\nbucket = \"{bucket}\"\nendpoint = \"{}\"\nforce_path_style = true\nobject_lock_days = 1\ntimeout = \"10s\"\nattempt_timeout = \"3s\"\n",
                 moto.endpoint()
             ),
         }
@@ -266,15 +266,21 @@ scan_margin = "5s"
     }
 
     /// `gatehouse verify` over the archive: clean, with `complete` sessions.
+    /// `gatehouse verify` over the archive: the directory, or the bucket.
     async fn verify(&self, complete: usize) -> String {
-        let out = tokio::process::Command::new(BIN)
-            .args(["verify", "--dir"])
-            .arg(self.archive())
-            .arg("--key")
-            .arg(self.public_key())
-            .output()
-            .await
-            .unwrap();
+        let mut cmd = tokio::process::Command::new(BIN);
+        cmd.arg("verify").arg("--key").arg(self.public_key());
+        match &self.s3 {
+            None => {
+                cmd.arg("--dir").arg(self.archive());
+            }
+            Some((moto, bucket)) => {
+                cmd.args(["--s3-bucket", bucket, "--s3-path-style", "--s3-endpoint"])
+                    .arg(moto.endpoint())
+                    .envs(moto.env());
+            }
+        }
+        let out = cmd.output().await.unwrap();
         let report = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(out.status.success(), "verify failed:\n{report}");
         assert!(
@@ -769,6 +775,8 @@ enum Fault {
     KafkaOutage,
     /// nats-server is killed and restarted on the same store.
     NatsRestart,
+    /// The S3 server stops answering for a while (frozen, data kept), then is back.
+    S3Outage,
 }
 
 /// 10,000 statements over 20 sessions, published straight to JetStream through
@@ -778,6 +786,11 @@ enum Fault {
 /// the archive, which verifies.
 async fn under_load(fault: Fault) {
     let mut bus = Bus::new(Kafka::start_memory()).await;
+    if let Fault::S3Outage = fault {
+        let moto = harness::s3::Moto::start();
+        moto.create_locked_bucket("evidence").await;
+        bus.s3 = Some((moto, "evidence".into()));
+    }
     let mut archiver = bus.archiver();
     let mut load = Load::new(bus.js.clone(), 20);
     // A steady stream: 200 statements every 100 ms (pacing, not synchronisation).
@@ -813,6 +826,16 @@ async fn under_load(fault: Fault) {
             wait_unacked_at_least(&bus, 1000, Duration::from_secs(60)).await;
             bus.kafka.restore();
         }
+        Fault::S3Outage => {
+            let (moto, _) = bus.s3.as_ref().unwrap();
+            moto.pause();
+            // Nothing is acknowledged while segments cannot be stored.
+            archiver
+                .wait_log("archiver_store_failed", Duration::from_secs(60))
+                .await;
+            wait_unacked_at_least(&bus, 1000, Duration::from_secs(60)).await;
+            moto.resume();
+        }
         Fault::NatsRestart => {
             bus.nats.restart();
             archiver
@@ -839,6 +862,11 @@ async fn load_with_the_archiver_killed_and_restarted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_with_a_kafka_outage() {
     under_load(Fault::KafkaOutage).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_with_an_s3_outage() {
+    under_load(Fault::S3Outage).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -905,4 +933,64 @@ async fn a_burst_beyond_the_publish_window_is_recorded_and_archived() {
     archiver.terminate().await;
     bus.kafka_exactly_once(&load.ids);
     bus.verify(4).await;
+}
+
+/// A batch written last to a partition is found by the tail look-up. Regression:
+/// tansu lists a partition's high watermark as its last batch's base offset + 1,
+/// so reading up to the listed mark missed that batch, and an archiver taking
+/// over a killed one's messages sent them all again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tail_lookup_sees_the_last_batch_of_a_partition() {
+    use gatehouse_archiver::archive::RecordId;
+    use gatehouse_archiver::kafka::{KafkaSettings, KafkaSink, TailIndex};
+    let kafka = Kafka::start_memory();
+    kafka.create_topic(TOPIC, 3).await;
+    let sink = KafkaSink::new(KafkaSettings {
+        brokers: kafka.brokers(),
+        topic: TOPIC.into(),
+        delivery_timeout: Duration::from_secs(30),
+        scan_margin: Duration::from_secs(60),
+        properties: Vec::new(),
+    })
+    .unwrap();
+    let session = Uuid::now_v7();
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // One session: one partition. Queued at once, so librdkafka sends them as
+    // one batch (or a few); every one is confirmed before the look-up.
+    let mut prev = gatehouse_schemas::evidence::GENESIS.to_owned();
+    let mut sends = Vec::new();
+    let mut ids = Vec::new();
+    for seq in 1..=60u64 {
+        let event = gatehouse_schemas::evidence::Event {
+            v: gatehouse_schemas::SCHEMA_VERSION,
+            session_id: session,
+            seq,
+            ts: humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+            prev: prev.clone(),
+            body: if seq == 1 {
+                started()
+            } else {
+                statement("select 1", "allow")
+            },
+        };
+        let bytes = serde_json::to_vec(&event).unwrap();
+        prev = gatehouse_ingress::evidence::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        let id = RecordId { session, seq };
+        sends.push(sink.send(id, &bytes).unwrap());
+        ids.push(id);
+    }
+    for s in sends {
+        s.await.expect("confirmed");
+    }
+    let mut tail = TailIndex::default();
+    tail.cover(&sink, started_ms).await.unwrap();
+    let missing: Vec<u64> = ids
+        .iter()
+        .filter(|id| !tail.contains(id))
+        .map(|id| id.seq)
+        .collect();
+    assert!(missing.is_empty(), "not seen in the tail: seqs {missing:?}");
 }

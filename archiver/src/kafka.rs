@@ -301,6 +301,21 @@ enum Start {
     Offsets(HashMap<i32, i64>),
 }
 
+/// The tail reader's librdkafka context: reaching the end of a partition is
+/// what it waits for, not an error to log.
+struct TailContext;
+
+impl rdkafka::ClientContext for TailContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            return;
+        }
+        tracing::error!(error = %error, reason, "librdkafka");
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for TailContext {}
+
 /// Reads every partition from `from` to its end as of the read.
 ///
 /// The end is where a fetch reports the partition exhausted (`PartitionEOF`),
@@ -313,7 +328,7 @@ fn read_tail(
     from: Start,
 ) -> Result<(HashSet<RecordId>, HashMap<i32, i64>), KafkaSinkError> {
     const OP: Duration = Duration::from_secs(10);
-    let consumer: BaseConsumer = client_config(settings)
+    let consumer: BaseConsumer<TailContext> = client_config(settings)
         .set(
             "group.id",
             format!("gatehouse-archiver-tail-{}", Uuid::new_v4()),
@@ -322,7 +337,7 @@ fn read_tail(
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
-        .create()?;
+        .create_with_context(TailContext)?;
     let topic = settings.topic.as_str();
     let md = consumer.fetch_metadata(Some(topic), OP)?;
     let partitions: Vec<i32> = match md.topics().first() {
