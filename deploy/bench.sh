@@ -239,10 +239,10 @@ NATS_PID=$!
 # The ingress refuses to start without its evidence store: wait for NATS first.
 for ((try = 0; ; try++)); do
     gh_port_in_use "$NATS_PORT" && break
-    kill -0 "$NATS_PID" 2>/dev/null && ((try < 100)) || {
+    if ! kill -0 "$NATS_PID" 2>/dev/null || ((try >= 100)); then
         tail -n 20 "$WORK/nats.log" >&2 || true
         gh_die "nats-server does not accept connections"
-    }
+    fi
     sleep 0.1
 done
 cat >"$WORK/decider.toml" <<TOML
