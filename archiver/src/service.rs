@@ -18,11 +18,13 @@
 //!
 //! The event id `<session>/<seq>` is the deduplication key. A record is sent
 //! without a look first only when nobody can have sent it before: its message
-//! is on its first delivery, and was published after this process connected
-//! (or last reconnected) to NATS. Everything else is *suspect* — redelivered
-//! (its archiver died or let it go), already in the stream when this process
-//! started or NATS came back (consumer state may have been rolled back), or a
-//! send of ours that failed (it may have landed anyway) — and is first looked
+//! is on its first delivery, was published after this process connected
+//! (or last reconnected) to NATS, and its record is not archived already.
+//! Everything else is *suspect* — redelivered (its archiver died or let it go),
+//! already in the stream when this process started or NATS came back (consumer
+//! state may have been rolled back), a second copy in the stream of a record
+//! archived before, or a send of ours that failed (it may have landed anyway) —
+//! and is first looked
 //! up in the topic's tail ([`TailIndex`]), read back from the record's own
 //! timestamp, and sent only if absent. While a message is held, its lease is
 //! renewed (progress acks), so JetStream does not hand it to a second archiver
@@ -399,7 +401,11 @@ impl<S: SegmentStore> Service<S> {
                     found += 1;
                     KafkaState::Done
                 }
-                Some(_) if suspect => KafkaState::Check,
+                // A record this process archived before, carried by a message
+                // it has not seen (the stream holds it twice: a publish retried
+                // across a NATS restart that lost its de-duplication state),
+                // went to Kafka with its first copy: look before sending.
+                Some(_) if suspect || ingested == Ingested::Archived => KafkaState::Check,
                 Some(_) => KafkaState::Send,
             };
             self.entries.insert(
