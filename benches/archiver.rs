@@ -1,8 +1,9 @@
-//! Archiver throughput: N chained evidence events (20 per session, like a busy
-//! gateway's sessions) published to JetStream first, then one `gatehouse serve
-//! --role archiver` (this build's binary) writing each to Kafka (tansu, in
-//! memory) and into signed segments in a local directory; prints events/s from
-//! its start until JetStream has every event acknowledged.
+//! Archiver throughput: one `gatehouse serve --role archiver` (this build's
+//! binary) consuming, then N chained evidence events (20 per session, like a
+//! busy gateway's sessions) published to JetStream as fast as the recorder goes,
+//! each written to Kafka (tansu, in memory) and into signed segments in a local
+//! directory; prints events/s from the first publish until JetStream has every
+//! event acknowledged.
 //!
 //! `cargo bench --bench archiver` (deploy/bench-archiver.sh installs what it
 //! needs); BENCH_EVENTS sets N (default 200000), GATEHOUSE_BIN another binary.
@@ -60,6 +61,53 @@ async fn main() {
     let js = async_nats::jetstream::new(nats.client().await);
     ensure_stream(&js).await.unwrap();
 
+    let config = dir.path().join("archiver.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[log]\nlevel = \"info\"\n[nats]\nurl = \"{}\"\n[archiver]\nsigning_key = \"{}\"\ndir = \"{}\"\nsegment_max_age = \"1s\"\n[archiver.kafka]\nbrokers = \"{}\"\ntopic = \"{TOPIC}\"\n",
+            nats.url(),
+            dir.path().join("keys/evidence-signing.pem").display(),
+            dir.path().join("archive").display(),
+            kafka.brokers()
+        ),
+    )
+    .unwrap();
+    // GATEHOUSE_BIN: a copy of the binary (a shared target directory may hold
+    // another checkout's build by the time this runs).
+    let bin =
+        std::env::var_os("GATEHOUSE_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_gatehouse").into());
+    let mut child = tokio::process::Command::new(bin)
+        .args(["serve", "--role", "archiver", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Its log goes on to stderr; the events are published once it is consuming,
+    // so they are fresh to it (sent without a look-up first, as in steady state).
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let stderr = child.stderr.take().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let mut started_tx = Some(started_tx);
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("{line}");
+            if line.contains("archiver_started")
+                && let Some(tx) = started_tx.take()
+            {
+                let _ = tx.send(());
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(60), started_rx)
+        .await
+        .expect("archiver started within 60 s")
+        .expect("archiver log");
+    let start = Instant::now();
+
     // Sessions of 20 events: session_started is not needed for throughput, but
     // the chain, message ids and bytes are the ingress's own.
     let recorder = Recorder::start(
@@ -94,31 +142,6 @@ async fn main() {
         published.elapsed()
     );
 
-    let config = dir.path().join("archiver.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[log]\nlevel = \"warn\"\n[nats]\nurl = \"{}\"\n[archiver]\nsigning_key = \"{}\"\ndir = \"{}\"\nsegment_max_age = \"1s\"\n[archiver.kafka]\nbrokers = \"{}\"\ntopic = \"{TOPIC}\"\n",
-            nats.url(),
-            dir.path().join("keys/evidence-signing.pem").display(),
-            dir.path().join("archive").display(),
-            kafka.brokers()
-        ),
-    )
-    .unwrap();
-    let start = Instant::now();
-    // GATEHOUSE_BIN: a copy of the binary (a shared target directory may hold
-    // another checkout's build by the time this runs).
-    let bin =
-        std::env::var_os("GATEHOUSE_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_gatehouse").into());
-    let mut child = tokio::process::Command::new(bin)
-        .args(["serve", "--role", "archiver", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
     let mut stream = js.get_stream(EVIDENCE_STREAM).await.unwrap();
     loop {
         let left = stream.info().await.unwrap().state.messages;

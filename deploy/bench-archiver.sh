@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Archiver throughput: BENCH_EVENTS (default 200000) chained evidence events
-# published to JetStream, then one `gatehouse serve --role archiver` (release
-# build) writing every event to Kafka (tansu, in memory) and into signed
-# segments in a local directory; prints events/s until all are acknowledged.
+# Archiver throughput: one `gatehouse serve --role archiver` (release build)
+# consuming while BENCH_EVENTS (default 200000) chained evidence events are
+# published to JetStream, writing every event to Kafka (tansu, in memory) and
+# into signed segments in a local directory; prints events/s from the first
+# publish until all are acknowledged.
 #
 # Everything runs on 127.0.0.1 on free ports (nats-server, tansu) and is
 # stopped on exit. The measurement itself is benches/archiver.rs.

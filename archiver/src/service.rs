@@ -226,6 +226,8 @@ pub async fn run<S: SegmentStore + 'static>(
         send_failures: 0,
         renew_producer: false,
     };
+    // The connection made before this is no reconnection.
+    reconnects.take();
     svc.suspect_upto = last_sequence(&js).await.unwrap_or(u64::MAX);
     tracing::info!(suspect_upto = svc.suspect_upto, "archiver_started");
 
