@@ -6,7 +6,8 @@
 //! event acknowledged.
 //!
 //! `cargo bench --bench archiver` (deploy/bench-archiver.sh installs what it
-//! needs); BENCH_EVENTS sets N (default 200000), GATEHOUSE_BIN another binary.
+//! needs); BENCH_EVENTS sets N (default 200000), GATEHOUSE_BIN another binary,
+//! BENCH_BACKLOG=1 publishes everything before the archiver starts (catch-up).
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
@@ -61,6 +62,13 @@ async fn main() {
     let js = async_nats::jetstream::new(nats.client().await);
     ensure_stream(&js).await.unwrap();
 
+    // BENCH_BACKLOG=1: everything is in the stream before the archiver starts
+    // (catching up after an outage: every event is suspect and looked up first).
+    let backlog = std::env::var_os("BENCH_BACKLOG").is_some_and(|v| v == "1");
+    if backlog {
+        publish(&js, n).await;
+    }
+
     let config = dir.path().join("archiver.toml");
     std::fs::write(
         &config,
@@ -108,8 +116,46 @@ async fn main() {
         .expect("archiver log");
     let start = Instant::now();
 
-    // Sessions of 20 events: session_started is not needed for throughput, but
-    // the chain, message ids and bytes are the ingress's own.
+    if !backlog {
+        publish(&js, n).await;
+    }
+
+    let mut stream = js.get_stream(EVIDENCE_STREAM).await.unwrap();
+    loop {
+        let left = stream.info().await.unwrap().state.messages;
+        if left == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "{left} events still unacknowledged after 10 minutes"
+        );
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("archiver exited: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = start.elapsed();
+    let _ = stream
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(ARCHIVER_CONSUMER)
+        .await;
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id().unwrap() as i32, libc::SIGTERM);
+    }
+    let _ = child.wait().await;
+    println!(
+        "archiver{}: {n} events to Kafka and signed segments in {:.2}s: {:.0} events/s",
+        if backlog { " (backlog)" } else { "" },
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64()
+    );
+}
+
+/// Publishes `n` events through the ingress's recorder; returns once all are in
+/// JetStream. Sessions of 20 events: session_started is not needed for
+/// throughput, but the chain, message ids and bytes are the ingress's own.
+async fn publish(js: &async_nats::jetstream::Context, n: usize) {
     let recorder = Recorder::start(
         JetStream::new(js.clone()),
         Duration::from_secs(600),
@@ -140,35 +186,5 @@ async fn main() {
     eprintln!(
         "published {n} events to JetStream in {:.1?}",
         published.elapsed()
-    );
-
-    let mut stream = js.get_stream(EVIDENCE_STREAM).await.unwrap();
-    loop {
-        let left = stream.info().await.unwrap().state.messages;
-        if left == 0 {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(600),
-            "{left} events still unacknowledged after 10 minutes"
-        );
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("archiver exited: {status}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let took = start.elapsed();
-    let _ = stream
-        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(ARCHIVER_CONSUMER)
-        .await;
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe {
-        libc::kill(child.id().unwrap() as i32, libc::SIGTERM);
-    }
-    let _ = child.wait().await;
-    println!(
-        "archiver: {n} events to Kafka and signed segments in {:.2}s: {:.0} events/s",
-        took.as_secs_f64(),
-        n as f64 / took.as_secs_f64()
     );
 }

@@ -3,7 +3,8 @@
 # consuming while BENCH_EVENTS (default 200000) chained evidence events are
 # published to JetStream, writing every event to Kafka (tansu, in memory) and
 # into signed segments in a local directory; prints events/s from the first
-# publish until all are acknowledged.
+# publish until all are acknowledged. BENCH_BACKLOG=1 publishes them all before
+# the archiver starts (catching up: every event is looked up in Kafka first).
 #
 # Everything runs on 127.0.0.1 on free ports (nats-server, tansu) and is
 # stopped on exit. The measurement itself is benches/archiver.rs.
@@ -15,6 +16,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$REPO/deploy/lib/common.sh"
 
 BENCH_EVENTS=${BENCH_EVENTS:-200000}
+export BENCH_BACKLOG=${BENCH_BACKLOG:-0}
 [[ $BENCH_EVENTS =~ ^[1-9][0-9]*$ ]] || gh_die "BENCH_EVENTS must be a positive integer (got '$BENCH_EVENTS')"
 export BENCH_EVENTS
 

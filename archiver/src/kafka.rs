@@ -336,6 +336,9 @@ fn read_tail(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
+        // At a partition's end the broker would hold each fetch this long for
+        // data that is not coming: the look-up wants the end, at once.
+        .set("fetch.wait.max.ms", "10")
         .set("auto.offset.reset", "earliest")
         .create_with_context(TailContext)?;
     let topic = settings.topic.as_str();
