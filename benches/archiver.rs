@@ -16,33 +16,13 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use gatehouse_ingress::evidence::{Chain, JetStream, Recorder, ensure_stream};
-use gatehouse_schemas::evidence::{
-    ARCHIVER_CONSUMER, EVIDENCE_STREAM, EventBody, SessionEnded, Statement, StatementPath,
-};
+use gatehouse_schemas::evidence::{ARCHIVER_CONSUMER, EVIDENCE_STREAM, EventBody, SessionEnded};
+use harness::evidence::statement;
 use harness::kafka::Kafka;
 use harness::nats::Nats;
 use uuid::Uuid;
 
 const TOPIC: &str = "gatehouse.evidence.ocsf";
-
-fn statement(sql: String) -> EventBody {
-    EventBody::Statement(Statement {
-        path: StatementPath::SimpleQuery,
-        statement_name: None,
-        portal: None,
-        sql,
-        function_oid: None,
-        params: None,
-        verdict: "allow".into(),
-        rule: Some("bench".into()),
-        reason: None,
-        policy_version: Some("v1".into()),
-        classes: vec!["read".into()],
-        shadow: Vec::new(),
-        forwarded: true,
-        approval: None,
-    })
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -176,7 +156,7 @@ async fn publish(js: &async_nats::jetstream::Context, n: usize) {
             chain = Chain::new(Uuid::now_v7());
         } else {
             let sql = format!("select * from orders where id = {i}");
-            last = Some(chain.record(&recorder, statement(sql)).unwrap().1);
+            last = Some(chain.record(&recorder, statement(&sql, "allow")).unwrap().1);
         }
         if i % 10_000 == 9_999 {
             recorder.durable(last.unwrap()).await.unwrap();

@@ -18,8 +18,8 @@ use gatehouse_ingress::evidence::{Chain, JetStream, Recorder, ensure_stream};
 use gatehouse_schemas::Identity;
 use gatehouse_schemas::evidence::{
     ARCHIVER_CONSUMER, CiContext, EVIDENCE_STREAM, EventBody, SessionEnded, SessionStarted,
-    Statement, StatementPath,
 };
+use harness::evidence::statement;
 use harness::kafka::*;
 use harness::nats::*;
 use harness::*;
@@ -430,25 +430,6 @@ fn started() -> EventBody {
         tls: None,
         gateway: "load".into(),
     }))
-}
-
-fn statement(sql: &str, verdict: &str) -> EventBody {
-    EventBody::Statement(Statement {
-        path: StatementPath::SimpleQuery,
-        statement_name: None,
-        portal: None,
-        sql: sql.into(),
-        function_oid: None,
-        params: None,
-        verdict: verdict.into(),
-        rule: Some("load".into()),
-        reason: None,
-        policy_version: Some("v1".into()),
-        classes: vec!["read".into()],
-        shadow: Vec::new(),
-        forwarded: true,
-        approval: None,
-    })
 }
 
 fn ended() -> EventBody {

@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports)] // each test binary uses its own subset
 
 pub mod clients;
+pub mod evidence;
 pub mod gateway;
 pub mod kafka;
 pub mod nats;
