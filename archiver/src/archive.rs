@@ -8,11 +8,27 @@ use uuid::Uuid;
 
 use crate::error::{ArchiveError, PushError};
 use crate::segment::Head;
-use crate::segmenter::{Pushed, Sealed, Segmenter, known_seqs};
+use crate::segmenter::{Cut, Pushed, Sealed, Segmenter, known_seqs};
 use crate::store::SegmentStore;
 
 /// Segments put at once (each segment, then its manifest).
 const PUT_CONCURRENCY: usize = 32;
+
+/// Seals `cuts` on a blocking thread: gzip and signatures of a full segment
+/// take milliseconds, which on a runtime worker would stall every task queued
+/// behind them (in all-in-one mode, the sessions' statements).
+async fn seal(cuts: Vec<Cut>) -> Vec<Sealed> {
+    if cuts.is_empty() {
+        return Vec::new();
+    }
+    match tokio::task::spawn_blocking(move || cuts.into_iter().map(Cut::seal).collect()).await {
+        Ok(sealed) => sealed,
+        // Sealing does not fail; a panic in it is a bug, raised here as it would
+        // have been inline. (Cancellation only happens as the runtime shuts down.)
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Vec::new(),
+    }
+}
 
 /// One record, by its place in its session's chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -127,15 +143,15 @@ impl<S: SegmentStore> Archive<S> {
     /// pending (retried by the next call) and what did become durable is
     /// returned by the next successful call.
     pub async fn tick(&mut self, now: SystemTime) -> Result<Vec<RecordId>, ArchiveError> {
-        let sealed = self.segmenter.seal_due(now);
-        self.pending.extend(sealed);
+        let cuts = self.segmenter.cut_due(now);
+        self.pending.extend(seal(cuts).await);
         self.put_pending().await
     }
 
     /// Seals everything buffered and puts it: at shutdown.
     pub async fn flush(&mut self) -> Result<Vec<RecordId>, ArchiveError> {
-        let sealed = self.segmenter.seal_all();
-        self.pending.extend(sealed);
+        let cuts = self.segmenter.cut_all();
+        self.pending.extend(seal(cuts).await);
         self.put_pending().await
     }
 

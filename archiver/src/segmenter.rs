@@ -322,6 +322,13 @@ impl Segmenter {
     /// Seals what is due at `now`: cut segments (session ended, full) and open
     /// segments whose first record has waited `max_age`. Also forgets idle state.
     pub fn seal_due(&mut self, now: SystemTime) -> Vec<Sealed> {
+        self.cut_due(now).into_iter().map(Cut::seal).collect()
+    }
+
+    /// What [`Self::seal_due`] would seal, not yet compressed and signed: the
+    /// caller seals each [`Cut`] where CPU-heavy work belongs (off an async
+    /// runtime's worker threads). Their records count as handed out either way.
+    pub fn cut_due(&mut self, now: SystemTime) -> Vec<Cut> {
         for state in self.sessions.values_mut() {
             let aged = state.open.as_ref().is_some_and(|b| {
                 now.duration_since(b.opened).unwrap_or_default() >= self.config.max_age
@@ -330,25 +337,31 @@ impl Segmenter {
                 state.cut();
             }
         }
-        let sealed = self.seal_ready(now);
+        let cuts = self.take_ready(now);
         self.forget(now);
-        sealed
+        cuts
     }
 
     /// Seals everything buffered (at shutdown).
     pub fn seal_all(&mut self) -> Vec<Sealed> {
+        self.cut_all().into_iter().map(Cut::seal).collect()
+    }
+
+    /// [`Self::seal_all`]'s cuts, unsealed (see [`Self::cut_due`]).
+    pub fn cut_all(&mut self) -> Vec<Cut> {
         for state in self.sessions.values_mut() {
             state.cut();
         }
-        self.seal_ready(SystemTime::now())
+        self.take_ready(SystemTime::now())
     }
 
-    fn seal_ready(&mut self, now: SystemTime) -> Vec<Sealed> {
+    /// Segments cut and handed out (their records in flight), in key order.
+    fn take_ready(&mut self, now: SystemTime) -> Vec<Cut> {
         let mut out = Vec::new();
         for (&session, state) in &mut self.sessions {
             for buffer in state.ready.drain(..) {
                 state.in_flight.extend(buffer.records.keys().copied());
-                out.push(seal(session, buffer, &self.writer, &self.key, now));
+                out.push(Cut::new(session, buffer, &self.writer, &self.key, now));
             }
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
@@ -381,44 +394,83 @@ impl Segmenter {
     }
 }
 
-fn seal(session: Uuid, buffer: Buffer, writer: &str, key: &SigningKey, now: SystemTime) -> Sealed {
-    let first = *buffer
-        .records
-        .keys()
-        .next()
-        .expect("a cut buffer is never empty");
-    let last = *buffer
-        .records
-        .keys()
-        .next_back()
-        .expect("a cut buffer is never empty");
-    let seg_key = segment_key(session, first, last, writer);
-    let data = encode_segment(buffer.records.values().map(Vec::as_slice));
-    let manifest = Manifest {
-        v: MANIFEST_VERSION,
-        session_id: session,
-        first_seq: first,
-        last_seq: last,
-        count: buffer.records.len() as u64,
-        records: buffer
+/// A segment cut from a session's buffer, to be sealed: gzipped, hashed and its
+/// manifest signed ([`Cut::seal`], milliseconds of CPU for a full segment).
+#[derive(Debug)]
+pub struct Cut {
+    session: Uuid,
+    buffer: Buffer,
+    first: u64,
+    last: u64,
+    key: String,
+    writer: String,
+    signing_key: SigningKey,
+    now: SystemTime,
+}
+
+impl Cut {
+    fn new(session: Uuid, buffer: Buffer, writer: &str, key: &SigningKey, now: SystemTime) -> Self {
+        let first = *buffer
             .records
-            .iter()
-            .map(|(&seq, r)| (seq, sha256_hex(r)))
-            .collect(),
-        first_ts: buffer.first_ts,
-        last_ts: buffer.last_ts,
-        segment: seg_key.clone(),
-        segment_sha256: sha256_hex(&data),
-        created: humantime::format_rfc3339_micros(now).to_string(),
-        writer: writer.to_owned(),
-    };
-    Sealed {
-        manifest_key: manifest_key(&seg_key),
-        manifest_bytes: sign_manifest(&manifest, key),
-        key: seg_key,
-        data,
-        session,
-        seqs: buffer.records.into_keys().collect(),
+            .keys()
+            .next()
+            .expect("a cut buffer is never empty");
+        let last = *buffer
+            .records
+            .keys()
+            .next_back()
+            .expect("a cut buffer is never empty");
+        Self {
+            session,
+            first,
+            last,
+            key: segment_key(session, first, last, writer),
+            buffer,
+            writer: writer.to_owned(),
+            signing_key: key.clone(),
+            now,
+        }
+    }
+
+    /// Compresses, hashes and signs.
+    pub fn seal(self) -> Sealed {
+        let Self {
+            session,
+            buffer,
+            first,
+            last,
+            key: seg_key,
+            writer,
+            signing_key: key,
+            now,
+        } = self;
+        let data = encode_segment(buffer.records.values().map(Vec::as_slice));
+        let manifest = Manifest {
+            v: MANIFEST_VERSION,
+            session_id: session,
+            first_seq: first,
+            last_seq: last,
+            count: buffer.records.len() as u64,
+            records: buffer
+                .records
+                .iter()
+                .map(|(&seq, r)| (seq, sha256_hex(r)))
+                .collect(),
+            first_ts: buffer.first_ts,
+            last_ts: buffer.last_ts,
+            segment: seg_key.clone(),
+            segment_sha256: sha256_hex(&data),
+            created: humantime::format_rfc3339_micros(now).to_string(),
+            writer,
+        };
+        Sealed {
+            manifest_key: manifest_key(&seg_key),
+            manifest_bytes: sign_manifest(&manifest, &key),
+            key: seg_key,
+            data,
+            session,
+            seqs: buffer.records.into_keys().collect(),
+        }
     }
 }
 
