@@ -308,10 +308,37 @@ for t in "${TARGETS[@]}"; do
     done
 done
 
-# Runs one pgbench; prints its TPS.
+# The processes that make up a target's path besides PostgreSQL (none for direct).
+target_pids() {
+    case $1 in
+        direct) ;;
+        pgbouncer) cat "$WORK/pgbouncer/pgbouncer.pid" ;;
+        gatehouse) echo "$GW_PID" ;;
+        distributed) echo "$DIST_PID $DECIDER_PID $NATS_PID" ;;
+    esac
+}
+
+# CPU time (user + system, in clock ticks) the given processes have used so far.
+cpu_ticks() {
+    local total=0 pid stat
+    for pid in "$@"; do
+        stat=$(<"/proc/$pid/stat")
+        stat=${stat##*) } # fields after "pid (comm) "; comm may hold spaces
+        # shellcheck disable=SC2086 # splitting the fields is the point
+        set -- $stat
+        total=$((total + ${12} + ${13}))
+    done
+    echo "$total"
+}
+CLK_TCK=$(getconf CLK_TCK)
+
+# Runs one pgbench; prints its TPS and the CPU microseconds the target's own
+# processes spent per transaction (a figure other load on the machine barely moves).
 run_pgbench() {
-    local target=$1 mode=$2 log out tps
+    local target=$1 mode=$2 log out tps txns before after cpu pids
     log=$WORK/pgbench-$target-$mode.log
+    read -r -a pids <<<"$(target_pids "$target")"
+    before=$(cpu_ticks "${pids[@]}")
     if ! out=$(PGPASSWORD=$(target_password "$target") timeout $((SECONDS_PER_RUN + 120)) \
         "$GH_PGBIN/pgbench" -n -S -M "$mode" -c "$CLIENTS" -j "$THREADS" -T "$SECONDS_PER_RUN" \
         -h 127.0.0.1 -p "$(target_port "$target")" -U bench bench 2>&1); then
@@ -320,9 +347,13 @@ run_pgbench() {
         gh_die "pgbench failed against $target (-M $mode)"
     fi
     printf '%s\n' "$out" >>"$log"
+    after=$(cpu_ticks "${pids[@]}")
     tps=$(printf '%s\n' "$out" | awk '/^tps = / { print $3; exit }')
     [[ -n $tps ]] || gh_die "no tps in pgbench output against $target (-M $mode)"
-    printf '%s\n' "$tps"
+    txns=$(printf '%s\n' "$out" | awk '/^number of transactions actually processed: / { print $6; exit }')
+    cpu=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="${txns:-0}" \
+        'BEGIN { if (n > 0) printf "%.0f", t * 1e6 / hz / n; else print 0 }')
+    printf '%s %s\n' "$tps" "$cpu"
 }
 
 # A short untimed run through each path first: caches, connection setup, CPU frequency.
@@ -333,16 +364,18 @@ for t in "${TARGETS[@]}"; do
         gh_die "warm-up pgbench failed against $t (log: $WORK/pgbench-warmup.log)"
 done
 
-declare -A RESULTS=()
+declare -A RESULTS=() CPU=()
 total=$((ROUNDS * ${#MODES[@]} * ${#TARGETS[@]}))
 n=0
 for ((round = 1; round <= ROUNDS; round++)); do
     for mode in "${MODES[@]}"; do
         for t in "${TARGETS[@]}"; do
             n=$((n + 1))
-            tps=$(run_pgbench "$t" "$mode")
-            gh_log "[$n/$total] round $round  -M $mode  $t: $tps tps"
+            result=$(run_pgbench "$t" "$mode")
+            read -r tps cpu <<<"$result"
+            gh_log "[$n/$total] round $round  -M $mode  $t: $tps tps, $cpu µs CPU per transaction outside PostgreSQL"
             RESULTS[$t,$mode]+="$tps "
+            CPU[$t,$mode]+="$cpu "
         done
     done
 done
@@ -365,5 +398,18 @@ for mode in "${MODES[@]}"; do
     x=$(median "${RESULTS[distributed,$mode]:-0}")
     printf '%-9s %12.0f %12.0f %12.0f %12.0f %17s %20s %22s\n' "$mode" "$d" "$b" "$g" "$x" \
         "$(ratio "$g" "$d")" "$(ratio "$g" "$b")" "$(ratio "$x" "$b")"
+done
+echo
+printf 'CPU µs per transaction spent outside PostgreSQL and pgbench (median): pgbouncer;
+'
+printf 'gatehouse; distributed = ingress + decider + nats-server
+
+'
+printf '%-9s %12s %12s %12s
+' mode pgbouncer gatehouse distributed
+for mode in "${MODES[@]}"; do
+    printf '%-9s %12.0f %12.0f %12.0f
+' "$mode" "$(median "${CPU[pgbouncer,$mode]:-0}")" \
+        "$(median "${CPU[gatehouse,$mode]:-0}")" "$(median "${CPU[distributed,$mode]:-0}")"
 done
 echo
