@@ -134,7 +134,9 @@ struct Entry {
     renewed: Instant,
 }
 
-type Fetch = Pin<Box<dyn Future<Output = Vec<jetstream::Message>> + Send>>;
+/// A pull request under way, as a task of its own so that it progresses while
+/// the loop handles the previous batch.
+type Fetch = tokio::task::JoinHandle<Vec<jetstream::Message>>;
 type Delivery = Pin<Box<dyn Future<Output = (RecordId, Result<(), KafkaSinkError>)> + Send>>;
 
 /// Notes NATS reconnections: the caller passes `on_event` to
@@ -255,11 +257,22 @@ pub async fn run<S: SegmentStore + 'static>(
                 stopping = true;
             }
             batch = async { fetch.as_mut().expect("guarded").await }, if fetch.is_some() => {
-                fetch = None;
+                // A fetch task that panicked got nothing (its messages are redelivered).
+                let batch = batch.unwrap_or_default();
+                // The next pull goes out before this batch is handled, so that
+                // the server prepares it meanwhile.
+                let room = settings
+                    .max_inflight
+                    .saturating_sub(svc.entries.len() + batch.len());
+                fetch = (!stopping && room > 0)
+                    .then(|| start_fetch(&consumer, room.min(settings.fetch_batch)));
                 svc.on_batch(batch).await;
             }
             Some((id, result)) = svc.sends.next(), if !svc.sends.is_empty() => {
                 svc.on_delivery(id, result).await;
+            }
+            result = svc.archive.next_put(), if svc.archive.putting() => {
+                svc.on_put(result).await;
             }
             _ = tick.tick() => {
                 svc.on_tick().await;
@@ -280,7 +293,7 @@ async fn last_sequence(js: &jetstream::Context) -> Option<u64> {
 
 fn start_fetch(consumer: &jetstream::consumer::Consumer<pull::Config>, n: usize) -> Fetch {
     let consumer = consumer.clone();
-    Box::pin(async move {
+    tokio::spawn(async move {
         let mut out = Vec::new();
         let batch = consumer
             .batch()
@@ -325,7 +338,7 @@ fn epoch_ms(ts: &str) -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-impl<S: SegmentStore> Service<S> {
+impl<S: SegmentStore + 'static> Service<S> {
     async fn on_batch(&mut self, batch: Vec<jetstream::Message>) {
         let now = SystemTime::now();
         self.stats
@@ -430,11 +443,21 @@ impl<S: SegmentStore> Service<S> {
             tracing::info!(found, "archiver_already_in_kafka");
         }
         self.send_ready();
-        match self.archive.tick(SystemTime::now()).await {
-            Ok(ids) => touched.extend(self.mark_archived(ids)),
+        // Segments due are put in the background; the loop takes the next
+        // batch meanwhile and acknowledges their records in `on_put`.
+        self.archive.seal_due(SystemTime::now()).await;
+        self.ack_done(touched).await;
+    }
+
+    /// A segment put ended: acknowledges its records if Kafka has them too.
+    async fn on_put(&mut self, result: Result<Vec<RecordId>, ArchiveError>) {
+        match result {
+            Ok(ids) => {
+                let touched = self.mark_archived(ids);
+                self.ack_done(touched).await;
+            }
             Err(e) => tracing::warn!(error = %e, "archiver_store_failed"),
         }
-        self.ack_done(touched).await;
     }
 
     async fn garbage(&self, acker: &Acker, error: &str) {
@@ -515,14 +538,8 @@ impl<S: SegmentStore> Service<S> {
 
     async fn on_tick(&mut self) {
         self.renew_producer_if_fatal();
-        let now = SystemTime::now();
-        let mut touched = match self.archive.tick(now).await {
-            Ok(ids) => self.mark_archived(ids),
-            Err(e) => {
-                tracing::warn!(error = %e, "archiver_store_failed");
-                Vec::new()
-            }
-        };
+        self.archive.seal_due(SystemTime::now()).await;
+        let mut touched = Vec::new();
         self.check_suspects().await;
         self.send_ready();
         self.renew_leases().await;
