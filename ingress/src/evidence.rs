@@ -61,7 +61,12 @@ pub trait Persist: Send + 'static {
 }
 
 /// Batches a recorder has submitted and not yet seen durable…
-const MAX_IN_FLIGHT: usize = 64;
+///
+/// Two: one being acknowledged while the next is published. Records that
+/// arrive meanwhile wait and go together in the batch after, which is what
+/// makes group commit: with 64 in flight each batch held about one record, and
+/// every statement paid a publish and an acknowledgement of its own.
+const MAX_IN_FLIGHT: usize = 2;
 /// …and their records (with a chunk being published, below async-nats's 5,000
 /// unacknowledged publishes).
 const MAX_IN_FLIGHT_RECORDS: usize = 3000;
