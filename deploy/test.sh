@@ -110,6 +110,12 @@ quickstart_smoke() (
     local dir out count report
     dir=$(mktemp -d /tmp/gatehouse-quickstart-smoke.XXXXXX)
     export GATEHOUSE_QUICKSTART_DIR=$dir
+    # The binary nextest built (its integration tests run it): the quickstart's
+    # own `cargo build` would build the dependencies again without the test
+    # builds' features, minutes for nothing. (If that build failed, nextest
+    # failed and so does this run.)
+    export GATEHOUSE_BIN
+    GATEHOUSE_BIN=$(gh_target_dir .)/debug/gatehouse
     QUICKSTART_PG_PORT=$(gh_free_port)
     QUICKSTART_PORT=$(gh_free_port "$QUICKSTART_PG_PORT")
     export QUICKSTART_PG_PORT QUICKSTART_PORT
