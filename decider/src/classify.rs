@@ -7,7 +7,7 @@
 
 mod fallback;
 mod functions;
-mod names;
+pub(crate) mod names;
 mod predicate;
 
 use std::collections::{BTreeSet, HashSet};
