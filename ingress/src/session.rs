@@ -621,6 +621,7 @@ async fn relay<D: DecisionPoint>(
             sent_frames.clear();
             while let Some(frame) = codec::next_frontend_frame(&buf, at, max)? {
                 at = frame.end;
+                let tracked = sents.len();
                 let step = match frame.tag {
                     codec::QUERY | codec::PARSE | codec::FUNCTION_CALL => {
                         Some(decide(gw, &mut ctx, frame, &buf).await)
@@ -658,7 +659,6 @@ async fn relay<D: DecisionPoint>(
                     }
                     _ => None,
                 };
-                let tracked = sents.len();
                 match step {
                     None => {}
                     Some(Outcome::Forward { sent, ticket }) => {
