@@ -306,7 +306,7 @@ async fn masked_in_every_path_and_nowhere_in_evidence_or_logs() {
     }
     gw.shutdown().await;
     let key = gatehouse_archiver::load_verifying_key(&ev.verifying_key()).unwrap();
-    let store = LocalDir::new(&ev.archive());
+    let store = LocalDir::new(ev.archive());
     let report = gatehouse_archiver::verify(&store, &[key], None, None)
         .await
         .unwrap();
