@@ -197,11 +197,16 @@ pub struct SessionMasker {
     masking: bool,
     /// Backend direction.
     queue: VecDeque<Cause>,
+    /// More than [`MAX_PENDING`] messages awaited answers: pairing is lost for
+    /// the rest of the session, so a masking session's rows are all NULL.
+    overflowed: bool,
     skipping: bool,
 }
 
 /// Names beyond this are not tracked; their executions are masked blind.
 const MAX_NAMES: usize = 10_000;
+/// Messages awaiting an answer (as the tracker's bound).
+const MAX_PENDING: usize = 100_000;
 
 impl SessionMasker {
     /// Whether backend messages need reading whole (some cause masks).
@@ -342,6 +347,10 @@ impl SessionMasker {
             self.statements.remove("");
             self.portals.remove("");
         }
+        if self.queue.len() >= MAX_PENDING {
+            self.overflowed = true;
+            return;
+        }
         self.queue.push_back(cause);
     }
 
@@ -478,6 +487,9 @@ impl SessionMasker {
     }
 
     fn data_row(&mut self, msg: &[u8], key: &[u8]) -> Action {
+        if self.overflowed && self.masking {
+            return Action::Replace(wire::all_null(msg));
+        }
         let Some(front) = self.queue.front() else {
             return Action::Pass;
         };
