@@ -21,6 +21,11 @@
 # before forwarding it; distributed waits for JetStream's acknowledgement (file
 # storage) of each.
 #
+# Then a masked select (BENCH_MASK=off skips it): a pgbench custom script reading
+# one row of bench_patients (id, name, ssn) by random id, direct, through
+# pgbouncer, and through gatehouse all-in-one as role bench_masked, whose mask
+# rule masks ssn (partial) on every row; prints the ratio to pgbouncer.
+#
 # Everything runs on 127.0.0.1 on free ports, and everything is stopped on exit.
 # PostgreSQL runs with fsync=off, synchronous_commit=off and full_page_writes=off:
 # fine for a read-only benchmark of throwaway data, never for data you keep.
@@ -128,6 +133,19 @@ PGPASSWORD=$BENCH_PASSWORD timeout 900 "$GH_PGBIN/pgbench" -i -q -s "$SCALE" \
         gh_die "pgbench -i failed"
     }
 
+# The masked-select table: one masked text column per row.
+PGPASSWORD=$BENCH_PASSWORD "$GH_PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U bench -d bench >/dev/null <<'SQL'
+CREATE TABLE bench_patients (id int PRIMARY KEY, name text NOT NULL, ssn text NOT NULL);
+INSERT INTO bench_patients
+    SELECT i, 'patient ' || i, lpad((i % 1000)::text, 3, '0') || '-' || lpad((i % 100)::text, 2, '0') || '-' || lpad(i::text, 4, '0')
+    FROM generate_series(1, 100000) i;
+VACUUM ANALYZE bench_patients;
+SQL
+cat >"$WORK/masked-select.sql" <<'SQL'
+\set id random(1, 100000)
+SELECT id, name, ssn FROM bench_patients WHERE id = :id;
+SQL
+
 # pgbouncer: session mode, SCRAM towards clients, the same password towards PostgreSQL.
 # It refuses to run as root, so it runs as the PostgreSQL OS user, in a directory of its own.
 BOUNCER=$WORK/pgbouncer
@@ -188,6 +206,14 @@ audiences = ["gatehouse"]
 jwks_file = "$WORK/issuer/jwks.json"
 algorithms = ["EdDSA"]
 
+[roles.bench_masked]
+user = "bench"
+password_env = "BENCH_UPSTREAM_PASSWORD"
+upstream = { host = "127.0.0.1", port = $PG_PORT, dbname = "bench", tls = "disable" }
+[[roles.bench_masked.allow]]
+issuer = "bench"
+claims = { repository = "acme/bench", workflow = "pgbench" }
+
 [roles.bench]
 user = "bench"
 password_env = "BENCH_UPSTREAM_PASSWORD"
@@ -209,6 +235,20 @@ claims = { repository = "acme/bench", workflow = "pgbench" }
 classes = ["read"]
 objects = ["public.pgbench_*"]
 verdict = "allow"
+
+# The masked-select case: role bench_masked reads bench_patients with ssn masked.
+[[rules]]
+id = "bench-masked"
+roles = ["bench_masked"]
+claims = { repository = "acme/bench", workflow = "pgbench" }
+classes = ["read"]
+objects = ["public.bench_patients", "public.pgbench_*"]
+verdict = "mask"
+
+[[rules.mask]]
+column = "public.bench_patients.ssn"
+method = "partial"
+keep_last = 4
 
 [[rules]]
 id = "no-drops"
@@ -400,16 +440,51 @@ for mode in "${MODES[@]}"; do
         "$(ratio "$g" "$d")" "$(ratio "$g" "$b")" "$(ratio "$x" "$b")"
 done
 echo
-printf 'CPU µs per transaction spent outside PostgreSQL and pgbench (median): pgbouncer;
-'
-printf 'gatehouse; distributed = ingress + decider + nats-server
-
-'
-printf '%-9s %12s %12s %12s
-' mode pgbouncer gatehouse distributed
+printf 'CPU µs per transaction spent outside PostgreSQL and pgbench (median): pgbouncer;\n'
+printf 'gatehouse; distributed = ingress + decider + nats-server\n\n'
+printf '%-9s %12s %12s %12s\n' mode pgbouncer gatehouse distributed
 for mode in "${MODES[@]}"; do
-    printf '%-9s %12.0f %12.0f %12.0f
-' "$mode" "$(median "${CPU[pgbouncer,$mode]:-0}")" \
+    printf '%-9s %12.0f %12.0f %12.0f\n' "$mode" "$(median "${CPU[pgbouncer,$mode]:-0}")" \
         "$(median "${CPU[gatehouse,$mode]:-0}")" "$(median "${CPU[distributed,$mode]:-0}")"
 done
 echo
+
+# ---------------------------------------------------------------- masked select
+
+if [[ ${BENCH_MASK:-on} != off ]]; then
+    declare -A MASKED=()
+    mask_targets=(direct pgbouncer gatehouse)
+    masked_user() { [[ $1 == gatehouse ]] && echo bench_masked || echo bench; }
+    # The masked path really masks: the raw value never comes back.
+    sample=$(PGPASSWORD=$TOKEN "$GH_PGBIN/psql" -X -A -t -h 127.0.0.1 -p "$GW_PORT" -U bench_masked -d bench \
+        -c 'select ssn from bench_patients where id = 1234') || gh_die "masked select through gatehouse failed"
+    [[ $sample == "***-**-1234" ]] || gh_die "masked select returned '$sample', not ***-**-1234"
+    for ((round = 1; round <= ROUNDS; round++)); do
+        for mode in "${MODES[@]}"; do
+            for t in "${mask_targets[@]}"; do
+                log=$WORK/pgbench-masked-$t-$mode.log
+                if ! out=$(PGPASSWORD=$(target_password "$t") timeout $((SECONDS_PER_RUN + 120)) \
+                    "$GH_PGBIN/pgbench" -n -f "$WORK/masked-select.sql" -M "$mode" -c "$CLIENTS" -j "$THREADS" \
+                    -T "$SECONDS_PER_RUN" -h 127.0.0.1 -p "$(target_port "$t")" -U "$(masked_user "$t")" bench 2>&1); then
+                    printf '%s\n' "$out" | tail -n 15 >&2
+                    gh_die "masked pgbench failed against $t (-M $mode)"
+                fi
+                printf '%s\n' "$out" >>"$log"
+                tps=$(printf '%s\n' "$out" | awk '/^tps = / { print $3; exit }')
+                [[ -n $tps ]] || gh_die "no tps in masked pgbench output against $t (-M $mode)"
+                gh_log "masked round $round  -M $mode  $t: $tps tps"
+                MASKED[$t,$mode]+="$tps "
+            done
+        done
+    done
+    printf 'masked select (1 of 3 columns masked, partial), pgbench -f -c %s -j %s -T %s, median of %s round(s); TPS\n\n' \
+        "$CLIENTS" "$THREADS" "$SECONDS_PER_RUN" "$ROUNDS"
+    printf '%-9s %12s %12s %12s %17s %20s\n' mode direct pgbouncer gatehouse gatehouse/direct gatehouse/pgbouncer
+    for mode in "${MODES[@]}"; do
+        d=$(median "${MASKED[direct,$mode]:-0}")
+        b=$(median "${MASKED[pgbouncer,$mode]:-0}")
+        g=$(median "${MASKED[gatehouse,$mode]:-0}")
+        printf '%-9s %12.0f %12.0f %12.0f %17s %20s\n' "$mode" "$d" "$b" "$g" "$(ratio "$g" "$d")" "$(ratio "$g" "$b")"
+    done
+    echo
+fi

@@ -155,6 +155,17 @@ fn token_claims(token: &str) -> Result<Map<String, Value>> {
     }
 }
 
+/// A mask method with its parameters, for people.
+fn method_text(m: &gatehouse_schemas::decision::MaskMethod) -> String {
+    match m {
+        gatehouse_schemas::decision::MaskMethod::Partial {
+            keep_first,
+            keep_last,
+        } => format!("partial, keep first {keep_first} and last {keep_last}"),
+        other => other.name().to_owned(),
+    }
+}
+
 fn render(e: &gatehouse_decider::Explanation) -> String {
     let mut out = String::new();
     let d = &e.decision;
@@ -172,10 +183,31 @@ fn render(e: &gatehouse_decider::Explanation) -> String {
         | gatehouse_schemas::decision::Verdict::Approve { reason, .. } => {
             out.push_str(&format!("reason:  {reason}\n"));
         }
-        gatehouse_schemas::decision::Verdict::Mask { columns } => {
+        gatehouse_schemas::decision::Verdict::Mask { columns, outputs } => {
             for c in columns {
-                out.push_str(&format!("mask:    {} ({})\n", c.column, c.method));
+                out.push_str(&format!(
+                    "mask:    {} ({}) by rule {}{}\n",
+                    c.column,
+                    method_text(&c.method),
+                    c.rule,
+                    c.class
+                        .as_ref()
+                        .map(|k| format!(", class {k}"))
+                        .unwrap_or_default()
+                ));
             }
+            for o in outputs {
+                out.push_str(&format!(
+                    "masked:  statement {} output column {}: reads {} -> {}\n",
+                    o.statement + 1,
+                    o.position + 1,
+                    o.source,
+                    method_text(&o.method)
+                ));
+            }
+            out.push_str(
+                "         (any other result column whose table column matches is masked too, found by its table OID at run time)\n",
+            );
         }
         gatehouse_schemas::decision::Verdict::Allow => {}
     }

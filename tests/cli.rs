@@ -223,7 +223,7 @@ async fn policy_check_explain_and_test() {
     let policy = format!("{repo}/deploy/policy.example.toml");
     let mut cmd = Command::new(BIN);
     cmd.args(["policy", "check", &policy]);
-    assert!(run(cmd).await.unwrap().contains("ok, 6 rules"));
+    assert!(run(cmd).await.unwrap().contains("ok, 7 rules"));
 
     // A broken policy names the line.
     let dir = tempfile::tempdir().unwrap();
@@ -263,6 +263,39 @@ async fn policy_check_explain_and_test() {
     ] {
         assert!(out.contains(needle), "{needle} in:\n{out}");
     }
+    // explain shows which output columns would be masked and why, and why a
+    // masked caller's statement is refused.
+    let research = dir.path().join("research.json");
+    std::fs::write(&research, r#"{"groups": []}"#).unwrap();
+    let explain = |sql: &str| {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "policy", "explain", "--policy", &policy, "--role", "research", "--claims",
+        ])
+        .arg(&research)
+        .arg(sql);
+        run(cmd)
+    };
+    let out = explain("select id, upper(ssn), email from clinic.patients")
+        .await
+        .unwrap();
+    for needle in [
+        "verdict: mask (rule research-masked)",
+        "mask:    clinic.patients.ssn (partial, keep first 0 and last 4) by rule research-masked, class pii.ssn",
+        "masked:  statement 1 output column 2: reads clinic.patients.ssn -> partial",
+        "masked:  statement 1 output column 3: reads clinic.*.email -> email",
+    ] {
+        assert!(out.contains(needle), "{needle} in:\n{out}");
+    }
+    let out = explain("select id from clinic.patients where ssn like '123%'")
+        .await
+        .unwrap();
+    assert!(
+        out.contains("verdict: block (rule research-masked)")
+            && out.contains("masking could not be guaranteed"),
+        "{out}"
+    );
+
     // --token reads the claims of a token (unverified: an offline tool).
     let mut cmd = Command::new(BIN);
     cmd.args(["token", "keygen", "--dir"])

@@ -7,7 +7,7 @@
 
 mod fallback;
 mod functions;
-mod names;
+pub(crate) mod names;
 mod predicate;
 
 use std::collections::{BTreeSet, HashSet};
@@ -86,6 +86,16 @@ pub(crate) fn shape_of(sql: &str) -> Option<String> {
     let tokens = tokenize(sql).ok()?;
     let mut pieces = fallback::normalized_pieces(&tokens);
     (pieces.len() == 1).then(|| pieces.remove(0))
+}
+
+/// The text with every literal replaced by a placeholder, statement by statement
+/// (for evidence of statements whose literals may hold masked values); a text
+/// that does not tokenize becomes a fixed placeholder.
+pub fn literal_free(sql: &str) -> String {
+    match tokenize(sql) {
+        Ok(tokens) => fallback::normalized_pieces(&tokens).join("; "),
+        Err(_) => "<statement text withheld: it holds values under a mask>".to_owned(),
+    }
 }
 
 /// What `crate::shape(sql).is_some()` says, given the text's normalized pieces.

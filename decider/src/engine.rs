@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use gatehouse_schemas::decision::{
-    Decision, DecisionRequest, MaskColumn, ShadowHit, StatementSummary, Verdict,
+    Decision, DecisionRequest, MaskColumn, MaskOutput, ShadowHit, StatementSummary, Verdict,
 };
 use gatehouse_schemas::{Identity, ProtocolKind, SCHEMA_VERSION};
 use wildmatch::WildMatch;
@@ -13,7 +13,8 @@ use wildmatch::WildMatch;
 use crate::analysis::{Analysis, PreparedOp, StatementAnalysis, StatementClass};
 use crate::claims::{all_match, lookup};
 use crate::classify::{analyze, analyze_shaped};
-use crate::policy::{CompiledRule, ObjectPattern, Policy, RuleVerdict};
+use crate::lineage::{Item, Source, StatementLineage, Use};
+use crate::policy::{CompiledRule, MaskTarget, ObjectPattern, Policy, RuleVerdict};
 
 /// A statement to decide, borrowed from the session that holds it.
 #[derive(Debug, Clone, Copy)]
@@ -149,6 +150,24 @@ impl Policy {
             };
         }
 
+        // Mask rules that apply to this caller (not exempt), and the lineage of
+        // the text when there are any: computed only for masked callers.
+        let masking: Vec<(&CompiledRule, &MaskTarget)> = candidates
+            .iter()
+            .filter(|r| {
+                r.rule.verdict == RuleVerdict::Mask
+                    && r.rule.enforce
+                    && (r.rule.exempt.is_empty()
+                        || !all_match(&r.rule.exempt, &req.identity.claims))
+            })
+            .flat_map(|r| r.masks.iter().map(move |m| (*r, m)))
+            .collect();
+        let lineages = if masking.is_empty() {
+            None
+        } else {
+            Some(crate::lineage::lineage(req.sql))
+        };
+        let analyses_len = analyses.len();
         let mut explained = Vec::with_capacity(analyses.len());
         let mut shadow = Vec::new();
         let mut summaries = Vec::with_capacity(analyses.len());
@@ -175,7 +194,13 @@ impl Policy {
             let (verdict, rule, applied) = match &decided {
                 Some(d) => {
                     let resolved = self.resolved(d);
-                    self.decide_statement(&candidates, &resolved, req.protocol, &mut shadow)
+                    self.decide_statement(
+                        &candidates,
+                        &resolved,
+                        req.protocol,
+                        req.identity,
+                        &mut shadow,
+                    )
                 }
                 None => (
                     Verdict::Block {
@@ -186,6 +211,48 @@ impl Policy {
                     None,
                     Vec::new(),
                 ),
+            };
+            let (verdict, rule) = match (&lineages, &decided) {
+                (Some(lineages), Some(d)) => {
+                    let index = explained.len();
+                    let inner;
+                    let l = match (&a.prepared, lineages) {
+                        // EXECUTE: the lineage of what it runs.
+                        (Some(PreparedOp::Execute { name }), _) => {
+                            inner = req
+                                .prepared
+                                .get(name)
+                                .map(|sql| crate::lineage::lineage(sql))
+                                .unwrap_or_else(|| Err("unknown prepared statement".into()));
+                            match &inner {
+                                Ok(v) if v.len() == 1 => Ok(&v[0]),
+                                Ok(_) => Err("not one statement"),
+                                Err(e) => Err(e.as_str()),
+                            }
+                        }
+                        (_, Ok(v)) if v.len() == analyses_len => Ok(&v[index]),
+                        (_, Ok(_)) => Err("its statements could not be told apart"),
+                        (_, Err(e)) => Err(e.as_str()),
+                    };
+                    let resolved = self.resolved(d);
+                    let (v, masked_by) =
+                        self.mask_statement(index, verdict, &resolved, l, &masking);
+                    let rule = match (&v, masked_by) {
+                        (Verdict::Block { .. }, Some(r)) => Some(r),
+                        (Verdict::Mask { .. }, Some(r))
+                            if rule.is_none()
+                                || matches!(
+                                    rule_kind(&rule, &self.rules),
+                                    Some(RuleVerdict::Allow)
+                                ) =>
+                        {
+                            Some(r)
+                        }
+                        _ => rule,
+                    };
+                    (v, rule)
+                }
+                _ => (verdict, rule),
             };
             if !a.risks.is_empty() || a.prepared.is_some() {
                 // A literal can change what such a statement means to the policy.
@@ -221,13 +288,15 @@ impl Policy {
         let mut verdict = Verdict::Allow;
         let mut rule = None;
         let mut masks: Vec<MaskColumn> = Vec::new();
+        let mut masked_outputs: Vec<MaskOutput> = Vec::new();
         for e in &explained {
-            if let Verdict::Mask { columns } = &e.verdict {
+            if let Verdict::Mask { columns, outputs } = &e.verdict {
                 for c in columns {
                     if !masks.contains(c) {
                         masks.push(c.clone());
                     }
                 }
+                masked_outputs.extend(outputs.iter().cloned());
             }
             if e.verdict.rank() > verdict.rank() {
                 verdict = e.verdict.clone();
@@ -236,8 +305,9 @@ impl Policy {
                 rule = e.rule.clone();
             }
         }
-        if let Verdict::Mask { columns } = &mut verdict {
+        if let Verdict::Mask { columns, outputs } = &mut verdict {
             *columns = masks;
+            *outputs = masked_outputs;
         }
         Explanation {
             decision: Decision {
@@ -269,11 +339,159 @@ impl Policy {
             && all_match(&r.rule.claims, &req.identity.claims)
     }
 
+    /// Masks a statement that runs: which output columns, or why it cannot be
+    /// masked precisely (then it is refused). `verdict` is the statement's
+    /// verdict before masking.
+    fn mask_statement(
+        &self,
+        index: usize,
+        verdict: Verdict,
+        a: &StatementAnalysis,
+        lineage: Result<&StatementLineage, &str>,
+        masking: &[(&CompiledRule, &MaskTarget)],
+    ) -> (Verdict, Option<String>) {
+        let applicable: Vec<&(&CompiledRule, &MaskTarget)> = masking
+            .iter()
+            .filter(|(r, _)| r.rule.classes.is_empty() || r.rule.classes.contains(&a.class))
+            .collect();
+        if applicable.is_empty() || !matches!(verdict, Verdict::Allow | Verdict::Mask { .. }) {
+            return (
+                match verdict {
+                    // An exempt caller: the mask rule lets it through unmasked.
+                    Verdict::Mask { .. } => Verdict::Allow,
+                    v => v,
+                },
+                None,
+            );
+        }
+        let rule_of_first = applicable[0].0.rule.id.clone();
+        let columns: Vec<MaskColumn> = applicable
+            .iter()
+            .map(|(r, m)| MaskColumn {
+                column: m.pattern.clone(),
+                method: m.method.clone(),
+                class: m.class.clone(),
+                rule: r.rule.id.clone(),
+            })
+            .collect();
+        let refuse = |why: String, rule: &str| {
+            (
+                Verdict::Block {
+                    reason: format!("masking could not be guaranteed: {why}"),
+                },
+                Some(rule.to_owned()),
+            )
+        };
+        // Which targets a source may carry.
+        let hits = |s: &Source| -> Vec<&(&CompiledRule, &MaskTarget)> {
+            applicable
+                .iter()
+                .copied()
+                .filter(|(_, m)| match s {
+                    Source::Column { tables, column } => {
+                        tables.iter().any(|t| m.matches(&self.resolve(t), column))
+                    }
+                    Source::WholeRow(t) => m.may_match_table(&self.resolve(t)),
+                })
+                .collect()
+        };
+        let touches = |tables: &std::collections::BTreeSet<crate::ObjectRef>| {
+            tables
+                .iter()
+                .chain(a.reads.iter())
+                .chain(a.writes.iter())
+                .any(|t| {
+                    applicable
+                        .iter()
+                        .any(|(_, m)| m.may_match_table(&self.resolve(t)))
+                })
+        };
+        let lineage = match lineage {
+            Ok(l) => l,
+            Err(e) => {
+                if touches(&Default::default()) {
+                    return refuse(
+                        format!("Gatehouse could not trace this statement's columns ({e})"),
+                        &rule_of_first,
+                    );
+                }
+                return (
+                    Verdict::Mask {
+                        columns,
+                        outputs: Vec::new(),
+                    },
+                    None,
+                );
+            }
+        };
+        if let Some(why) = &lineage.unsupported
+            && touches(&lineage.tables)
+        {
+            return refuse(
+                format!("{why} over a table with masked columns"),
+                &rule_of_first,
+            );
+        }
+        for (src, u) in &lineage.predicates {
+            for (r, m) in hits(src) {
+                if *u == Use::Equality && m.allow_equality {
+                    continue;
+                }
+                return refuse(
+                    format!(
+                        "the statement filters, joins, groups, orders on or copies masked column {} (rule \"{}\"); a masked caller may only read it",
+                        m.pattern, r.rule.id
+                    ),
+                    &r.rule.id,
+                );
+            }
+        }
+        let mut outputs = Vec::new();
+        let mut position = Some(0u32);
+        for item in &lineage.items {
+            match item {
+                Item::Star(_) => position = None,
+                Item::Output(o) => {
+                    let matched: Vec<_> = o.reads.iter().flat_map(&hits).collect();
+                    if let Some(strictest) =
+                        matched.iter().max_by_key(|(_, m)| m.method.strictness())
+                    {
+                        match position {
+                            Some(p) => outputs.push(MaskOutput {
+                                statement: u32::try_from(index).unwrap_or(u32::MAX),
+                                position: p,
+                                source: strictest.1.pattern.clone(),
+                                // Several masked columns in one value: the
+                                // strictest method shows the least of all.
+                                method: strictest.1.method.clone(),
+                            }),
+                            // After a `*`, a direct column is still found by its
+                            // table OID; a derived one cannot be placed.
+                            None if o.direct => {}
+                            None => {
+                                return refuse(
+                                    format!(
+                                        "an output column derived from masked column {} follows a * whose width Gatehouse cannot know; list the columns",
+                                        strictest.1.pattern
+                                    ),
+                                    &strictest.0.rule.id,
+                                );
+                            }
+                        }
+                    }
+                    position = position.map(|p| p + 1);
+                }
+            }
+        }
+        (Verdict::Mask { columns, outputs }, Some(rule_of_first))
+    }
+
     fn decide_statement(
         &self,
         candidates: &[&CompiledRule],
         a: &StatementAnalysis,
         protocol: ProtocolKind,
+        identity: &Identity,
         shadow: &mut Vec<ShadowHit>,
     ) -> (Verdict, Option<String>, Vec<String>) {
         let mut best: Option<(Verdict, String)> = None;
@@ -282,7 +500,15 @@ impl Policy {
             if !statement_fits(r, a, protocol) {
                 continue;
             }
-            let v = rule_verdict(r);
+            let exempt = r.rule.verdict == RuleVerdict::Mask
+                && !r.rule.exempt.is_empty()
+                && all_match(&r.rule.exempt, &identity.claims);
+            // An exempt caller: the mask rule lets it through unmasked.
+            let v = if exempt {
+                Verdict::Allow
+            } else {
+                rule_verdict(r)
+            };
             if !r.rule.enforce {
                 shadow.push(ShadowHit {
                     rule: r.rule.id.clone(),
@@ -326,16 +552,11 @@ fn rule_verdict(r: &CompiledRule) -> Verdict {
             reason: reason(),
             approvers: r.rule.approvers.clone().unwrap_or_default(),
         },
+        // The columns are filled in by `mask_statement`, from every mask rule
+        // that applies to the caller.
         RuleVerdict::Mask => Verdict::Mask {
-            columns: r
-                .rule
-                .mask
-                .iter()
-                .map(|m| MaskColumn {
-                    column: m.column.clone(),
-                    method: m.method.clone(),
-                })
-                .collect(),
+            columns: Vec::new(),
+            outputs: Vec::new(),
         },
     }
 }
@@ -385,4 +606,13 @@ fn statement_fits(r: &CompiledRule, a: &StatementAnalysis, protocol: ProtocolKin
             .iter()
             .any(|f| r.functions.iter().any(|p| fn_match(f, p)))
     }
+}
+
+/// What the rule named `rule` yields.
+fn rule_kind(rule: &Option<String>, rules: &[CompiledRule]) -> Option<RuleVerdict> {
+    let id = rule.as_deref()?;
+    rules
+        .iter()
+        .find(|r| r.rule.id == id)
+        .map(|r| r.rule.verdict)
 }

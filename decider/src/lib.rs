@@ -6,6 +6,7 @@ pub mod claims;
 pub mod classify;
 pub mod engine;
 pub mod handle;
+pub mod lineage;
 pub mod policy;
 pub mod service;
 pub mod shape;

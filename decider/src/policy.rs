@@ -11,6 +11,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use gatehouse_schemas::decision::MaskMethod;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use wildmatch::WildMatch;
@@ -29,6 +30,19 @@ struct PolicyFile {
     search_path: Vec<String>,
     #[serde(default)]
     rules: Vec<Rule>,
+    /// Data classes attached to columns, for mask rules that name a class.
+    #[serde(default)]
+    data_classes: Vec<DataClass>,
+}
+
+/// A data class (`pii.ssn`, `pci.pan`) and the columns that hold it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DataClass {
+    /// The class name, dotted (`phi.diagnosis`).
+    pub name: String,
+    /// `schema.table.column` patterns (globs).
+    pub columns: Vec<String>,
 }
 
 /// What a rule yields.
@@ -52,14 +66,82 @@ impl RuleVerdict {
     }
 }
 
-/// One masked column of a `mask` rule.
+/// One masked column (or data class) of a `mask` rule.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct MaskSpec {
-    /// `schema.table.column` pattern or data class.
-    pub column: String,
+    /// `schema.table.column` pattern (globs: `*.*.card_number`).
+    pub column: Option<String>,
+    /// A data class (globs: `phi.*`) from the policy's `[[data_classes]]`.
+    pub class: Option<String>,
     /// `redact`, `null`, `partial`, `hash`, `email`.
     pub method: String,
+    /// `partial`: characters kept at the start.
+    #[serde(default)]
+    pub keep_first: u32,
+    /// `partial`: characters kept at the end.
+    #[serde(default)]
+    pub keep_last: u32,
+    /// `hash` only: the column may be compared for equality with another column
+    /// (equality joins, `GROUP BY`, `DISTINCT`): equal hashes already show that.
+    #[serde(default)]
+    pub allow_equality: bool,
+}
+
+impl MaskSpec {
+    /// The method with its parameters, or why it is not one.
+    pub fn method(&self) -> Result<MaskMethod, String> {
+        let m = match self.method.as_str() {
+            "redact" => MaskMethod::Redact,
+            "null" => MaskMethod::Null,
+            "partial" => MaskMethod::Partial {
+                keep_first: self.keep_first,
+                keep_last: self.keep_last,
+            },
+            "hash" => MaskMethod::Hash,
+            "email" => MaskMethod::Email,
+            other => {
+                return Err(format!(
+                    "unknown mask method {other:?} (redact, null, partial, hash, email)"
+                ));
+            }
+        };
+        if !matches!(m, MaskMethod::Partial { .. }) && (self.keep_first > 0 || self.keep_last > 0) {
+            return Err("keep_first/keep_last only make sense with method = \"partial\"".into());
+        }
+        if self.allow_equality && m != MaskMethod::Hash {
+            return Err("allow_equality only makes sense with method = \"hash\"".into());
+        }
+        Ok(m)
+    }
+}
+
+/// A masked column pattern, compiled: what a mask rule masks once its data
+/// classes are expanded.
+#[derive(Debug, Clone)]
+pub struct MaskTarget {
+    /// The `schema.table.column` pattern as written (or from the class).
+    pub pattern: String,
+    pub(crate) table: ObjectPattern,
+    pub(crate) column: WildMatch,
+    /// How.
+    pub method: MaskMethod,
+    /// The class the rule named.
+    pub class: Option<String>,
+    /// See [`MaskSpec::allow_equality`].
+    pub allow_equality: bool,
+}
+
+impl MaskTarget {
+    /// Whether the column `column` of table `table` is masked by this target.
+    pub(crate) fn matches(&self, table: &ObjectRef, column: &str) -> bool {
+        self.column.matches(column) && self.table.matches(table)
+    }
+
+    /// Whether some column of `table` may be masked by this target.
+    pub(crate) fn may_match_table(&self, table: &ObjectRef) -> bool {
+        self.table.matches(table)
+    }
 }
 
 /// A rule.
@@ -106,6 +188,10 @@ pub struct Rule {
     /// Masked columns (required for `mask`).
     #[serde(default)]
     pub mask: Vec<MaskSpec>,
+    /// `mask` rules: callers whose claims meet all of these (a need-to-know
+    /// group) see the values; the rule then yields `allow`.
+    #[serde(default)]
+    pub exempt: ClaimConditions,
     /// `false`: a shadow rule, recorded but not enforced.
     #[serde(default = "yes")]
     pub enforce: bool,
@@ -194,6 +280,8 @@ pub struct CompiledRule {
     pub(crate) reads: Vec<ObjectPattern>,
     pub(crate) writes: Vec<ObjectPattern>,
     pub(crate) functions: Vec<WildMatch>,
+    /// `mask` rules: the columns masked, data classes expanded.
+    pub masks: Vec<MaskTarget>,
 }
 
 /// A loaded policy.
@@ -266,7 +354,12 @@ impl Policy {
             if rule.allow_unparsed && rule.verdict != RuleVerdict::Allow {
                 return Err(invalid("allow_unparsed needs verdict = \"allow\""));
             }
+            if !rule.exempt.is_empty() && rule.verdict != RuleVerdict::Mask {
+                return Err(invalid("exempt only makes sense with verdict = \"mask\""));
+            }
+            let masks = mask_targets(&rule.mask, &file.data_classes).map_err(|m| invalid(&m))?;
             claim_paths.extend(rule.claims.keys().cloned());
+            claim_paths.extend(rule.exempt.keys().cloned());
             let pats = |v: &[String]| v.iter().map(|p| ObjectPattern::new(p)).collect();
             rules.push(CompiledRule {
                 roles: rule.roles.iter().map(|r| WildMatch::new(r)).collect(),
@@ -278,6 +371,7 @@ impl Policy {
                     .iter()
                     .map(|f| WildMatch::new(&f.to_lowercase()))
                     .collect(),
+                masks,
                 rule,
             });
         }
@@ -314,6 +408,51 @@ impl Policy {
             },
         }
     }
+}
+
+/// A mask rule's columns, data classes expanded into their column patterns.
+fn mask_targets(specs: &[MaskSpec], classes: &[DataClass]) -> Result<Vec<MaskTarget>, String> {
+    let mut out = Vec::new();
+    for spec in specs {
+        let method = spec.method()?;
+        let mut patterns: Vec<(String, Option<String>)> = Vec::new();
+        match (&spec.column, &spec.class) {
+            (Some(c), None) => patterns.push((c.clone(), None)),
+            (None, Some(class)) => {
+                let glob = WildMatch::new(class);
+                for dc in classes.iter().filter(|dc| glob.matches(&dc.name)) {
+                    patterns.extend(
+                        dc.columns
+                            .iter()
+                            .map(|c| (c.clone(), Some(dc.name.clone()))),
+                    );
+                }
+                if patterns.is_empty() {
+                    return Err(format!(
+                        "mask class {class:?} names no [[data_classes]] entry with columns"
+                    ));
+                }
+            }
+            _ => return Err("a [[rules.mask]] entry names exactly one of column or class".into()),
+        }
+        for (pattern, class) in patterns {
+            let parts: Vec<&str> = pattern.split('.').collect();
+            let [schema, table, column] = parts[..] else {
+                return Err(format!(
+                    "mask column {pattern:?} must be schema.table.column (globs allowed: *.*.ssn)"
+                ));
+            };
+            out.push(MaskTarget {
+                table: ObjectPattern::new(&format!("{schema}.{table}")),
+                column: WildMatch::new(&column.to_lowercase()),
+                pattern,
+                method: method.clone(),
+                class,
+                allow_equality: spec.allow_equality,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// The line where `id = "<id>"` appears, for error messages.

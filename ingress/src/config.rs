@@ -39,6 +39,62 @@ pub struct Config {
     /// The distributed archiver (`serve --role archiver`).
     #[serde(default)]
     pub archiver: ArchiverConfig,
+    /// Inline masking.
+    #[serde(default)]
+    pub masking: MaskingConfig,
+}
+
+/// Inline masking: the `hash` method's key and the catalog cache.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaskingConfig {
+    /// Environment variable holding the key of the `hash` mask method.
+    pub hash_key_env: Option<String>,
+    /// File holding that key (trailing newline ignored). Neither given: a
+    /// random key per process (hashes then change at every restart).
+    pub hash_key_file: Option<PathBuf>,
+    /// How long a resolved table OID stays cached (DDL through the gateway
+    /// empties the cache at once).
+    #[serde(with = "humantime_serde")]
+    pub catalog_ttl: Duration,
+}
+
+impl Default for MaskingConfig {
+    fn default() -> Self {
+        Self {
+            hash_key_env: None,
+            hash_key_file: None,
+            catalog_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+impl MaskingConfig {
+    /// The hash key, from wherever the config says it lives; `None`: not set.
+    pub fn hash_key(&self) -> Result<Option<Secret>, ConfigError> {
+        if self.hash_key_env.is_some() && self.hash_key_file.is_some() {
+            return Err(ConfigError::Invalid(
+                "masking: give only one of hash_key_env, hash_key_file".into(),
+            ));
+        }
+        if let Some(var) = &self.hash_key_env {
+            return std::env::var(var).map(|k| Some(Secret(k))).map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "masking: environment variable {var} (hash_key_env) is not set"
+                ))
+            });
+        }
+        if let Some(path) = &self.hash_key_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "masking: cannot read hash_key_file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            return Ok(Some(Secret(text.trim_end_matches(['\r', '\n']).to_owned())));
+        }
+        Ok(None)
+    }
 }
 
 /// `serve --role archiver`: JetStream evidence into Kafka and signed segments.

@@ -9,6 +9,7 @@ pub mod config;
 pub mod decision;
 pub mod error;
 pub mod evidence;
+pub mod masking;
 pub mod refusal;
 pub mod remote;
 pub mod session;
@@ -58,6 +59,8 @@ pub struct Gateway<D> {
     pub evidence: Option<Arc<evidence::Recorder>>,
     /// This gateway instance's name in evidence (`GATEHOUSE_INSTANCE`, else the host name).
     pub instance: String,
+    /// Inline masking: hash key and upstream catalogs.
+    pub masking: masking::Masking,
 }
 
 impl<D: DecisionPoint> Gateway<D> {
@@ -81,6 +84,16 @@ impl<D: DecisionPoint> Gateway<D> {
                 },
             );
         }
+        let key = match config.masking.hash_key()? {
+            Some(k) => k,
+            None => {
+                tracing::warn!("masking_hash_key_random");
+                let mut k = [0u8; 32];
+                rand::RngCore::fill_bytes(&mut rand::rng(), &mut k);
+                config::Secret::new(k.iter().map(|b| format!("{b:02x}")).collect())
+            }
+        };
+        let masking = masking::Masking::new(key, config.masking.catalog_ttl);
         let http = jwks_http_client(&config)?;
         let auth = Authenticator::new(&config.issuers, http)?;
         let tls = config
@@ -99,6 +112,7 @@ impl<D: DecisionPoint> Gateway<D> {
             cache: cache::VerdictCache::default(),
             evidence: None,
             instance: instance_name(),
+            masking,
         })
     }
 

@@ -27,6 +27,7 @@ use crate::error::{
     ProtocolError, Severity, SqlState, StartupError, UserFacing, error_response, fatal,
 };
 use crate::evidence::{Chain, EvidenceError, Recorder, Ticket};
+use crate::masking::{self, SessionMasker};
 use crate::refusal::Refusals;
 use crate::tls::{ClientStream, MaybeTls};
 use crate::tracker::{Completion, Sent, Tracker};
@@ -87,6 +88,10 @@ struct SessionCtx {
     started: Instant,
     /// `seq` of the last statement event recorded.
     last_recorded: u64,
+    /// Masking, shared with the backend direction.
+    masker: Arc<Mutex<SessionMasker>>,
+    /// What masking learnt from the last decided message that is forwarded.
+    mask_pending: masking::Pending,
 }
 
 impl SessionCtx {
@@ -412,6 +417,8 @@ async fn startup<D: DecisionPoint>(
                 })),
                 started: Instant::now(),
                 last_recorded: 0,
+                masker: Arc::default(),
+                mask_pending: masking::Pending::default(),
             };
             Some((stream, buf, upstream, ctx, guard))
         }
@@ -593,12 +600,16 @@ async fn relay<D: DecisionPoint>(
 
     let recorder = gw.evidence.as_deref();
     let evidence = ctx.evidence.clone();
+    let masker = ctx.masker.clone();
+    let catalog = gw.masking.catalog(&gw.roles[&ctx.role].target);
     let client_to_upstream = async {
         // A client may pipeline messages right behind its password; they are
         // framed and decided like any other.
         let mut buf = pending;
         let mut plan: Vec<Piece> = Vec::new();
         let mut sents: Vec<Sent> = Vec::new();
+        // Per entry of `sents`: its frame and what masking learnt deciding it.
+        let mut sent_frames: Vec<(codec::Frame, masking::Pending)> = Vec::new();
         loop {
             let mut at = 0;
             let mut forwarded = 0;
@@ -607,8 +618,10 @@ async fn relay<D: DecisionPoint>(
             let mut needs: Option<Ticket> = None;
             plan.clear();
             sents.clear();
+            sent_frames.clear();
             while let Some(frame) = codec::next_frontend_frame(&buf, at, max)? {
                 at = frame.end;
+                let tracked = sents.len();
                 let step = match frame.tag {
                     codec::QUERY | codec::PARSE | codec::FUNCTION_CALL => {
                         Some(decide(gw, &mut ctx, frame, &buf).await)
@@ -670,6 +683,9 @@ async fn relay<D: DecisionPoint>(
                         forwarded = frame.end;
                     }
                 }
+                if sents.len() > tracked {
+                    sent_frames.push((frame, std::mem::take(&mut ctx.mask_pending)));
+                }
             }
             plan.push(Piece::Raw(forwarded, at));
             if let Some(ticket) = needs
@@ -679,6 +695,14 @@ async fn relay<D: DecisionPoint>(
                 refuse_unrecorded(
                     &mut plan, &mut sents, &buf, &refusals, &evidence, recorder, &e,
                 );
+            }
+            {
+                // Masking, like the tracker, learns what was sent before any
+                // answer can arrive.
+                let mut masker = ctx.masker.lock().unwrap_or_else(|p| p.into_inner());
+                for (sent, (frame, pending)) in sents.iter().zip(sent_frames.drain(..)) {
+                    masker.sent(*sent, frame.tag, frame.body(&buf), pending);
+                }
             }
             if recorder.is_some() {
                 // The tracker learns what was sent before any answer can arrive.
@@ -741,6 +765,11 @@ async fn relay<D: DecisionPoint>(
                     )));
                 }
                 let tag = buf[i];
+                let masking = masker.lock().unwrap_or_else(|p| p.into_inner()).active();
+                let whole = masking && matches!(tag, b'T' | b'D' | b'E' | b'N');
+                if (whole || (tag == b'E' && refusals.pending())) && buf.len() - i < 1 + len {
+                    break;
+                }
                 if recorder.is_some() {
                     // CommandComplete and ErrorResponse are read whole: their tag
                     // and SQLSTATE complete a statement's evidence.
@@ -760,6 +789,8 @@ async fn relay<D: DecisionPoint>(
                         ev.complete(recorder, std::mem::take(&mut done));
                     }
                 }
+                let end = if whole { i + 1 + len } else { i + 5 };
+                let action = masking::backend(&masker, &catalog, &gw.masking, &buf[i..end]).await;
                 if tag == b'E' && refusals.pending() {
                     // An error while refusals wait: read it whole and see whether
                     // it is a substitute's.
@@ -773,6 +804,13 @@ async fn relay<D: DecisionPoint>(
                         i = 0;
                         continue;
                     }
+                }
+                if let Some(ours) = action {
+                    client_wr.write_all(&buf[..i]).await?;
+                    client_wr.write_all(&ours).await?;
+                    buf.advance(i + 1 + len);
+                    i = 0;
+                    continue;
                 }
                 passing = 1 + len;
             }
@@ -945,7 +983,7 @@ async fn decide<'b, D: DecisionPoint>(
         verdict = decision.verdict.name(),
         rule = decision.rule.as_deref().unwrap_or(""),
         policy = %decision.policy_version,
-        sql = %sql,
+        sql = %logged_sql(&decision, sql),
         "statement"
     );
     for hit in &decision.shadow {
@@ -984,6 +1022,15 @@ async fn decide<'b, D: DecisionPoint>(
     match refusal {
         None => {
             ctx.remember_prepared(&decision);
+            if protocol != ProtocolKind::FunctionCall {
+                let tag = if protocol == ProtocolKind::Parse {
+                    codec::PARSE
+                } else {
+                    codec::QUERY
+                };
+                let mut masker = ctx.masker.lock().unwrap_or_else(|p| p.into_inner());
+                ctx.mask_pending = masker.decided(tag, name, &decision);
+            }
             let sent = match protocol {
                 ProtocolKind::Parse => {
                     let prepared = Arc::new(Prepared {
@@ -1048,11 +1095,18 @@ fn statement_record(
         Verdict::Block { reason } | Verdict::Approve { reason, .. } => Some(reason.clone()),
         _ => None,
     });
+    // A statement under a mask may carry a masked value in a literal
+    // (`insert ... values ('123-45-6789')`): evidence keeps its shape only.
+    let masked = decision.is_some_and(|d| matches!(d.verdict, Verdict::Mask { .. }));
     Statement {
         path,
         statement_name: (!name.is_empty()).then(|| name.to_owned()),
         portal: None,
-        sql: sql.to_owned(),
+        sql: if masked {
+            gatehouse_decider::classify::literal_free(sql)
+        } else {
+            sql.to_owned()
+        },
         function_oid,
         params: None,
         verdict: decision.map_or("block", |d| d.verdict.name()).to_owned(),
@@ -1187,11 +1241,17 @@ fn bind(ctx: &mut SessionCtx, body: &[u8]) {
         return;
     }
     let mut budget = MAX_RECORDED_PARAMS;
+    // Parameters of a statement under a mask may be masked values: lengths only.
+    let masked = prepared
+        .decision
+        .as_ref()
+        .is_some_and(|d| matches!(d.verdict, Verdict::Mask { .. }));
     let params = b
         .params
         .iter()
         .map(|(binary, value)| match value {
             None => Param::Null,
+            Some(v) if masked => Param::Withheld(u32::try_from(v.len()).unwrap_or(u32::MAX)),
             Some(v) if v.len() > budget => {
                 Param::Withheld(u32::try_from(v.len()).unwrap_or(u32::MAX))
             }
@@ -1290,6 +1350,14 @@ fn tls_info(stream: &ClientStream) -> Option<TlsInfo> {
     })
 }
 
+/// A statement's text as logs show it: literals blanked under a mask.
+fn logged_sql<'a>(d: &Decision, sql: &'a str) -> Cow<'a, str> {
+    match d.verdict {
+        Verdict::Mask { .. } => Cow::Owned(gatehouse_decider::classify::literal_free(sql)),
+        _ => Cow::Borrowed(sql),
+    }
+}
+
 /// The client's message for a verdict that does not let the statement run.
 fn refusal_message(d: &Decision) -> Option<String> {
     let rule = d.rule.as_deref();
@@ -1299,16 +1367,14 @@ fn refusal_message(d: &Decision) -> Option<String> {
             Some(r) => format!("statement blocked by policy rule \"{r}\": {reason}"),
             None => format!("statement blocked by policy: {reason}"),
         }),
-        // Approval and masking are executed by components this gateway does not
-        // run yet; a statement that needs them is refused rather than let through.
+        // Approval is executed by a component this gateway does not run yet; a
+        // statement that needs it is refused rather than let through.
         Verdict::Approve { reason, approvers } => Some(format!(
             "statement requires approval by \"{approvers}\" under policy rule \"{}\" ({reason}); this gateway does not run approvals, so it is refused",
             rule.unwrap_or("?")
         )),
-        Verdict::Mask { .. } => Some(format!(
-            "policy rule \"{}\" requires masking result columns; this gateway does not mask yet, so the statement is refused",
-            rule.unwrap_or("?")
-        )),
+        // Masked in flight (see `masking`).
+        Verdict::Mask { .. } => None,
     }
 }
 

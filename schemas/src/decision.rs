@@ -43,13 +43,92 @@ pub struct DecisionRequest {
     pub prepared: BTreeMap<String, String>,
 }
 
-/// How a masked column is shown (executed by the masking component).
+/// How a masked value is shown. Text-like values (text, varchar, char, name,
+/// json, jsonb, unknown) are rewritten as the method says; a value of any other
+/// type under a mask becomes NULL whatever the method (a number or a date has no
+/// masked spelling a client could still parse).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", tag = "method")]
+pub enum MaskMethod {
+    /// A fixed string, `****`.
+    Redact,
+    /// NULL.
+    Null,
+    /// Keep the first `keep_first` and last `keep_last` characters, replace
+    /// every other letter or digit by `*` (separators stay: `***-**-6789`).
+    Partial {
+        /// Characters kept at the start.
+        #[serde(default)]
+        keep_first: u32,
+        /// Characters kept at the end.
+        #[serde(default)]
+        keep_last: u32,
+    },
+    /// Keyed HMAC-SHA-256 of the value, hex (the ingress holds the key): stable
+    /// within a key, so joins and group-bys on the masked output still work.
+    Hash,
+    /// Keep the domain of an e-mail address: `****@example.org`.
+    Email,
+}
+
+impl MaskMethod {
+    /// The method's name in policies and evidence.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Redact => "redact",
+            Self::Null => "null",
+            Self::Partial { .. } => "partial",
+            Self::Hash => "hash",
+            Self::Email => "email",
+        }
+    }
+
+    /// Strictness, to choose when several methods apply to one value: the
+    /// strictest one shows the least.
+    pub fn strictness(&self) -> u8 {
+        match self {
+            Self::Null => 5,
+            Self::Redact => 4,
+            Self::Hash => 3,
+            Self::Email => 2,
+            Self::Partial { .. } => 1,
+        }
+    }
+}
+
+/// A masked table column: the ingress masks every result column whose origin
+/// (the `RowDescription` table OID and attribute number, resolved against the
+/// upstream catalog) matches `column`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct MaskColumn {
-    /// `schema.table.column` pattern or data class the rule named.
+    /// `schema.table.column` pattern (globs); a rule naming a data class gets
+    /// one entry per column pattern of the class.
     pub column: String,
-    /// `redact`, `null`, `partial`, `hash` or `email`.
-    pub method: String,
+    /// How it is shown.
+    #[serde(flatten)]
+    pub method: MaskMethod,
+    /// The data class the rule named, if it named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    /// The mask rule.
+    #[serde(default)]
+    pub rule: String,
+}
+
+/// An output column the decider's lineage found reading a masked column, by
+/// position: derived values (`upper(ssn)`, `row_to_json(p)`) carry no table OID
+/// in `RowDescription`, so the ingress masks them by position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct MaskOutput {
+    /// Which statement of the text (0-based).
+    pub statement: u32,
+    /// Which output column (0-based).
+    pub position: u32,
+    /// The masked column it reads (the pattern that matched).
+    pub source: String,
+    /// How it is shown.
+    #[serde(flatten)]
+    pub method: MaskMethod,
 }
 
 /// What happens to a statement. Ordered from least to most strict.
@@ -60,8 +139,11 @@ pub enum Verdict {
     Allow,
     /// Forward it with these result columns masked.
     Mask {
-        /// Columns and methods.
+        /// Masked table columns and their methods.
         columns: Vec<MaskColumn>,
+        /// Output columns masked by position (derived values).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        outputs: Vec<MaskOutput>,
     },
     /// Hold it until an approver in `approvers` approves.
     Approve {
@@ -174,6 +256,32 @@ pub struct DecideError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mask_verdicts_roundtrip_with_method_parameters() {
+        let v = Verdict::Mask {
+            columns: vec![MaskColumn {
+                column: "clinic.patients.ssn".into(),
+                method: MaskMethod::Partial {
+                    keep_first: 0,
+                    keep_last: 4,
+                },
+                class: Some("pii.ssn".into()),
+                rule: "mask-ssn".into(),
+            }],
+            outputs: vec![MaskOutput {
+                statement: 0,
+                position: 2,
+                source: "clinic.patients.ssn".into(),
+                method: MaskMethod::Hash,
+            }],
+        };
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(json["columns"][0]["method"], "partial");
+        assert_eq!(json["columns"][0]["keep_last"], 4);
+        assert_eq!(json["outputs"][0]["method"], "hash");
+        assert_eq!(serde_json::from_value::<Verdict>(json).unwrap(), v);
+    }
 
     #[test]
     fn decisions_roundtrip_with_stable_names() {

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use gatehouse_schemas::decision::{
-    DecideError, Decision, DecisionRequest, MaskColumn, PolicyAnnouncement, ShadowHit,
-    StatementSummary, Verdict,
+    DecideError, Decision, DecisionRequest, MaskColumn, MaskMethod, MaskOutput, PolicyAnnouncement,
+    ShadowHit, StatementSummary, Verdict,
 };
 use gatehouse_schemas::{Identity, ProtocolKind, SCHEMA_VERSION, json_schema};
 use serde_json::{Value, json};
@@ -108,7 +108,18 @@ fn decisions_validate() {
         Verdict::Mask {
             columns: vec![MaskColumn {
                 column: "public.users.email".into(),
-                method: "email".into(),
+                method: MaskMethod::Email,
+                class: None,
+                rule: "r1".into(),
+            }],
+            outputs: vec![MaskOutput {
+                statement: 0,
+                position: 1,
+                source: "public.users.email".into(),
+                method: MaskMethod::Partial {
+                    keep_first: 1,
+                    keep_last: 0,
+                },
             }],
         },
         Verdict::Approve {

@@ -8,7 +8,7 @@ use crate::ObjectRef;
 /// An identifier as PostgreSQL stores it: quoted ones verbatim, unquoted ones
 /// with ASCII letters folded to lower case (what `downcase_identifier` does in a
 /// UTF-8 database: non-ASCII letters are left alone).
-pub(super) fn ident(id: &Ident) -> String {
+pub(crate) fn ident(id: &Ident) -> String {
     match id.quote_style {
         Some('"') => id.value.clone(),
         _ => id.value.to_ascii_lowercase(),
@@ -18,7 +18,7 @@ pub(super) fn ident(id: &Ident) -> String {
 /// The parts of an object name, each folded as [`ident`] does. A part that is not
 /// a plain identifier (a dialect's `IDENTIFIER(...)` function) is rendered as
 /// written, so it can never be mistaken for a real name.
-pub(super) fn parts(name: &ObjectName) -> Vec<String> {
+pub(crate) fn parts(name: &ObjectName) -> Vec<String> {
     name.0
         .iter()
         .map(|part| match part {
@@ -30,12 +30,12 @@ pub(super) fn parts(name: &ObjectName) -> Vec<String> {
 
 /// A table-like object: the schema when written, the database prefix of a
 /// three-part name dropped (PostgreSQL only accepts the current database there).
-pub(super) fn object(name: &ObjectName) -> ObjectRef {
+pub(crate) fn object(name: &ObjectName) -> ObjectRef {
     from_parts(parts(name))
 }
 
 /// [`object`] on already-folded parts.
-pub(super) fn from_parts(mut parts: Vec<String>) -> ObjectRef {
+pub(crate) fn from_parts(mut parts: Vec<String>) -> ObjectRef {
     let name = parts.pop().unwrap_or_default();
     ObjectRef {
         schema: parts.pop(),
@@ -45,7 +45,7 @@ pub(super) fn from_parts(mut parts: Vec<String>) -> ObjectRef {
 
 /// Every object of a schema (`DROP SCHEMA s`, `GRANT ... ON ALL TABLES IN SCHEMA s`):
 /// the schema with `*` as the name.
-pub(super) fn whole_schema(name: &ObjectName) -> ObjectRef {
+pub(crate) fn whole_schema(name: &ObjectName) -> ObjectRef {
     ObjectRef {
         schema: Some(parts(name).pop().unwrap_or_default()),
         name: "*".to_owned(),
@@ -53,14 +53,14 @@ pub(super) fn whole_schema(name: &ObjectName) -> ObjectRef {
 }
 
 /// A function name: its folded parts joined with dots (`pg_catalog.pg_read_file`).
-pub(super) fn function(name: &ObjectName) -> String {
+pub(crate) fn function(name: &ObjectName) -> String {
     parts(name).join(".")
 }
 
 /// Parses the text of a regclass literal (`nextval('clinic."Seq"')`) the way
 /// PostgreSQL's `regclassin` does: dot-separated identifiers, each folded unless
 /// double-quoted. `None` when the text is not a well-formed name.
-pub(super) fn regclass(text: &str) -> Option<ObjectRef> {
+pub(crate) fn regclass(text: &str) -> Option<ObjectRef> {
     let mut parts = Vec::new();
     let mut chars = text.trim().chars().peekable();
     loop {
@@ -219,7 +219,7 @@ const RESERVED: &[&str] = &[
 ];
 
 /// Whether an unquoted word is one PostgreSQL reserves (see [`RESERVED`]).
-pub(super) fn reserved(word: &str) -> bool {
+pub(crate) fn reserved(word: &str) -> bool {
     RESERVED.contains(&word.to_ascii_lowercase().as_str())
 }
 

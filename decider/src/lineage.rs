@@ -1,0 +1,1214 @@
+//! Column lineage of a parsed statement: for each output column, which table
+//! columns it reads; and which table columns the statement compares, filters,
+//! groups, orders or copies on. Masking uses it to find derived outputs that
+//! carry a masked value (`upper(ssn)`, `row_to_json(p)`) and statements that
+//! would let a caller infer one (`WHERE ssn LIKE '123%'`).
+//!
+//! Without the catalog, an unqualified column in a FROM of several tables could
+//! belong to any of them: the lineage then names all of them (the safe reading
+//! for masking: it may mask or refuse more, never less).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    Distinct, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Join,
+    JoinConstraint, JoinOperator, ObjectName, OrderByKind, Query, Select, SelectItem,
+    SelectItemQualifiedWildcardKind, SetExpr, SetOperator, SetQuantifier, Statement, TableFactor,
+    TableObject, TableWithJoins, Value, Visit, Visitor,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use crate::ObjectRef;
+use crate::classify::names;
+
+/// Where a value comes from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Source {
+    /// Column `column` of one of `tables` (several when the text cannot tell).
+    Column {
+        /// The candidate tables, as written (unqualified names unresolved).
+        tables: Vec<ObjectRef>,
+        /// The column, folded.
+        column: String,
+    },
+    /// Every column of a table: a whole-row reference (`row_to_json(p)`,
+    /// `count(p.*)`, `p` compared as a row).
+    WholeRow(ObjectRef),
+}
+
+/// One output column.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Output {
+    /// Its name, when the text gives one (alias or bare column).
+    pub name: Option<String>,
+    /// What it reads.
+    pub reads: BTreeSet<Source>,
+    /// A bare column passed through from a table, which PostgreSQL reports with
+    /// its table OID and attribute number in `RowDescription`.
+    pub direct: bool,
+}
+
+/// One item of an output list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    /// One column.
+    Output(Output),
+    /// Every column of a table (`*`, `p.*`): how many the text does not say;
+    /// all of them direct.
+    Star(ObjectRef),
+}
+
+/// How a predicate uses a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Use {
+    /// Compared for equality with another column (`a.x = b.y`, `USING`,
+    /// `GROUP BY`, `DISTINCT`, set operations): equal hashes show as much.
+    Equality,
+    /// Anything else: filtered, ordered, compared with a value, copied into a
+    /// table, or passed to a function in a predicate.
+    Other,
+}
+
+/// The lineage of one statement.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatementLineage {
+    /// Output columns in order (SELECT list, RETURNING).
+    pub items: Vec<Item>,
+    /// Columns the statement uses other than by outputting them.
+    pub predicates: BTreeSet<(Source, Use)>,
+    /// Every table named, as written.
+    pub tables: BTreeSet<ObjectRef>,
+    /// Whether the statement has bind parameters (`$1`).
+    pub has_params: bool,
+    /// Set when the statement holds something the lineage cannot follow; a
+    /// statement that may touch a masked column is then refused.
+    pub unsupported: Option<String>,
+}
+
+/// Lineage of each statement of a text. `Err`: the text does not parse.
+pub fn lineage(sql: &str) -> Result<Vec<StatementLineage>, String> {
+    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| e.to_string())?;
+    Ok(statements.iter().map(statement).collect())
+}
+
+/// A named thing in a FROM clause.
+#[derive(Debug, Clone)]
+struct Entry {
+    /// The name it is referred to by (alias, else table name).
+    alias: String,
+    kind: EntryKind,
+}
+
+#[derive(Debug, Clone)]
+enum EntryKind {
+    Table(ObjectRef),
+    Derived(Vec<Item>),
+}
+
+#[derive(Default)]
+struct Walker {
+    out: StatementLineage,
+    /// Visible CTEs, innermost last.
+    ctes: Vec<BTreeMap<String, Vec<Item>>>,
+}
+
+fn statement(s: &Statement) -> StatementLineage {
+    let mut w = Walker::default();
+    match s {
+        Statement::Query(q) => {
+            w.out.items = w.query(q, &[]);
+        }
+        Statement::Insert(ins) => {
+            if let TableObject::TableName(name) = &ins.table {
+                let t = names::object(name);
+                w.out.tables.insert(t.clone());
+                if let Some(src) = &ins.source {
+                    // Whatever the source reads is copied into the table.
+                    let items = w.query(src, &[]);
+                    w.copied(&items);
+                }
+                let scope = vec![Entry {
+                    alias: ins
+                        .table_alias
+                        .as_ref()
+                        .map_or(t.name.clone(), |a| names::ident(&a.alias)),
+                    kind: EntryKind::Table(t),
+                }];
+                for a in &ins.assignments {
+                    w.predicate(&a.value, &[&scope], Use::Other);
+                }
+                if let Some(on) = &ins.on {
+                    w.unsupported_if_reads(on, &[&scope], "INSERT ... ON CONFLICT");
+                }
+                if let Some(r) = &ins.returning {
+                    w.out.items = w.projection(r, &scope, &[]);
+                }
+            } else {
+                w.out.unsupported = Some("INSERT into a table function".into());
+            }
+        }
+        Statement::Update(u) => {
+            let mut scope = w.from(std::slice::from_ref(&u.table), &[]);
+            if let Some(sqlparser::ast::UpdateTableFromKind::AfterSet(f))
+            | Some(sqlparser::ast::UpdateTableFromKind::BeforeSet(f)) = &u.from
+            {
+                scope.extend(w.from(f, &[]));
+            }
+            for a in &u.assignments {
+                w.predicate(&a.value, &[&scope], Use::Other);
+            }
+            if let Some(sel) = &u.selection {
+                w.predicate(sel, &[&scope], Use::Other);
+            }
+            if let Some(r) = &u.returning {
+                w.out.items = w.projection(r, &scope, &[]);
+            }
+        }
+        Statement::Delete(d) => {
+            let tables = match &d.from {
+                sqlparser::ast::FromTable::WithFromKeyword(t)
+                | sqlparser::ast::FromTable::WithoutKeyword(t) => t,
+            };
+            let mut scope = w.from(tables, &[]);
+            if let Some(using) = &d.using {
+                scope.extend(w.from(using, &[]));
+            }
+            if let Some(sel) = &d.selection {
+                w.predicate(sel, &[&scope], Use::Other);
+            }
+            if let Some(r) = &d.returning {
+                w.out.items = w.projection(r, &scope, &[]);
+            }
+        }
+        Statement::CreateTable(ct) => {
+            if let Some(q) = &ct.query {
+                let items = w.query(q, &[]);
+                w.copied(&items);
+            }
+        }
+        Statement::CreateView(cv) => {
+            // A view stores the query, not its values: reading it is masked
+            // like any table.
+            let _ = w.query(&cv.query, &[]);
+            w.out.predicates.clear();
+        }
+        Statement::Explain {
+            statement, analyze, ..
+        } => {
+            // EXPLAIN prints a plan, not values; EXPLAIN ANALYZE runs it, and
+            // a write among it may copy values.
+            let inner = self::statement(statement);
+            w.out.tables = inner.tables;
+            if *analyze {
+                w.out.predicates = inner.predicates;
+                w.out.unsupported = inner.unsupported;
+            }
+        }
+        Statement::Declare { stmts } => {
+            for d in stmts {
+                if let Some(q) = &d.for_query {
+                    let _ = w.query(q, &[]);
+                    w.out.unsupported = Some("a cursor (FETCH is not masked yet)".into());
+                }
+            }
+        }
+        Statement::Copy { source, to, .. } => {
+            match source {
+                sqlparser::ast::CopySource::Table { table_name, .. } => {
+                    w.out.tables.insert(names::object(table_name));
+                }
+                sqlparser::ast::CopySource::Query(q) => {
+                    let _ = w.query(q, &[]);
+                }
+            }
+            if *to {
+                w.out.unsupported = Some("COPY ... TO (COPY data is not masked yet)".into());
+            }
+        }
+        _ => {
+            // Statements that return no rows of table data (SET, BEGIN, DDL,
+            // ...): their table references, for the record.
+            let _ = s.visit(&mut TableCollector(&mut w.out.tables));
+        }
+    }
+    let mut params = false;
+    let _ = s.visit(&mut ParamFinder(&mut params));
+    w.out.has_params = params;
+    w.out
+}
+
+struct TableCollector<'a>(&'a mut BTreeSet<ObjectRef>);
+
+impl Visitor for TableCollector<'_> {
+    type Break = ();
+    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
+        self.0.insert(names::object(relation));
+        ControlFlow::Continue(())
+    }
+}
+
+struct ParamFinder<'a>(&'a mut bool);
+
+impl Visitor for ParamFinder<'_> {
+    type Break = ();
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        if let Expr::Value(v) = expr
+            && matches!(v.value, Value::Placeholder(_))
+        {
+            *self.0 = true;
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+impl Walker {
+    /// Every source an output list reads becomes a predicate use (its values are
+    /// copied somewhere the mask does not follow).
+    fn copied(&mut self, items: &[Item]) {
+        for item in items {
+            match item {
+                Item::Output(o) => {
+                    for s in &o.reads {
+                        self.out.predicates.insert((s.clone(), Use::Other));
+                    }
+                }
+                Item::Star(t) => {
+                    self.out
+                        .predicates
+                        .insert((Source::WholeRow(t.clone()), Use::Other));
+                }
+            }
+        }
+    }
+
+    fn cte(&self, name: &str) -> Option<&Vec<Item>> {
+        self.ctes.iter().rev().find_map(|m| m.get(name))
+    }
+
+    /// A query's output items; `outer`: scopes of enclosing queries.
+    fn query(&mut self, q: &Query, outer: &[&[Entry]]) -> Vec<Item> {
+        let pushed = if let Some(with) = &q.with {
+            self.ctes.push(BTreeMap::new());
+            for cte in &with.cte_tables {
+                let name = names::ident(&cte.alias.name);
+                if with.recursive {
+                    // A recursive CTE reads itself: give it no outputs first,
+                    // then what its body reads.
+                    self.ctes
+                        .last_mut()
+                        .map(|m| m.insert(name.clone(), Vec::new()));
+                }
+                let mut items = self.query(&cte.query, outer);
+                rename(&mut items, &cte.alias.columns);
+                self.ctes.last_mut().map(|m| m.insert(name, items));
+            }
+            true
+        } else {
+            false
+        };
+        let order: Vec<&Expr> = match &q.order_by {
+            Some(ob) => match &ob.kind {
+                OrderByKind::Expressions(exprs) => exprs.iter().map(|e| &e.expr).collect(),
+                OrderByKind::All(_) => {
+                    self.out.unsupported = Some("ORDER BY ALL".into());
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        let items = match &*q.body {
+            // ORDER BY of a plain SELECT sees its FROM.
+            SetExpr::Select(s) => self.select(s, outer, &order),
+            body => {
+                let items = self.set_expr(body, outer);
+                for e in &order {
+                    self.order_by_output(e, &items, None);
+                }
+                items
+            }
+        };
+        if pushed {
+            self.ctes.pop();
+        }
+        items
+    }
+
+    /// ORDER BY of a query: an output name or position orders by that output.
+    fn order_by_output(&mut self, e: &Expr, items: &[Item], from: Option<&[&[Entry]]>) {
+        let by_output = match e {
+            Expr::Identifier(id) => {
+                let n = names::ident(id);
+                items.iter().find_map(|i| match i {
+                    Item::Output(o) if o.name.as_deref() == Some(n.as_str()) => Some(o.clone()),
+                    _ => None,
+                })
+            }
+            Expr::Value(v) => match &v.value {
+                Value::Number(n, _) => n
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|k| k.checked_sub(1))
+                    .and_then(|k| items.get(k))
+                    .and_then(|i| match i {
+                        Item::Output(o) => Some(o.clone()),
+                        Item::Star(_) => None,
+                    }),
+                _ => None,
+            },
+            _ => None,
+        };
+        match by_output {
+            Some(o) => {
+                for s in o.reads {
+                    self.out.predicates.insert((s, Use::Other));
+                }
+            }
+            None if from.is_some() => {
+                if let Some(scopes) = from {
+                    self.predicate(e, scopes, Use::Other);
+                }
+            }
+            None => {
+                // ORDER BY of a set operation names its outputs; anything else
+                // is taken to read all of them (safe).
+                let mut reads = BTreeSet::new();
+                for i in items {
+                    match i {
+                        Item::Output(o) => reads.extend(o.reads.iter().cloned()),
+                        Item::Star(t) => {
+                            reads.insert(Source::WholeRow(t.clone()));
+                        }
+                    }
+                }
+                if expr_is_constant(e) {
+                    return;
+                }
+                for s in reads {
+                    self.out.predicates.insert((s, Use::Other));
+                }
+            }
+        }
+    }
+
+    fn set_expr(&mut self, body: &SetExpr, outer: &[&[Entry]]) -> Vec<Item> {
+        match body {
+            SetExpr::Select(s) => self.select(s, outer, &[]),
+            SetExpr::Query(q) => self.query(q, outer),
+            SetExpr::SetOperation {
+                op,
+                set_quantifier,
+                left,
+                right,
+            } => {
+                let l = self.set_expr(left, outer);
+                let r = self.set_expr(right, outer);
+                let all = matches!(set_quantifier, SetQuantifier::All)
+                    && matches!(op, SetOperator::Union);
+                let merged = merge_positional(&l, &r);
+                if merged.is_none() {
+                    self.out.unsupported =
+                        Some("a set operation over * (its columns cannot be paired)".into());
+                }
+                let items = merged.unwrap_or_default();
+                if !all {
+                    // UNION, INTERSECT and EXCEPT compare rows for equality.
+                    for i in &items {
+                        if let Item::Output(o) = i {
+                            for s in &o.reads {
+                                self.out.predicates.insert((s.clone(), Use::Equality));
+                            }
+                        }
+                    }
+                }
+                items
+            }
+            SetExpr::Values(v) => {
+                let width = v.rows.first().map_or(0, |r| r.content.len());
+                let mut items = vec![Output::default(); width];
+                for row in &v.rows {
+                    for (i, e) in row.content.iter().enumerate() {
+                        let (reads, _) = self.expr(e, &[], outer);
+                        if let Some(o) = items.get_mut(i) {
+                            o.reads.extend(reads);
+                        }
+                    }
+                }
+                items.into_iter().map(Item::Output).collect()
+            }
+            SetExpr::Table(t) => {
+                let Some(name) = &t.table_name else {
+                    return Vec::new();
+                };
+                let obj = ObjectRef {
+                    schema: t.schema_name.clone(),
+                    name: name.clone(),
+                };
+                self.out.tables.insert(obj.clone());
+                vec![Item::Star(obj)]
+            }
+            SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) | SetExpr::Merge(s) => {
+                let inner = statement(s);
+                self.out.tables.extend(inner.tables);
+                self.out.predicates.extend(inner.predicates);
+                if inner.unsupported.is_some() {
+                    self.out.unsupported = inner.unsupported;
+                }
+                inner.items
+            }
+        }
+    }
+
+    fn select(&mut self, s: &Select, outer: &[&[Entry]], order: &[&Expr]) -> Vec<Item> {
+        let scope = self.from(&s.from, outer);
+        if !s.lateral_views.is_empty() || !s.connect_by.is_empty() {
+            self.out.unsupported = Some("LATERAL VIEW / CONNECT BY".into());
+        }
+        for e in s.selection.iter().chain(&s.having).chain(&s.qualify) {
+            self.predicate(e, &with(outer, &scope), Use::Other);
+        }
+        if let GroupByExpr::Expressions(exprs, _) = &s.group_by {
+            for e in exprs {
+                let u = if is_column(e) {
+                    Use::Equality
+                } else {
+                    Use::Other
+                };
+                self.predicate(e, &with(outer, &scope), u);
+            }
+        } else {
+            self.out.unsupported = Some("GROUP BY ALL".into());
+        }
+        let items = self.projection(&s.projection, &scope, outer);
+        match &s.distinct {
+            Some(Distinct::Distinct) => {
+                for i in &items {
+                    match i {
+                        Item::Output(o) => {
+                            for src in &o.reads {
+                                self.out.predicates.insert((src.clone(), Use::Equality));
+                            }
+                        }
+                        Item::Star(t) => {
+                            self.out
+                                .predicates
+                                .insert((Source::WholeRow(t.clone()), Use::Equality));
+                        }
+                    }
+                }
+            }
+            Some(Distinct::On(exprs)) => {
+                for e in exprs {
+                    self.predicate(e, &with(outer, &scope), Use::Other);
+                }
+            }
+            Some(Distinct::All) | None => {}
+        }
+        if s.into.is_some() {
+            self.copied(&items);
+        }
+        let scopes = with(outer, &scope);
+        for e in order {
+            self.order_by_output(e, &items, Some(&scopes));
+        }
+        items
+    }
+
+    /// The entries a FROM list brings into scope, recording join predicates.
+    fn from(&mut self, from: &[TableWithJoins], outer: &[&[Entry]]) -> Vec<Entry> {
+        let mut scope = Vec::new();
+        for twj in from {
+            let e = self.factor(&twj.relation, outer, &scope);
+            scope.extend(e);
+            for j in &twj.joins {
+                self.join(j, outer, &mut scope);
+            }
+        }
+        scope
+    }
+
+    fn join(&mut self, j: &Join, outer: &[&[Entry]], scope: &mut Vec<Entry>) {
+        let e = self.factor(&j.relation, outer, scope);
+        scope.extend(e);
+        let constraint = match &j.join_operator {
+            JoinOperator::Join(c)
+            | JoinOperator::Inner(c)
+            | JoinOperator::Left(c)
+            | JoinOperator::LeftOuter(c)
+            | JoinOperator::Right(c)
+            | JoinOperator::RightOuter(c)
+            | JoinOperator::FullOuter(c)
+            | JoinOperator::CrossJoin(c)
+            | JoinOperator::Semi(c)
+            | JoinOperator::LeftSemi(c)
+            | JoinOperator::RightSemi(c)
+            | JoinOperator::Anti(c)
+            | JoinOperator::LeftAnti(c)
+            | JoinOperator::RightAnti(c) => c,
+            _ => {
+                self.out.unsupported = Some("this kind of join".into());
+                return;
+            }
+        };
+        match constraint {
+            JoinConstraint::On(e) => self.predicate(e, &with(outer, scope), Use::Other),
+            JoinConstraint::Using(cols) => {
+                for c in cols {
+                    let col = names::parts(c).pop().unwrap_or_default();
+                    for s in resolve_column(&col, None, &with(outer, scope)) {
+                        self.out.predicates.insert((s, Use::Equality));
+                    }
+                }
+            }
+            JoinConstraint::Natural => {
+                // Joins on every column of the same name: unknown without the
+                // catalog, so on all of them.
+                for e in scope.iter() {
+                    for s in entry_sources(e) {
+                        self.out.predicates.insert((s, Use::Equality));
+                    }
+                }
+            }
+            JoinConstraint::None => {}
+        }
+    }
+
+    fn factor(&mut self, f: &TableFactor, outer: &[&[Entry]], left: &[Entry]) -> Vec<Entry> {
+        match f {
+            TableFactor::Table {
+                name, alias, args, ..
+            } => {
+                if args.is_some() {
+                    self.out.unsupported = Some("a table function in FROM".into());
+                    return Vec::new();
+                }
+                let obj = names::object(name);
+                if obj.schema.is_none()
+                    && let Some(items) = self.cte(&obj.name).cloned()
+                {
+                    let mut items = items;
+                    if let Some(a) = alias {
+                        rename(&mut items, &a.columns);
+                    }
+                    return vec![Entry {
+                        alias: alias
+                            .as_ref()
+                            .map_or(obj.name.clone(), |a| names::ident(&a.name)),
+                        kind: EntryKind::Derived(items),
+                    }];
+                }
+                self.out.tables.insert(obj.clone());
+                if alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
+                    // Renamed columns of a table: which is which needs the
+                    // catalog's column order.
+                    self.out.unsupported = Some("column aliases on a table".into());
+                }
+                vec![Entry {
+                    alias: alias
+                        .as_ref()
+                        .map_or(obj.name.clone(), |a| names::ident(&a.name)),
+                    kind: EntryKind::Table(obj),
+                }]
+            }
+            TableFactor::Derived {
+                lateral,
+                subquery,
+                alias,
+                ..
+            } => {
+                let scopes: Vec<&[Entry]> = if *lateral {
+                    with(outer, left)
+                } else {
+                    outer.to_vec()
+                };
+                let mut items = self.query(subquery, &scopes);
+                if let Some(a) = alias {
+                    rename(&mut items, &a.columns);
+                }
+                vec![Entry {
+                    alias: alias
+                        .as_ref()
+                        .map_or_else(String::new, |a| names::ident(&a.name)),
+                    kind: EntryKind::Derived(items),
+                }]
+            }
+            TableFactor::NestedJoin {
+                table_with_joins,
+                alias,
+            } => {
+                if alias.is_some() {
+                    self.out.unsupported = Some("an aliased parenthesized join".into());
+                }
+                self.from(std::slice::from_ref(table_with_joins), outer)
+            }
+            _ => {
+                self.out.unsupported = Some("this kind of FROM item".into());
+                Vec::new()
+            }
+        }
+    }
+
+    /// Output items of a SELECT list or RETURNING over `scope`.
+    fn projection(
+        &mut self,
+        items: &[SelectItem],
+        scope: &[Entry],
+        outer: &[&[Entry]],
+    ) -> Vec<Item> {
+        let mut out = Vec::new();
+        for item in items {
+            match item {
+                SelectItem::UnnamedExpr(e) => {
+                    let (reads, direct) = self.expr(e, scope, outer);
+                    out.push(Item::Output(Output {
+                        name: output_name(e),
+                        reads,
+                        direct,
+                    }));
+                }
+                SelectItem::ExprWithAlias { expr, alias } => {
+                    let (reads, direct) = self.expr(expr, scope, outer);
+                    out.push(Item::Output(Output {
+                        name: Some(names::ident(alias)),
+                        reads,
+                        direct,
+                    }));
+                }
+                SelectItem::ExprWithAliases { expr, .. } => {
+                    let (reads, _) = self.expr(expr, scope, outer);
+                    out.push(Item::Output(Output {
+                        name: None,
+                        reads,
+                        direct: false,
+                    }));
+                }
+                SelectItem::Wildcard(opts) => {
+                    if opts.opt_exclude.is_some()
+                        || opts.opt_except.is_some()
+                        || opts.opt_replace.is_some()
+                        || opts.opt_rename.is_some()
+                    {
+                        self.out.unsupported = Some("* with modifiers".into());
+                    }
+                    for e in scope {
+                        out.extend(entry_items(e));
+                    }
+                }
+                SelectItem::QualifiedWildcard(kind, _) => match kind {
+                    SelectItemQualifiedWildcardKind::ObjectName(name) => {
+                        let parts = names::parts(name);
+                        match find_entry(&parts, scope) {
+                            Some(e) => out.extend(entry_items(e)),
+                            None => {
+                                self.out.unsupported = Some(format!("{}.*", parts.join(".")));
+                            }
+                        }
+                    }
+                    SelectItemQualifiedWildcardKind::Expr(_) => {
+                        self.out.unsupported = Some("(expression).*".into());
+                    }
+                },
+            }
+        }
+        out
+    }
+
+    /// Records what `e` reads as predicate uses.
+    fn predicate(&mut self, e: &Expr, scopes: &[&[Entry]], u: Use) {
+        // `a.x = b.y` between two columns is an equality use; anything else is
+        // looked at part by part.
+        if let Expr::BinaryOp { left, op, right } = e {
+            if *op == sqlparser::ast::BinaryOperator::Eq && is_column(left) && is_column(right) {
+                for side in [left, right] {
+                    let (reads, _) = self.expr(side, &[], scopes);
+                    for s in reads {
+                        self.out.predicates.insert((s, Use::Equality));
+                    }
+                }
+                return;
+            }
+            if *op == sqlparser::ast::BinaryOperator::And {
+                self.predicate(left, scopes, u);
+                self.predicate(right, scopes, u);
+                return;
+            }
+        }
+        if let Expr::Nested(inner) = e {
+            return self.predicate(inner, scopes, u);
+        }
+        let (reads, _) = self.expr(e, &[], scopes);
+        for s in reads {
+            self.out.predicates.insert((s, u));
+        }
+    }
+
+    fn unsupported_if_reads(
+        &mut self,
+        on: &sqlparser::ast::OnInsert,
+        scopes: &[&[Entry]],
+        what: &str,
+    ) {
+        let mut c = Collector::default();
+        let _ = on.visit(&mut c);
+        if !c.idents.is_empty() || !c.queries.is_empty() {
+            // ON CONFLICT DO UPDATE SET x = excluded.ssn: copied.
+            for (parts, _) in c.idents {
+                let col = parts.last().cloned().unwrap_or_default();
+                for s in resolve_column(&col, None, scopes) {
+                    self.out.predicates.insert((s, Use::Other));
+                }
+            }
+            if !c.queries.is_empty() {
+                self.out.unsupported = Some(what.into());
+            }
+        }
+    }
+
+    /// What an expression reads, and whether it is a bare column passed through.
+    /// `scope` is the innermost FROM; `outer` the enclosing ones.
+    fn expr(&mut self, e: &Expr, scope: &[Entry], outer: &[&[Entry]]) -> (BTreeSet<Source>, bool) {
+        let scopes = with(outer, scope);
+        let mut c = Collector::default();
+        let _ = e.visit(&mut c);
+        let mut reads = BTreeSet::new();
+        let mut direct = is_column(e);
+        for (parts, whole_args) in &c.idents {
+            let found = if *whole_args {
+                // `f(p.*)` or `f(*)`.
+                match parts.as_slice() {
+                    [] => scopes
+                        .iter()
+                        .flat_map(|s| s.iter())
+                        .flat_map(entry_sources)
+                        .collect(),
+                    _ => match scopes.iter().rev().find_map(|s| find_entry(parts, s)) {
+                        Some(en) => entry_sources(en),
+                        None => unresolved(parts, &scopes),
+                    },
+                }
+            } else {
+                resolve(parts, &scopes, &mut direct)
+            };
+            reads.extend(found);
+        }
+        for q in &c.queries {
+            let items = self.query(q, &scopes);
+            direct = false;
+            for i in items {
+                match i {
+                    Item::Output(o) => reads.extend(o.reads),
+                    Item::Star(t) => {
+                        reads.insert(Source::WholeRow(t));
+                    }
+                }
+            }
+        }
+        (reads, direct)
+    }
+}
+
+/// `outer` scopes plus `inner`, innermost last.
+fn with<'a>(outer: &[&'a [Entry]], inner: &'a [Entry]) -> Vec<&'a [Entry]> {
+    let mut v = outer.to_vec();
+    v.push(inner);
+    v
+}
+
+fn rename(items: &mut [Item], columns: &[sqlparser::ast::TableAliasColumnDef]) {
+    for (item, c) in items.iter_mut().zip(columns) {
+        if let Item::Output(o) = item {
+            o.name = Some(names::ident(&c.name));
+        }
+    }
+}
+
+fn output_name(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Identifier(id) => Some(names::ident(id)),
+        Expr::CompoundIdentifier(ids) => ids.last().map(names::ident),
+        _ => None,
+    }
+}
+
+fn is_column(e: &Expr) -> bool {
+    match e {
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => true,
+        Expr::Nested(inner) => is_column(inner),
+        _ => false,
+    }
+}
+
+fn expr_is_constant(e: &Expr) -> bool {
+    let mut c = Collector::default();
+    let _ = e.visit(&mut c);
+    c.idents.is_empty() && c.queries.is_empty()
+}
+
+/// Pairs the outputs of two set-operation branches; `None` when a `*` of
+/// unknown width makes the pairing unknowable.
+fn merge_positional(l: &[Item], r: &[Item]) -> Option<Vec<Item>> {
+    if l.iter().chain(r).any(|i| matches!(i, Item::Star(_))) {
+        return None;
+    }
+    Some(
+        l.iter()
+            .zip(r)
+            .map(|(a, b)| match (a, b) {
+                (Item::Output(a), Item::Output(b)) => Item::Output(Output {
+                    name: a.name.clone(),
+                    reads: a.reads.union(&b.reads).cloned().collect(),
+                    direct: false,
+                }),
+                _ => Item::Output(Output::default()),
+            })
+            .collect(),
+    )
+}
+
+/// The items a `*` over an entry yields.
+fn entry_items(e: &Entry) -> Vec<Item> {
+    match &e.kind {
+        EntryKind::Table(t) => vec![Item::Star(t.clone())],
+        EntryKind::Derived(items) => items.clone(),
+    }
+}
+
+/// Everything an entry's row holds.
+fn entry_sources(e: &Entry) -> BTreeSet<Source> {
+    match &e.kind {
+        EntryKind::Table(t) => [Source::WholeRow(t.clone())].into(),
+        EntryKind::Derived(items) => items
+            .iter()
+            .flat_map(|i| match i {
+                Item::Output(o) => o.reads.iter().cloned().collect::<Vec<_>>(),
+                Item::Star(t) => vec![Source::WholeRow(t.clone())],
+            })
+            .collect(),
+    }
+}
+
+/// The entry a qualifier names: `p` (alias or table name) or `clinic.patients`.
+fn find_entry<'a>(qualifier: &[String], scope: &'a [Entry]) -> Option<&'a Entry> {
+    match qualifier {
+        [name] => scope.iter().find(|e| &e.alias == name),
+        [schema, name] => scope.iter().find(|e| match &e.kind {
+            EntryKind::Table(t) => t.schema.as_deref() == Some(schema) && &t.name == name,
+            EntryKind::Derived(_) => false,
+        }),
+        _ => None,
+    }
+}
+
+/// Column `col` of whatever has it in `scopes` (all candidates when unsure).
+fn resolve_column(
+    col: &str,
+    _qualifier: Option<&[String]>,
+    scopes: &[&[Entry]],
+) -> BTreeSet<Source> {
+    let mut out = BTreeSet::new();
+    for scope in scopes {
+        for e in scope.iter() {
+            out.extend(column_of(e, col));
+        }
+    }
+    out
+}
+
+fn column_of(e: &Entry, col: &str) -> BTreeSet<Source> {
+    match &e.kind {
+        EntryKind::Table(t) => [Source::Column {
+            tables: vec![t.clone()],
+            column: col.to_owned(),
+        }]
+        .into(),
+        EntryKind::Derived(items) => {
+            let mut out = BTreeSet::new();
+            for i in items {
+                match i {
+                    Item::Output(o) if o.name.as_deref() == Some(col) => {
+                        out.extend(o.reads.iter().cloned())
+                    }
+                    Item::Output(_) => {}
+                    Item::Star(t) => {
+                        out.insert(Source::Column {
+                            tables: vec![t.clone()],
+                            column: col.to_owned(),
+                        });
+                    }
+                }
+            }
+            out
+        }
+    }
+}
+
+/// A name the scopes do not explain: any column of that name anywhere, and any
+/// whole row (the safe reading).
+fn unresolved(parts: &[String], scopes: &[&[Entry]]) -> BTreeSet<Source> {
+    let col = parts.last().cloned().unwrap_or_default();
+    let mut out = resolve_column(&col, None, scopes);
+    if out.is_empty() && parts.len() >= 2 {
+        out.insert(Source::Column {
+            tables: vec![crate::classify::names::from_parts(
+                parts[..parts.len() - 1].to_vec(),
+            )],
+            column: col,
+        });
+    }
+    out
+}
+
+/// What a (possibly qualified) name in an expression reads.
+fn resolve(parts: &[String], scopes: &[&[Entry]], direct: &mut bool) -> BTreeSet<Source> {
+    match parts {
+        [] => BTreeSet::new(),
+        [col] => {
+            let mut out = resolve_column(col, None, scopes);
+            // `p` alone may be a whole-row reference to `p`.
+            for s in scopes.iter().rev() {
+                if let Some(e) = find_entry(parts, s) {
+                    *direct = false;
+                    out.extend(entry_sources(e));
+                }
+            }
+            if out.is_empty() {
+                *direct = false;
+            }
+            out
+        }
+        _ => {
+            let (qual, col) = parts.split_at(parts.len() - 1);
+            let col = &col[0];
+            // `p.ssn`, `clinic.patients.ssn`; `(p).ssn` spelled p.ssn too.
+            for s in scopes.iter().rev() {
+                if let Some(e) = find_entry(qual, s) {
+                    if let EntryKind::Derived(items) = &e.kind
+                        && !items.iter().any(|i| match i {
+                            Item::Output(o) => o.name.as_deref() == Some(col.as_str()) && o.direct,
+                            Item::Star(_) => true,
+                        })
+                    {
+                        *direct = false;
+                    }
+                    return column_of(e, col);
+                }
+            }
+            if qual.len() > 1
+                && let Some(e) = scopes
+                    .iter()
+                    .rev()
+                    .find_map(|s| find_entry(&qual[qual.len() - 1..], s))
+            {
+                return column_of(e, col);
+            }
+            *direct = false;
+            unresolved(parts, scopes)
+        }
+    }
+}
+
+/// Names and subqueries of one expression, not descending into subqueries.
+#[derive(Default)]
+struct Collector {
+    /// Each name read: its parts, and whether it is a `f(p.*)` / `f(*)` argument.
+    idents: Vec<(Vec<String>, bool)>,
+    queries: Vec<Query>,
+    depth: usize,
+}
+
+impl Visitor for Collector {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        if self.depth == 0 {
+            self.queries.push(query.clone());
+        }
+        self.depth += 1;
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _query: &Query) -> ControlFlow<()> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        if self.depth > 0 {
+            return ControlFlow::Continue(());
+        }
+        match expr {
+            Expr::Identifier(id) => self.idents.push((vec![names::ident(id)], false)),
+            Expr::CompoundIdentifier(ids) => self
+                .idents
+                .push((ids.iter().map(names::ident).collect(), false)),
+            Expr::Function(f) => {
+                if let FunctionArguments::List(list) = &f.args {
+                    for a in &list.args {
+                        let arg = match a {
+                            FunctionArg::Named { arg, .. }
+                            | FunctionArg::ExprNamed { arg, .. }
+                            | FunctionArg::Unnamed(arg) => arg,
+                        };
+                        match arg {
+                            FunctionArgExpr::QualifiedWildcard(name) => {
+                                self.idents.push((names::parts(name), true));
+                            }
+                            FunctionArgExpr::Wildcard | FunctionArgExpr::WildcardWithOptions(_) => {
+                                let count = names::function(&f.name);
+                                if count != "count" && count != "pg_catalog.count" {
+                                    self.idents.push((Vec::new(), true));
+                                }
+                            }
+                            FunctionArgExpr::Expr(_) => {}
+                        }
+                    }
+                }
+            }
+            Expr::QualifiedWildcard(name, _) => {
+                self.idents.push((names::parts(name), true));
+            }
+            Expr::Wildcard(_) => self.idents.push((Vec::new(), true)),
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(t: &str, c: &str) -> Source {
+        Source::Column {
+            tables: vec![crate::classify::names::from_parts(
+                t.split('.').map(str::to_owned).collect(),
+            )],
+            column: c.into(),
+        }
+    }
+
+    fn one(sql: &str) -> StatementLineage {
+        let mut v = lineage(sql).unwrap();
+        assert_eq!(v.len(), 1, "{sql}");
+        v.remove(0)
+    }
+
+    fn out(l: &StatementLineage, i: usize) -> &Output {
+        match &l.items[i] {
+            Item::Output(o) => o,
+            Item::Star(t) => panic!("item {i} is {t}.*"),
+        }
+    }
+
+    #[test]
+    fn derived_outputs_name_their_sources() {
+        let l = one("select id, upper(p.ssn) as u, ssn::int from clinic.patients p");
+        assert_eq!(l.items.len(), 3);
+        assert!(out(&l, 0).direct);
+        assert!(!out(&l, 1).direct);
+        assert!(out(&l, 1).reads.contains(&col("clinic.patients", "ssn")));
+        assert!(out(&l, 2).reads.contains(&col("clinic.patients", "ssn")));
+        assert!(l.predicates.is_empty());
+    }
+
+    #[test]
+    fn whole_rows_stars_and_subqueries() {
+        let l = one("select row_to_json(p), count(p.*) from patients p group by p.id");
+        assert!(out(&l, 0).reads.contains(&Source::WholeRow(ObjectRef {
+            schema: None,
+            name: "patients".into()
+        })));
+        assert!(!out(&l, 1).reads.is_empty());
+        let l = one("select s.u, s.* from (select upper(ssn) u, name from patients) s");
+        assert_eq!(l.items.len(), 3, "{:?}", l.items);
+        assert!(out(&l, 0).reads.contains(&col("patients", "ssn")));
+        assert!(out(&l, 1).reads.contains(&col("patients", "ssn")));
+        let l = one("select *, upper(ssn) from patients");
+        assert!(matches!(l.items[0], Item::Star(_)));
+    }
+
+    #[test]
+    fn ctes_set_operations_windows_and_aggregates() {
+        let l = one("with x as (select ssn || '' s from patients) select s from x");
+        assert!(out(&l, 0).reads.contains(&col("patients", "ssn")));
+        let l = one("select name from a union all select ssn from patients");
+        assert!(out(&l, 0).reads.contains(&col("patients", "ssn")));
+        assert!(l.predicates.is_empty());
+        let l = one("select name from a intersect select ssn from patients");
+        assert!(
+            l.predicates
+                .contains(&(col("patients", "ssn"), Use::Equality))
+        );
+        let l = one("select string_agg(ssn, ','), rank() over (order by ssn) from patients");
+        assert!(out(&l, 0).reads.contains(&col("patients", "ssn")));
+        assert!(out(&l, 1).reads.contains(&col("patients", "ssn")));
+        let l = one(
+            "select case when ssn like '1%' then 'a' else 'b' end, json_build_object('s', ssn), substr(ssn,1,3) from patients",
+        );
+        for i in 0..3 {
+            assert!(out(&l, i).reads.contains(&col("patients", "ssn")), "{i}");
+        }
+        let l = one("select (select ssn from patients q where q.id = p.id) from patients p");
+        assert!(out(&l, 0).reads.contains(&col("patients", "ssn")));
+    }
+
+    #[test]
+    fn predicates_are_found_wherever_they_hide() {
+        for sql in [
+            "select id from patients where ssn like '123%'",
+            "select id from patients order by ssn",
+            "select upper(ssn) u from patients order by u",
+            "select ssn from patients order by 1",
+            "select id from patients where exists (select 1 from patients q where q.ssn = '1')",
+            "select count(*) from patients group by substr(ssn, 1, 3)",
+            "select id from patients having max(ssn) > '5'",
+            "select distinct on (ssn) id from patients",
+            "insert into other select ssn from patients",
+            "update other set x = (select ssn from patients limit 1)",
+            "create table other as select ssn from patients",
+            "select ssn into other from patients",
+        ] {
+            let l = one(sql);
+            assert!(
+                l.predicates.contains(&(col("patients", "ssn"), Use::Other)),
+                "{sql}: {:?}",
+                l.predicates
+            );
+        }
+        let l = one("select p.id from patients p join visits v on p.ssn = v.ssn");
+        assert!(
+            l.predicates
+                .contains(&(col("patients", "ssn"), Use::Equality))
+        );
+        assert!(!l.predicates.contains(&(col("patients", "ssn"), Use::Other)));
+        let l = one("select ssn, count(*) from patients group by ssn");
+        assert!(
+            l.predicates
+                .contains(&(col("patients", "ssn"), Use::Equality))
+        );
+    }
+
+    #[test]
+    fn returning_params_and_unsupported() {
+        let l = one("update patients set name = $1 where id = $2 returning ssn, upper(ssn)");
+        assert!(l.has_params);
+        assert_eq!(l.items.len(), 2);
+        assert!(out(&l, 1).reads.contains(&col("patients", "ssn")));
+        let l = one("delete from patients where id = 1 returning *");
+        assert!(matches!(l.items[0], Item::Star(_)));
+        assert!(one("copy patients to stdout").unsupported.is_some());
+        assert!(
+            one("declare c cursor for select ssn from patients")
+                .unsupported
+                .is_some()
+        );
+        assert!(
+            one("select * from generate_series(1, 3)")
+                .unsupported
+                .is_some()
+        );
+        assert!(one("select 1").unsupported.is_none());
+    }
+}
