@@ -30,6 +30,8 @@ use crate::evidence::{Chain, EvidenceError, Recorder, Ticket};
 use crate::refusal::Refusals;
 use crate::tls::{ClientStream, MaybeTls};
 use crate::tracker::{Completion, Sent, Tracker};
+
+mod hold;
 use crate::upstream::{self, Upstream};
 use gatehouse_schemas::decision::{Decision, Verdict};
 use gatehouse_schemas::evidence::{
@@ -87,6 +89,8 @@ struct SessionCtx {
     started: Instant,
     /// `seq` of the last statement event recorded.
     last_recorded: u64,
+    /// Woken by this session's `CancelRequest`: withdraws a held statement.
+    withdraw: Arc<tokio::sync::Notify>,
 }
 
 impl SessionCtx {
@@ -100,6 +104,9 @@ struct Prepared {
     sql: String,
     /// `None` for a statement prepared with SQL `PREPARE` (decided then).
     decision: Option<Arc<Decision>>,
+    /// The approval a held `Parse` ran under, and whether an `Execute` used it:
+    /// an approval authorizes one execution.
+    approval: Option<(String, std::sync::atomic::AtomicBool)>,
 }
 
 /// What both directions of a session record into.
@@ -412,6 +419,7 @@ async fn startup<D: DecisionPoint>(
                 })),
                 started: Instant::now(),
                 last_recorded: 0,
+                withdraw: guard.withdrawals(),
             };
             Some((stream, buf, upstream, ctx, guard))
         }
@@ -593,6 +601,9 @@ async fn relay<D: DecisionPoint>(
 
     let recorder = gw.evidence.as_deref();
     let evidence = ctx.evidence.clone();
+    // Notices for the client from this direction (a held statement's), written
+    // by the backend direction between two backend messages.
+    let (notice_tx, mut notice_rx) = tokio::sync::mpsc::unbounded_channel::<BytesMut>();
     let client_to_upstream = async {
         // A client may pipeline messages right behind its password; they are
         // framed and decided like any other.
@@ -605,6 +616,9 @@ async fn relay<D: DecisionPoint>(
             let mut terminated = false;
             // The last record this batch must see durable before it is forwarded.
             let mut needs: Option<Ticket> = None;
+            // A statement held for approval ends the batch; the bytes after it
+            // wait in `buf` until it is released.
+            let mut held = None;
             plan.clear();
             sents.clear();
             while let Some(frame) = codec::next_frontend_frame(&buf, at, max)? {
@@ -660,6 +674,12 @@ async fn relay<D: DecisionPoint>(
                         }
                         sents.push(sent);
                     }
+                    Some(Outcome::Hold(h)) => {
+                        plan.push(Piece::Raw(forwarded, frame.start));
+                        forwarded = frame.end;
+                        held = Some((h, frame));
+                        break;
+                    }
                     Some(Outcome::Refuse { error, name }) => {
                         // Everything before the refused message goes as it came;
                         // the message itself is replaced.
@@ -697,9 +717,53 @@ async fn relay<D: DecisionPoint>(
                     Piece::Sub(bytes) => up_wr.write_all(bytes).await?,
                 }
             }
+            let released = held.is_some();
+            if let Some((h, frame)) = held.take() {
+                up_wr.flush().await?;
+                let _ = notice_tx.send(hold::notice(&h, &gw.config.approvals.notice));
+                let limit = buf.len() + hold::HOLD_BUFFER;
+                let release =
+                    hold::release(gw, &mut ctx, *h, &mut client_rd, &mut buf, limit).await;
+                let (bytes, sent) = match release {
+                    hold::Release::ClientGone => return Ok(End::ClientClosed),
+                    hold::Release::Run { sent, ticket } => {
+                        let durable = match (ticket, recorder) {
+                            (Some(t), Some(r)) => r.durable(t).await,
+                            _ => Ok(()),
+                        };
+                        match durable {
+                            Ok(()) => (BytesMut::from(&buf[frame.start..frame.end]), sent),
+                            Err(e) => refusals.substitute(
+                                frame.tag,
+                                b"",
+                                error_response(
+                                    Severity::Error,
+                                    SqlState::CannotConnectNow,
+                                    &unrecorded_message(&e),
+                                ),
+                            ),
+                        }
+                    }
+                    hold::Release::Refuse { error, name } => {
+                        refusals.substitute(frame.tag, &name, error)
+                    }
+                };
+                if recorder.is_some() {
+                    evidence
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .tracker
+                        .sent(sent);
+                }
+                up_wr.write_all(&bytes).await?;
+            }
             if at > 0 {
                 up_wr.flush().await?;
                 buf.advance(at);
+            }
+            if released {
+                // Bytes the client sent while it waited are framed now.
+                continue;
             }
             if terminated {
                 return Ok::<End, RelayError>(End::ClientTerminated);
@@ -782,8 +846,19 @@ async fn relay<D: DecisionPoint>(
             }
             client_wr.flush().await?;
             buf.reserve(16384);
-            if up_rd.read_buf(&mut buf).await? == 0 {
-                return Ok::<End, RelayError>(End::UpstreamClosed);
+            tokio::select! {
+                // Cancel safe: read_buf either read into buf or did nothing.
+                n = up_rd.read_buf(&mut buf) => {
+                    if n? == 0 {
+                        return Ok::<End, RelayError>(End::UpstreamClosed);
+                    }
+                }
+                // Only between two backend messages (`passing == 0`: everything
+                // written so far ends on a message boundary).
+                Some(notice) = notice_rx.recv(), if passing == 0 => {
+                    client_wr.write_all(&notice).await?;
+                    client_wr.flush().await?;
+                }
             }
         }
     };
@@ -819,6 +894,9 @@ enum Outcome<'a> {
         /// The statement's evidence record, for texts that run.
         ticket: Option<Ticket>,
     },
+    /// Hold it for approval (see [`crate::approval`]); nothing goes upstream
+    /// before the request is approved.
+    Hold(Box<hold::Held>),
     /// Replace it with a substitute; the client gets `error`.
     Refuse {
         /// The encoded ErrorResponse for the client.
@@ -951,6 +1029,13 @@ async fn decide<'b, D: DecisionPoint>(
     for hit in &decision.shadow {
         tracing::info!(seq = ctx.seq, rule = %hit.rule, would = hit.verdict.name(), "shadow_rule_matched");
     }
+    if let Verdict::Approve { .. } = &decision.verdict
+        && let Some(store) = &gw.approvals
+        && protocol != ProtocolKind::FunctionCall
+    {
+        let statement = statement_record(protocol.into(), name, sql, None, Some(&decision), false);
+        return hold::request(gw, store, ctx, protocol, statement, name, &decision).await;
+    }
     let mut refusal = refusal_message(&decision).map(|m| (SqlState::InsufficientPrivilege, m));
     if refusal.is_none()
         && protocol == ProtocolKind::Parse
@@ -989,6 +1074,7 @@ async fn decide<'b, D: DecisionPoint>(
                     let prepared = Arc::new(Prepared {
                         sql: sql.to_owned(),
                         decision: Some(decision.clone()),
+                        approval: None,
                     });
                     ctx.statements.insert(name.to_owned(), prepared);
                     Sent::Parse
@@ -1103,6 +1189,29 @@ fn execute<'b, D: DecisionPoint>(
     frame: codec::Frame,
     buf: &'b [u8],
 ) -> Outcome<'b> {
+    let portal_name = codec::execute_portal(frame.body(buf)).unwrap_or_default();
+    let approval = ctx
+        .portals
+        .get(&*String::from_utf8_lossy(portal_name))
+        .and_then(|(p, _)| p.approval.as_ref())
+        .map(|(id, used)| {
+            (
+                id.clone(),
+                used.swap(true, std::sync::atomic::Ordering::AcqRel),
+            )
+        });
+    if let Some((id, true)) = &approval {
+        return Outcome::Refuse {
+            error: error_response(
+                Severity::Error,
+                SqlState::InsufficientPrivilege,
+                &format!(
+                    "approval request {id} authorized one execution of this statement, and it ran; prepare it again for a new approval"
+                ),
+            ),
+            name: b"",
+        };
+    }
     if gw.evidence.is_none() {
         return Outcome::Forward {
             sent: Sent::Execute { stmt: None },
@@ -1136,6 +1245,7 @@ fn execute<'b, D: DecisionPoint>(
         },
     };
     statement.portal = (!portal.is_empty()).then_some(portal);
+    statement.approval = approval.map(|(id, _)| id);
     if let Some(name) = ctx
         .portals
         .get(statement.portal.as_deref().unwrap_or(""))
@@ -1177,6 +1287,7 @@ fn bind(ctx: &mut SessionCtx, body: &[u8]) {
             Some(inner) => Arc::new(Prepared {
                 sql: inner.clone(),
                 decision: None,
+                approval: None,
             }),
             None => return,
         },
