@@ -36,7 +36,7 @@ verdict = "allow"
 
 [[rules]]
 id = "unbounded-delete"
-risks = ["delete_without_where"]
+risks = ["delete_without_where", "update_without_where"]
 verdict = "approve"
 reason = "deletes every row"
 approvers = "dba"
@@ -58,7 +58,8 @@ impl Setup {
         let pg = Pg::start();
         pg.psql_admin_db(
             APP_DB,
-            "create table public.t (x int); insert into public.t select generate_series(1, 5); grant all on public.t to app",
+            "create table public.t (x int); insert into public.t select generate_series(1, 5); grant all on public.t to app; \
+             create table public.c (n int); insert into public.c values (0); grant all on public.c to app",
         );
         let nats = Nats::start();
         let bus = nats.client().await;
@@ -451,4 +452,165 @@ async fn held_parse_in_an_extended_protocol_pipeline_runs_once() {
     assert!(r.accepted, "{r:?}");
     assert_eq!(held.await.unwrap().unwrap(), 5);
     assert_eq!(s.count(), "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_held_client_gets_a_notice_naming_the_request() {
+    let s = Setup::new().await;
+    let gw = s.gateway("10m").await;
+    let mut announced = requests(&s.bus).await;
+    let _approver = s.approver().await;
+    let mut raw = Raw::login(gw.addr, "app", &s.issuer.token(&[])).await;
+    let mut body = b"delete from public.t".to_vec();
+    body.push(0);
+    raw.send(&message(b'Q', &body)).await;
+    let notice = raw.recv().await.expect("a notice");
+    assert_eq!(notice.tag, b'N', "{notice:?}");
+    let text = notice.field(b'M').unwrap();
+    let req = next_request(&mut announced).await;
+    assert!(text.contains(&req.id.to_string()), "{text}");
+    assert!(text.contains("ask in #db-approvals"), "{text}");
+    assert!(text.contains("\"dba\""), "{text}");
+    let r = s.decide(&req, &s.dba("alice"), Choice::Approve, None).await;
+    assert!(r.accepted, "{r:?}");
+    let rest = raw.until_ready().await;
+    assert!(rest.iter().any(|m| m.tag == b'C'), "{rest:?}");
+    assert_eq!(s.count(), "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_held_sessions_with_decisions_out_of_order() {
+    const N: usize = 50;
+    let s = Setup::new().await;
+    let gw = s.gateway("10m").await;
+    let mut announced = requests(&s.bus).await;
+    let _approver = s.approver().await;
+    let mut held = Vec::new();
+    for _ in 0..N {
+        let client = connect(&gw.url("app", &s.issuer.token(&[]))).await.unwrap();
+        held.push(tokio::spawn(async move {
+            let r = client.batch_execute("update public.c set n = n + 1").await;
+            // The session stays usable either way.
+            client.query("select 1", &[]).await.unwrap();
+            r
+        }));
+    }
+    let mut reqs = Vec::new();
+    for _ in 0..N {
+        reqs.push(next_request(&mut announced).await);
+    }
+    // Decided in reverse order of arrival: every other one approved.
+    reqs.sort_by_key(|r| r.id);
+    reqs.reverse();
+    let alice = s.dba("alice");
+    let mut approved = std::collections::HashSet::new();
+    for (i, req) in reqs.iter().enumerate() {
+        let choice = if i % 2 == 0 {
+            Choice::Approve
+        } else {
+            Choice::Deny
+        };
+        let r = s.decide(req, &alice, choice, None).await;
+        assert!(r.accepted, "{r:?}");
+        if choice == Choice::Approve {
+            approved.insert(req.session_id);
+        }
+    }
+    let mut ok = 0;
+    for h in held {
+        match h.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(e) => assert_eq!(db_error(&e).0, "42501"),
+        }
+    }
+    assert_eq!(ok, N / 2);
+    assert_eq!(
+        s.pg.psql_admin_db(APP_DB, "select n from public.c"),
+        (N / 2).to_string(),
+        "each approved statement ran exactly once"
+    );
+}
+
+/// `gatehouse serve --role approver` as a child process, killed on drop.
+struct ApproverProcess(std::process::Child);
+
+impl ApproverProcess {
+    fn spawn(s: &Setup) -> ApproverProcess {
+        let config = s
+            .dir
+            .path()
+            .join(format!("approver-{}.toml", uuid::Uuid::new_v4()));
+        std::fs::write(
+            &config,
+            format!(
+                "[log]\nlevel = \"info\"\n\n[nats]\nurl = \"{}\"\n{}",
+                s.nats.url(),
+                s.approvals_config("10m")
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(["serve", "--role", "approver", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start gatehouse serve --role approver");
+        ApproverProcess(child)
+    }
+}
+
+impl Drop for ApproverProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_approver_processes_one_killed() {
+    let s = Setup::new().await;
+    let gw = s.gateway("10m").await;
+    let mut announced = requests(&s.bus).await;
+    let mut first = ApproverProcess::spawn(&s);
+    let _second = ApproverProcess::spawn(&s);
+    let client = Arc::new(connect(&gw.url("app", &s.issuer.token(&[]))).await.unwrap());
+    let c = client.clone();
+    let held = tokio::spawn(async move { c.batch_execute("delete from public.t").await });
+    // Announced once, by one of the two.
+    let req = next_request(&mut announced).await;
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    // Until the server has seen the first go and the second subscribed, a
+    // request may find no responder: asked again, bounded.
+    let d = ApproverDecision {
+        v: SCHEMA_VERSION,
+        request: req.id,
+        statement_hash: req.statement_hash.clone(),
+        decision: Choice::Approve,
+        comment: None,
+        token: s.dba("alice"),
+    };
+    let body: bytes::Bytes = serde_json::to_vec(&d).unwrap().into();
+    let mut reply = None;
+    for _ in 0..40 {
+        if let Ok(Ok(m)) = tokio::time::timeout(
+            Duration::from_secs(1),
+            s.bus.request(DECIDE_SUBJECT, body.clone()),
+        )
+        .await
+        {
+            reply = Some(serde_json::from_slice::<DecisionReply>(&m.payload).unwrap());
+            break;
+        }
+    }
+    let r = reply.expect("the remaining approver answered");
+    assert!(r.accepted, "{r:?}");
+    held.await.unwrap().unwrap();
+    assert_eq!(s.count(), "0");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), announced.next())
+            .await
+            .is_err(),
+        "the request was announced twice"
+    );
 }
