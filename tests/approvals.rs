@@ -614,3 +614,70 @@ async fn two_approver_processes_one_killed() {
         "the request was announced twice"
     );
 }
+
+/// Every record the gateway spooled, parsed.
+fn spooled(gw: &Gw<LocalPolicy>) -> Vec<Value> {
+    let dir = gw.evidence.as_ref().unwrap().dir.path().join("spool");
+    let mut out = Vec::new();
+    for (_, path) in gatehouse_ingress::evidence::spool_files(&dir).unwrap() {
+        for line in std::fs::read_to_string(path).unwrap().lines() {
+            if let Ok(v) = serde_json::from_str::<Value>(line) {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_step_is_evidence_with_both_identities() {
+    let s = Setup::new().await;
+    let gw = s.gateway("10m").await;
+    let mut announced = requests(&s.bus).await;
+    let _approver = s.approver().await;
+    let client = Arc::new(connect(&gw.url("app", &s.issuer.token(&[]))).await.unwrap());
+    let c = client.clone();
+    let held = tokio::spawn(async move { c.batch_execute("delete from public.t").await });
+    let req = next_request(&mut announced).await;
+    let outsider = s.approver_token("dave", json!({"groups": ["ops"]}), Duration::from_secs(600));
+    assert!(
+        !s.decide(&req, &outsider, Choice::Approve, None)
+            .await
+            .accepted
+    );
+    let r = s
+        .decide(&req, &s.dba("alice"), Choice::Approve, Some("OPS-42"))
+        .await;
+    assert!(r.accepted, "{r:?}");
+    held.await.unwrap().unwrap();
+
+    // Recorded before the statement was forwarded, so spooled by now.
+    let events = spooled(&gw);
+    let id = req.id.to_string();
+    let steps: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "approval" && e["request"] == id.as_str())
+        .collect();
+    let states: Vec<&str> = steps.iter().map(|e| e["state"].as_str().unwrap()).collect();
+    assert_eq!(
+        states,
+        ["requested", "notified", "refused", "approved", "executed"],
+        "{steps:?}"
+    );
+    for e in &steps {
+        assert_eq!(e["requester"], req.requester.subject.as_str());
+        assert_eq!(e["statement_hash"], req.statement_hash.as_str());
+    }
+    assert_eq!(steps[2]["by"], "dave");
+    assert_eq!(steps[3]["approver"]["subject"], "alice");
+    assert_eq!(steps[3]["approver"]["issuer"], APPROVER_ISSUER);
+    assert_eq!(steps[3]["reason"], "OPS-42");
+    let statements: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "statement" && e["approval"] == id.as_str())
+        .collect();
+    assert_eq!(statements.len(), 2, "held, then run: {statements:?}");
+    assert_eq!(statements[0]["forwarded"], false);
+    assert_eq!(statements[1]["forwarded"], true);
+    assert_eq!(statements[0]["seq"], steps[0]["statement"]);
+}
