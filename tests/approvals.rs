@@ -681,3 +681,55 @@ async fn every_step_is_evidence_with_both_identities() {
     assert_eq!(statements[1]["forwarded"], true);
     assert_eq!(statements[0]["seq"], steps[0]["statement"]);
 }
+
+/// `gatehouse approvals ARGS` with the approver's token in the environment.
+async fn cli(s: &Setup, token: &str, args: &[&str]) -> Result<String, String> {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+    cmd.arg("approvals")
+        .args(args)
+        .env("GATEHOUSE_NATS_URL", s.nats.url())
+        .env("GATEHOUSE_APPROVER_TOKEN", token);
+    run(cmd).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_shows_and_approves() {
+    let s = Setup::new().await;
+    let gw = s.gateway("10m").await;
+    let mut announced = requests(&s.bus).await;
+    let _approver = s.approver().await;
+    let client = Arc::new(connect(&gw.url("app", &s.issuer.token(&[]))).await.unwrap());
+    let c = client.clone();
+    let held = tokio::spawn(async move { c.batch_execute("delete from public.t").await });
+    let req = next_request(&mut announced).await;
+    let id = req.id.to_string();
+    let alice = s.dba("alice");
+
+    let list = cli(&s, &alice, &["list"]).await.unwrap();
+    assert!(
+        list.contains(&id) && list.contains("delete from public.t"),
+        "{list}"
+    );
+    // Another group's approver does not see it.
+    let ops = s.approver_token("dave", json!({"groups": ["ops"]}), Duration::from_secs(600));
+    assert_eq!(
+        cli(&s, &ops, &["list"]).await.unwrap(),
+        "no pending requests"
+    );
+    let show = cli(&s, &alice, &["show", &id]).await.unwrap();
+    assert!(show.contains("repository=acme/app"), "{show}");
+    assert!(show.contains(&req.statement_hash), "{show}");
+    // A refused decision exits 1 and says why.
+    let err = cli(&s, &s.dba(&req.requester.subject), &["approve", &id])
+        .await
+        .unwrap_err();
+    assert!(err.contains("own statement"), "{err}");
+    let ok = cli(&s, &alice, &["approve", &id, "--comment", "OPS-42"])
+        .await
+        .unwrap();
+    assert_eq!(ok, format!("{id}: approved"));
+    held.await.unwrap().unwrap();
+    assert_eq!(s.count(), "0");
+    let bad = cli(&s, "not-a-token", &["list"]).await.unwrap_err();
+    assert!(bad.contains("token rejected"), "{bad}");
+}
