@@ -167,14 +167,22 @@ leeway = "0s"
             comment: comment.map(str::to_owned),
             token: token.into(),
         };
-        let reply = tokio::time::timeout(
-            Duration::from_secs(10),
-            self.bus
-                .request(DECIDE_SUBJECT, serde_json::to_vec(&d).unwrap().into()),
-        )
-        .await
-        .expect("decision answered in time")
-        .unwrap();
+        // An approver service just started may not have subscribed yet ("no
+        // responders"): asked again, bounded.
+        let body: bytes::Bytes = serde_json::to_vec(&d).unwrap().into();
+        let mut reply = None;
+        for _ in 0..40 {
+            if let Ok(Ok(m)) = tokio::time::timeout(
+                Duration::from_secs(1),
+                self.bus.request(DECIDE_SUBJECT, body.clone()),
+            )
+            .await
+            {
+                reply = Some(m);
+                break;
+            }
+        }
+        let reply = reply.expect("an approver service answered");
         serde_json::from_slice(&reply.payload).unwrap()
     }
 
