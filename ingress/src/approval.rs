@@ -58,22 +58,27 @@ impl ApprovalStore {
         // The bucket's stream is created by hand, as the key-value convention
         // names it: the client's own `create_key_value` sends settings that
         // nats-server 2.9 (Debian 12's) does not answer in a shape it reads.
-        js.get_or_create_stream(jetstream::stream::Config {
-            name: format!("KV_{APPROVAL_BUCKET}"),
-            description: Some("Gatehouse approval requests".into()),
-            subjects: vec![format!("$KV.{APPROVAL_BUCKET}.>")],
-            max_messages_per_subject: 1,
-            max_age: RETENTION,
-            storage: jetstream::stream::StorageType::File,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            discard: jetstream::stream::DiscardPolicy::New,
-            ..Default::default()
-        })
-        .await
-        .map_err(store_err)?;
-        let kv = js.get_key_value(APPROVAL_BUCKET).await.map_err(store_err)?;
+        let created = js
+            .get_or_create_stream(jetstream::stream::Config {
+                name: format!("KV_{APPROVAL_BUCKET}"),
+                description: Some("Gatehouse approval requests".into()),
+                subjects: vec![format!("$KV.{APPROVAL_BUCKET}.>")],
+                max_messages_per_subject: 1,
+                max_age: RETENTION,
+                storage: jetstream::stream::StorageType::File,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: jetstream::stream::DiscardPolicy::New,
+                ..Default::default()
+            })
+            .await;
+        let kv = match (created, js.get_key_value(APPROVAL_BUCKET).await) {
+            (_, Ok(kv)) => kv,
+            // Created by another instance starting at the same time, or not at all.
+            (Err(e), Err(_)) => return Err(store_err(e)),
+            (Ok(_), Err(e)) => return Err(store_err(e)),
+        };
         Ok(Self { kv })
     }
 

@@ -106,7 +106,8 @@ struct Prepared {
     decision: Option<Arc<Decision>>,
     /// The approval a held `Parse` ran under, and whether an `Execute` used it:
     /// an approval authorizes one execution.
-    approval: Option<(String, std::sync::atomic::AtomicBool)>,
+    /// With the parameters it was approved with, when they were known.
+    approval: Option<(String, std::sync::atomic::AtomicBool, Option<Vec<Param>>)>,
 }
 
 /// What both directions of a session record into.
@@ -1030,11 +1031,14 @@ async fn decide<'b, D: DecisionPoint>(
         tracing::info!(seq = ctx.seq, rule = %hit.rule, would = hit.verdict.name(), "shadow_rule_matched");
     }
     if let Verdict::Approve { .. } = &decision.verdict
-        && let Some(store) = &gw.approvals
+        && gw.approvals.is_some()
         && protocol != ProtocolKind::FunctionCall
     {
         let statement = statement_record(protocol.into(), name, sql, None, Some(&decision), false);
-        return hold::request(gw, store, ctx, protocol, statement, name, &decision).await;
+        let params = (protocol == ProtocolKind::Parse)
+            .then(|| bound_params(gw, frame, buf, name))
+            .flatten();
+        return hold::request(gw, ctx, protocol, statement, params, name, &decision).await;
     }
     let mut refusal = refusal_message(&decision).map(|m| (SqlState::InsufficientPrivilege, m));
     if refusal.is_none()
@@ -1193,12 +1197,12 @@ fn execute<'b, D: DecisionPoint>(
     let approval = ctx
         .portals
         .get(&*String::from_utf8_lossy(portal_name))
-        .and_then(|(p, _)| p.approval.as_ref())
-        .map(|(id, used)| {
-            (
-                id.clone(),
-                used.swap(true, std::sync::atomic::Ordering::AcqRel),
-            )
+        .and_then(|(p, params)| Some((p.approval.as_ref()?, params)))
+        .map(|((id, used, approved), params)| {
+            // Approved with known parameters: only with those.
+            let other = approved.as_ref().is_some_and(|a| a != params);
+            let used = used.swap(true, std::sync::atomic::Ordering::AcqRel);
+            (id.clone(), other || used)
         });
     if let Some((id, true)) = &approval {
         return Outcome::Refuse {
@@ -1206,7 +1210,7 @@ fn execute<'b, D: DecisionPoint>(
                 Severity::Error,
                 SqlState::InsufficientPrivilege,
                 &format!(
-                    "approval request {id} authorized one execution of this statement, and it ran; prepare it again for a new approval"
+                    "approval request {id} authorized one execution of this statement with the parameters shown to the approver; prepare it again for a new approval"
                 ),
             ),
             name: b"",
@@ -1297,9 +1301,40 @@ fn bind(ctx: &mut SessionCtx, body: &[u8]) {
         // Its Execute is then recorded without its statement text.
         return;
     }
+    ctx.portals.insert(portal, (prepared, recorded_params(&b)));
+}
+
+/// The parameters of the `Bind` of statement `name` that follows its `Parse` in
+/// the same batch (libpq's `PQexecParams`, pipelines), so an approval binds them
+/// too; `None` when the client binds later (then the approval covers the text,
+/// for one execution).
+fn bound_params<D: DecisionPoint>(
+    gw: &Gateway<D>,
+    parse: codec::Frame,
+    buf: &[u8],
+    name: &str,
+) -> Option<Vec<Param>> {
+    let mut at = parse.end;
+    while let Ok(Some(f)) = codec::next_frontend_frame(buf, at, gw.config.ingress.max_message_size)
+    {
+        at = f.end;
+        match f.tag {
+            codec::BIND => {
+                let b = codec::bind(f.body(buf))?;
+                return (b.statement == name.as_bytes()).then(|| recorded_params(&b));
+            }
+            codec::DESCRIBE => {}
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// A `Bind`'s parameters as evidence records them (values past
+/// [`MAX_RECORDED_PARAMS`] withheld, their lengths kept).
+fn recorded_params(b: &codec::Bind<'_>) -> Vec<Param> {
     let mut budget = MAX_RECORDED_PARAMS;
-    let params = b
-        .params
+    b.params
         .iter()
         .map(|(binary, value)| match value {
             None => Param::Null,
@@ -1314,8 +1349,7 @@ fn bind(ctx: &mut SessionCtx, body: &[u8]) {
                 }
             }
         })
-        .collect();
-    ctx.portals.insert(portal, (prepared, params));
+        .collect()
 }
 
 /// The record of a batch's statements could not be made durable: each statement

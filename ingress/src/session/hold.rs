@@ -8,14 +8,14 @@ use std::time::SystemTime;
 use bytes::BytesMut;
 use gatehouse_schemas::approval::{ApprovalRecord, ApprovalRequest, statement_hash};
 use gatehouse_schemas::decision::{Decision, Verdict};
-use gatehouse_schemas::evidence::{CiContext, EventBody, Statement};
+use gatehouse_schemas::evidence::{CiContext, EventBody, Param, Statement};
 use gatehouse_schemas::{ProtocolKind, SCHEMA_VERSION};
 use tokio::io::AsyncRead;
 use uuid::Uuid;
 
 use super::{Outcome, Prepared, SessionCtx, record_statement, unrecorded_message};
 use crate::Gateway;
-use crate::approval::{self, ApprovalStore, Resolution};
+use crate::approval::{self, Resolution};
 use crate::decision::DecisionPoint;
 use crate::error::{Severity, SqlState, error_response, notice_response};
 use crate::evidence::Ticket;
@@ -49,15 +49,16 @@ pub(super) enum Release {
 /// refusal when the request cannot be stored (nothing runs without approval).
 pub(super) async fn request<'b, D: DecisionPoint>(
     gw: &Gateway<D>,
-    store: &ApprovalStore,
     ctx: &mut SessionCtx,
     protocol: ProtocolKind,
     statement: Statement,
+    params: Option<Vec<Param>>,
     name: &'b str,
     decision: &Arc<Decision>,
 ) -> Outcome<'b> {
-    let Verdict::Approve { reason, approvers } = &decision.verdict else {
-        unreachable!("request() is called for approve verdicts only");
+    let (Verdict::Approve { reason, approvers }, Some(store)) = (&decision.verdict, &gw.approvals)
+    else {
+        unreachable!("request() is called for approve verdicts, with an approval store");
     };
     let id = Uuid::now_v7();
     let now = SystemTime::now();
@@ -87,8 +88,8 @@ pub(super) async fn request<'b, D: DecisionPoint>(
         session_id: ctx.id,
         statement_seq: seq,
         sql: statement.sql.clone(),
-        params: None,
-        statement_hash: statement_hash(ctx.id, &statement.sql, None),
+        statement_hash: statement_hash(ctx.id, &statement.sql, params.as_deref()),
+        params,
         requester: ctx.identity.clone(),
         ci: CiContext::from_claims(&ctx.identity.claims),
         rule: decision.rule.clone(),
@@ -242,7 +243,11 @@ pub(super) async fn release<D: DecisionPoint, R: AsyncRead + Unpin>(
                         Arc::new(Prepared {
                             sql: record.request.sql.clone(),
                             decision: Some(held.decision.clone()),
-                            approval: Some((id.to_string(), AtomicBool::new(false))),
+                            approval: Some((
+                                id.to_string(),
+                                AtomicBool::new(false),
+                                record.request.params.clone(),
+                            )),
                         }),
                     );
                     Release::Run {
