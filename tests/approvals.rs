@@ -181,6 +181,8 @@ leeway = "0s"
                 reply = Some(m);
                 break;
             }
+            // "No responders" comes back at once: poll, bounded.
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
         let reply = reply.expect("an approver service answered");
         serde_json::from_slice(&reply.payload).unwrap()
@@ -610,6 +612,8 @@ async fn two_approver_processes_one_killed() {
             reply = Some(serde_json::from_slice::<DecisionReply>(&m.payload).unwrap());
             break;
         }
+        // "No responders" comes back at once: poll, bounded.
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let r = reply.expect("the remaining approver answered");
     assert!(r.accepted, "{r:?}");
@@ -740,4 +744,73 @@ async fn the_cli_lists_shows_and_approves() {
     assert_eq!(s.count(), "0");
     let bad = cli(&s, "not-a-token", &["list"]).await.unwrap_err();
     assert!(bad.contains("token rejected"), "{bad}");
+}
+
+fn cstr(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(s.as_bytes());
+    out.push(0);
+}
+
+/// Parse (unnamed) + Bind (one text parameter) + Execute + Sync, in one write.
+fn exec_params(sql: &str, param: &str) -> Vec<u8> {
+    let mut parse = Vec::new();
+    cstr(&mut parse, "");
+    cstr(&mut parse, sql);
+    parse.extend_from_slice(&0i16.to_be_bytes());
+    let mut out = message(b'P', &parse);
+    out.extend(bind_execute_sync(param));
+    out
+}
+
+fn bind_execute_sync(param: &str) -> Vec<u8> {
+    let mut bind = Vec::new();
+    cstr(&mut bind, "");
+    cstr(&mut bind, "");
+    bind.extend_from_slice(&0i16.to_be_bytes());
+    bind.extend_from_slice(&1i16.to_be_bytes());
+    bind.extend_from_slice(&(param.len() as i32).to_be_bytes());
+    bind.extend_from_slice(param.as_bytes());
+    bind.extend_from_slice(&0i16.to_be_bytes());
+    let mut out = message(b'B', &bind);
+    let mut exec = Vec::new();
+    cstr(&mut exec, "");
+    exec.extend_from_slice(&0i32.to_be_bytes());
+    out.extend(message(b'E', &exec));
+    out.extend(message(b'S', &[]));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_bind_binds_the_approval_to_its_parameters() {
+    let s = Setup::new().await;
+    let gw = s.gateway("10m").await;
+    let mut announced = requests(&s.bus).await;
+    let _approver = s.approver().await;
+    let mut raw = Raw::login(gw.addr, "app", &s.issuer.token(&[])).await;
+    raw.send(&exec_params("update public.c set n = $1::int", "7"))
+        .await;
+    let req = next_request(&mut announced).await;
+    assert_eq!(
+        req.params,
+        Some(vec![gatehouse_schemas::evidence::Param::Text("7".into())])
+    );
+    assert_eq!(
+        req.statement_hash,
+        gatehouse_schemas::approval::statement_hash(
+            req.session_id,
+            &req.sql,
+            req.params.as_deref()
+        )
+    );
+    let r = s.decide(&req, &s.dba("alice"), Choice::Approve, None).await;
+    assert!(r.accepted, "{r:?}");
+    let msgs = raw.until_ready().await;
+    assert!(msgs.iter().any(|m| m.tag == b'C'), "{msgs:?}");
+    assert_eq!(s.pg.psql_admin_db(APP_DB, "select n from public.c"), "7");
+    // The approved statement with other parameters: refused, nothing runs.
+    raw.send(&bind_execute_sync("8")).await;
+    let msgs = raw.until_ready().await;
+    let err = msgs.iter().find(|m| m.tag == b'E').expect("an error");
+    assert_eq!(err.field(b'C').as_deref(), Some("42501"), "{msgs:?}");
+    assert_eq!(s.pg.psql_admin_db(APP_DB, "select n from public.c"), "7");
 }
