@@ -58,7 +58,12 @@ pub(super) async fn request<'b, D: DecisionPoint>(
 ) -> Outcome<'b> {
     let (Verdict::Approve { reason, approvers }, Some(store)) = (&decision.verdict, &gw.approvals)
     else {
-        unreachable!("request() is called for approve verdicts, with an approval store");
+        // Not reached: the caller checks both. Refused rather than let through.
+        return refuse(
+            SqlState::InsufficientPrivilege,
+            "statement requires an approval this gateway cannot request".into(),
+            name,
+        );
     };
     let id = Uuid::now_v7();
     let now = SystemTime::now();
@@ -154,7 +159,12 @@ pub(super) async fn release<D: DecisionPoint, R: AsyncRead + Unpin>(
     max_buffer: usize,
 ) -> Release {
     let Some(store) = gw.approvals.as_ref() else {
-        unreachable!("a hold exists only with an approval store");
+        // Not reached: a hold exists only with an approval store.
+        return refused_release(
+            SqlState::InsufficientPrivilege,
+            "statement requires an approval this gateway cannot wait for".into(),
+            held.name,
+        );
     };
     let withdraw = ctx.withdraw.clone();
     let evidence = ctx.evidence.clone();
