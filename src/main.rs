@@ -38,6 +38,7 @@ enum Command {
         /// `all`: ingress and decider in one process. `ingress`: asks deciders over
         /// NATS (`[nats] url`), needs no policy. `decider`: answers over NATS.
         /// `archiver`: JetStream evidence into Kafka and signed segments (`[archiver]`).
+        /// `approver`: approvers' decisions on held statements (`[approvals]`).
         #[arg(long, value_enum, env = "GATEHOUSE_ROLE", default_value = "all")]
         role: ServeRole,
     },
@@ -50,6 +51,11 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: gatehouse::policy_cli::PolicyCommand,
+    },
+    /// Approve or deny held statements (a command-line approver over NATS).
+    Approvals {
+        #[command(subcommand)]
+        command: gatehouse::approvals_cli::ApprovalsCommand,
     },
     /// Evidence: verify, replay, sessions list, evidence keygen.
     #[command(flatten)]
@@ -171,6 +177,23 @@ enum ServeRole {
     /// The evidence archiver: a durable JetStream consumer writing to Kafka and
     /// signed segments.
     Archiver,
+    /// The approver: approvers' decisions on held statements over NATS
+    /// (`[approvals]`), in the `gatehouse-approver` queue group.
+    Approver,
+}
+
+/// `serve --role approver`: takes approvers' decisions over NATS until SIGTERM.
+async fn serve_approver(cfg: Config) -> Result<()> {
+    let client = async_nats::ConnectOptions::new()
+        .name("gatehouse-approver")
+        .retry_on_initial_connect()
+        .connect(cfg.nats.url.as_str())
+        .await
+        .with_context(|| format!("connect to NATS at {}", cfg.nats.url))?;
+    let store = gatehouse_ingress::approval::ApprovalStore::open(client.clone()).await?;
+    let approver = Arc::new(gatehouse_approver::Approver::new(store, cfg.approvals)?);
+    gatehouse_approver::service::run(approver, client, shutdown_signal()).await?;
+    Ok(())
 }
 
 /// `serve --role decider`: loads and watches the policy, answers over NATS until
@@ -201,8 +224,16 @@ async fn serve_ingress(cfg: Config) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("connect to NATS at {}: {e}", cfg.nats.url))?;
     let listen = cfg.ingress.listen;
     let evidence = gatehouse::local_evidence::recorder(&cfg).await?;
+    // Statements needing approval are held in the approval bucket on the same bus.
+    let bus = async_nats::ConnectOptions::new()
+        .name("gatehouse-ingress-approvals")
+        .retry_on_initial_connect()
+        .connect(cfg.nats.url.as_str())
+        .await
+        .with_context(|| format!("connect to NATS at {}", cfg.nats.url))?;
+    let approvals = gatehouse_ingress::approval::ApprovalStore::open(bus).await?;
     let gateway = Arc::new(with_evidence(
-        Gateway::new(cfg, decision)?,
+        Gateway::new(cfg, decision)?.with_approvals(approvals),
         evidence.recorder.clone(),
     ));
     let listener = tokio::net::TcpListener::bind(listen)
@@ -234,6 +265,7 @@ fn main() -> Result<()> {
             match role {
                 ServeRole::Decider => return rt.block_on(serve_decider(cfg)),
                 ServeRole::Ingress => return rt.block_on(serve_ingress(cfg)),
+                ServeRole::Approver => return rt.block_on(serve_approver(cfg)),
                 ServeRole::Archiver => {
                     return rt.block_on(async {
                         gatehouse::archiver::serve(cfg, shutdown_signal()).await
@@ -263,6 +295,10 @@ fn main() -> Result<()> {
         }
         Command::Policy { command } => {
             let code = gatehouse::policy_cli::run(command)?;
+            std::process::exit(code);
+        }
+        Command::Approvals { command } => {
+            let code = gatehouse::approvals_cli::run(command, &mut std::io::stdout().lock())?;
             std::process::exit(code);
         }
         Command::Audit(command) => {

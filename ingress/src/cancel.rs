@@ -6,11 +6,14 @@ use std::sync::{Arc, Mutex};
 
 use rand::Rng;
 use subtle::ConstantTimeEq;
+use tokio::sync::Notify;
 
 use crate::upstream::{UpstreamTarget, cancel};
 
 struct Entry {
     secret: i32,
+    /// Woken by a matching cancel: withdraws a statement held for approval.
+    withdraw: Arc<Notify>,
     target: Arc<UpstreamTarget>,
     upstream_key: (i32, i32),
 }
@@ -25,6 +28,15 @@ pub struct CancelRegistry {
 pub struct CancelGuard {
     registry: Arc<CancelRegistry>,
     pid: i32,
+    withdraw: Arc<Notify>,
+}
+
+impl CancelGuard {
+    /// Woken when a client cancels with this session's key: a statement held for
+    /// approval is withdrawn (nothing runs upstream to cancel).
+    pub fn withdrawals(&self) -> Arc<Notify> {
+        self.withdraw.clone()
+    }
 }
 
 impl Drop for CancelGuard {
@@ -55,10 +67,12 @@ impl CancelRegistry {
                 break pid;
             }
         };
+        let withdraw = Arc::new(Notify::new());
         map.insert(
             pid,
             Entry {
                 secret,
+                withdraw: withdraw.clone(),
                 target,
                 upstream_key,
             },
@@ -67,6 +81,7 @@ impl CancelRegistry {
             CancelGuard {
                 registry: self.clone(),
                 pid,
+                withdraw,
             },
             pid,
             secret,
@@ -80,6 +95,11 @@ impl CancelRegistry {
             let map = self.lock();
             map.get(&pid).and_then(|e| {
                 let ok: bool = e.secret.to_be_bytes().ct_eq(&secret.to_be_bytes()).into();
+                if ok {
+                    // Kept as a permit if the hold is not waiting yet; a session
+                    // drops a stale permit before it holds a statement.
+                    e.withdraw.notify_one();
+                }
                 ok.then(|| (e.target.clone(), e.upstream_key))
             })
         };

@@ -42,6 +42,48 @@ pub struct Config {
     /// Inline masking.
     #[serde(default)]
     pub masking: MaskingConfig,
+    /// Just-in-time approvals (`serve --role approver`, and the ingress's hold).
+    #[serde(default)]
+    pub approvals: ApprovalsConfig,
+}
+
+/// Just-in-time approvals of single statements.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalsConfig {
+    /// How long a held statement waits for a decision.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Where approvers look, shown to the held client in its NOTICE.
+    pub notice: String,
+    /// The claim of an approver's token that lists its groups (an array of
+    /// strings, or a space-separated string).
+    pub groups_claim: String,
+    /// Claims of the requester's token that name a person (e.g. GitHub's
+    /// `actor`): an approver whose `sub`, `preferred_username` or `email` equals
+    /// one of them, or the requester's `sub`, is the requester.
+    pub requester_claims: Vec<String>,
+    /// How often the approver service looks for requests past their deadline
+    /// whose gateway did not close them (a gateway that died).
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// Issuers of approvers' tokens. Kept apart from `[[issuers]]`, so an
+    /// approver's token never opens a database session and a CI token never
+    /// approves.
+    pub issuers: Vec<IssuerConfig>,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(600),
+            notice: "run `gatehouse approvals list`, or see your chat-ops channel".into(),
+            groups_claim: "groups".into(),
+            requester_claims: vec!["actor".into(), "user_login".into(), "user_email".into()],
+            sweep_interval: Duration::from_secs(5),
+            issuers: Vec::new(),
+        }
+    }
 }
 
 /// Inline masking: the `hash` method's key and the catalog cache.

@@ -32,6 +32,8 @@ pub enum SqlState {
     CannotConnectNow,
     /// 53400: a per-session limit was reached.
     ConfigurationLimitExceeded,
+    /// 57014: a held statement's approval expired or was withdrawn.
+    QueryCanceled,
 }
 
 impl SqlState {
@@ -48,6 +50,7 @@ impl SqlState {
             Self::AdminShutdown => "57P01",
             Self::CannotConnectNow => "57P03",
             Self::ConfigurationLimitExceeded => "53400",
+            Self::QueryCanceled => "57014",
         }
     }
 }

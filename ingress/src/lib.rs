@@ -1,6 +1,7 @@
 //! Gatehouse's PostgreSQL wire proxy: TLS, startup, identity, the gateway-held
 //! upstream credential, and the per-statement decision point.
 
+pub mod approval;
 pub mod auth;
 pub mod cache;
 pub mod cancel;
@@ -61,6 +62,9 @@ pub struct Gateway<D> {
     pub instance: String,
     /// Inline masking: hash key and upstream catalogs.
     pub masking: masking::Masking,
+    /// Where held statements wait for approval (`None`: an `approve` verdict is
+    /// refused).
+    pub approvals: Option<approval::ApprovalStore>,
 }
 
 impl<D: DecisionPoint> Gateway<D> {
@@ -113,7 +117,14 @@ impl<D: DecisionPoint> Gateway<D> {
             evidence: None,
             instance: instance_name(),
             masking,
+            approvals: None,
         })
+    }
+
+    /// Holds statements whose verdict is `approve` until approved (see [`approval`]).
+    pub fn with_approvals(mut self, store: approval::ApprovalStore) -> Self {
+        self.approvals = Some(store);
+        self
     }
 
     /// Records evidence through `recorder` (see [`evidence`]).
@@ -135,8 +146,13 @@ fn instance_name() -> String {
 
 /// The HTTP client for JWKS URLs: rustls, system roots plus each issuer's extra CA.
 fn jwks_http_client(config: &Config) -> Result<reqwest::Client, ConfigError> {
+    http_client(&config.issuers)
+}
+
+/// The HTTP client for these issuers' JWKS URLs (also the approver's issuers).
+pub fn http_client(issuers: &[config::IssuerConfig]) -> Result<reqwest::Client, ConfigError> {
     let mut roots = tls::root_store(None)?;
-    for iss in &config.issuers {
+    for iss in issuers {
         if let Some(ca) = &iss.jwks_ca_file {
             for cert in tls::root_store(Some(ca))?.roots {
                 roots.roots.push(cert);

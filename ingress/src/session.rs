@@ -31,6 +31,8 @@ use crate::masking::{self, SessionMasker};
 use crate::refusal::Refusals;
 use crate::tls::{ClientStream, MaybeTls};
 use crate::tracker::{Completion, Sent, Tracker};
+
+mod hold;
 use crate::upstream::{self, Upstream};
 use gatehouse_schemas::decision::{Decision, Verdict};
 use gatehouse_schemas::evidence::{
@@ -92,6 +94,8 @@ struct SessionCtx {
     masker: Arc<Mutex<SessionMasker>>,
     /// What masking learnt from the last decided message that is forwarded.
     mask_pending: masking::Pending,
+    /// Woken by this session's `CancelRequest`: withdraws a held statement.
+    withdraw: Arc<tokio::sync::Notify>,
 }
 
 impl SessionCtx {
@@ -105,6 +109,10 @@ struct Prepared {
     sql: String,
     /// `None` for a statement prepared with SQL `PREPARE` (decided then).
     decision: Option<Arc<Decision>>,
+    /// The approval a held `Parse` ran under, and whether an `Execute` used it:
+    /// an approval authorizes one execution.
+    /// With the parameters it was approved with, when they were known.
+    approval: Option<(String, std::sync::atomic::AtomicBool, Option<Vec<Param>>)>,
 }
 
 /// What both directions of a session record into.
@@ -419,6 +427,7 @@ async fn startup<D: DecisionPoint>(
                 last_recorded: 0,
                 masker: Arc::default(),
                 mask_pending: masking::Pending::default(),
+                withdraw: guard.withdrawals(),
             };
             Some((stream, buf, upstream, ctx, guard))
         }
@@ -602,6 +611,9 @@ async fn relay<D: DecisionPoint>(
     let evidence = ctx.evidence.clone();
     let masker = ctx.masker.clone();
     let catalog = gw.masking.catalog(&gw.roles[&ctx.role].target);
+    // Notices for the client from this direction (a held statement's), written
+    // by the backend direction between two backend messages.
+    let (notice_tx, mut notice_rx) = tokio::sync::mpsc::unbounded_channel::<BytesMut>();
     let client_to_upstream = async {
         // A client may pipeline messages right behind its password; they are
         // framed and decided like any other.
@@ -616,6 +628,9 @@ async fn relay<D: DecisionPoint>(
             let mut terminated = false;
             // The last record this batch must see durable before it is forwarded.
             let mut needs: Option<Ticket> = None;
+            // A statement held for approval ends the batch; the bytes after it
+            // wait in `buf` until it is released.
+            let mut held = None;
             plan.clear();
             sents.clear();
             sent_frames.clear();
@@ -673,6 +688,12 @@ async fn relay<D: DecisionPoint>(
                         }
                         sents.push(sent);
                     }
+                    Some(Outcome::Hold(h)) => {
+                        plan.push(Piece::Raw(forwarded, frame.start));
+                        forwarded = frame.end;
+                        held = Some((h, frame));
+                        break;
+                    }
                     Some(Outcome::Refuse { error, name }) => {
                         // Everything before the refused message goes as it came;
                         // the message itself is replaced.
@@ -721,9 +742,53 @@ async fn relay<D: DecisionPoint>(
                     Piece::Sub(bytes) => up_wr.write_all(bytes).await?,
                 }
             }
+            let released = held.is_some();
+            if let Some((h, frame)) = held.take() {
+                up_wr.flush().await?;
+                let _ = notice_tx.send(hold::notice(&h, &gw.config.approvals.notice));
+                let limit = buf.len() + hold::HOLD_BUFFER;
+                let release =
+                    hold::release(gw, &mut ctx, *h, &mut client_rd, &mut buf, limit).await;
+                let (bytes, sent) = match release {
+                    hold::Release::ClientGone => return Ok(End::ClientClosed),
+                    hold::Release::Run { sent, ticket } => {
+                        let durable = match (ticket, recorder) {
+                            (Some(t), Some(r)) => r.durable(t).await,
+                            _ => Ok(()),
+                        };
+                        match durable {
+                            Ok(()) => (BytesMut::from(&buf[frame.start..frame.end]), sent),
+                            Err(e) => refusals.substitute(
+                                frame.tag,
+                                b"",
+                                error_response(
+                                    Severity::Error,
+                                    SqlState::CannotConnectNow,
+                                    &unrecorded_message(&e),
+                                ),
+                            ),
+                        }
+                    }
+                    hold::Release::Refuse { error, name } => {
+                        refusals.substitute(frame.tag, &name, error)
+                    }
+                };
+                if recorder.is_some() {
+                    evidence
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .tracker
+                        .sent(sent);
+                }
+                up_wr.write_all(&bytes).await?;
+            }
             if at > 0 {
                 up_wr.flush().await?;
                 buf.advance(at);
+            }
+            if released {
+                // Bytes the client sent while it waited are framed now.
+                continue;
             }
             if terminated {
                 return Ok::<End, RelayError>(End::ClientTerminated);
@@ -820,8 +885,19 @@ async fn relay<D: DecisionPoint>(
             }
             client_wr.flush().await?;
             buf.reserve(16384);
-            if up_rd.read_buf(&mut buf).await? == 0 {
-                return Ok::<End, RelayError>(End::UpstreamClosed);
+            tokio::select! {
+                // Cancel safe: read_buf either read into buf or did nothing.
+                n = up_rd.read_buf(&mut buf) => {
+                    if n? == 0 {
+                        return Ok::<End, RelayError>(End::UpstreamClosed);
+                    }
+                }
+                // Only between two backend messages (`passing == 0`: everything
+                // written so far ends on a message boundary).
+                Some(notice) = notice_rx.recv(), if passing == 0 => {
+                    client_wr.write_all(&notice).await?;
+                    client_wr.flush().await?;
+                }
             }
         }
     };
@@ -857,6 +933,9 @@ enum Outcome<'a> {
         /// The statement's evidence record, for texts that run.
         ticket: Option<Ticket>,
     },
+    /// Hold it for approval (see [`crate::approval`]); nothing goes upstream
+    /// before the request is approved.
+    Hold(Box<hold::Held>),
     /// Replace it with a substitute; the client gets `error`.
     Refuse {
         /// The encoded ErrorResponse for the client.
@@ -989,6 +1068,16 @@ async fn decide<'b, D: DecisionPoint>(
     for hit in &decision.shadow {
         tracing::info!(seq = ctx.seq, rule = %hit.rule, would = hit.verdict.name(), "shadow_rule_matched");
     }
+    if let Verdict::Approve { .. } = &decision.verdict
+        && gw.approvals.is_some()
+        && protocol != ProtocolKind::FunctionCall
+    {
+        let statement = statement_record(protocol.into(), name, sql, None, Some(&decision), false);
+        let params = (protocol == ProtocolKind::Parse)
+            .then(|| bound_params(gw, frame, buf, name))
+            .flatten();
+        return hold::request(gw, ctx, protocol, statement, params, name, &decision).await;
+    }
     let mut refusal = refusal_message(&decision).map(|m| (SqlState::InsufficientPrivilege, m));
     if refusal.is_none()
         && protocol == ProtocolKind::Parse
@@ -1036,6 +1125,7 @@ async fn decide<'b, D: DecisionPoint>(
                     let prepared = Arc::new(Prepared {
                         sql: sql.to_owned(),
                         decision: Some(decision.clone()),
+                        approval: None,
                     });
                     ctx.statements.insert(name.to_owned(), prepared);
                     Sent::Parse
@@ -1157,6 +1247,29 @@ fn execute<'b, D: DecisionPoint>(
     frame: codec::Frame,
     buf: &'b [u8],
 ) -> Outcome<'b> {
+    let portal_name = codec::execute_portal(frame.body(buf)).unwrap_or_default();
+    let approval = ctx
+        .portals
+        .get(&*String::from_utf8_lossy(portal_name))
+        .and_then(|(p, params)| Some((p.approval.as_ref()?, params)))
+        .map(|((id, used, approved), params)| {
+            // Approved with known parameters: only with those.
+            let other = approved.as_ref().is_some_and(|a| a != params);
+            let used = used.swap(true, std::sync::atomic::Ordering::AcqRel);
+            (id.clone(), other || used)
+        });
+    if let Some((id, true)) = &approval {
+        return Outcome::Refuse {
+            error: error_response(
+                Severity::Error,
+                SqlState::InsufficientPrivilege,
+                &format!(
+                    "approval request {id} authorized one execution of this statement with the parameters shown to the approver; prepare it again for a new approval"
+                ),
+            ),
+            name: b"",
+        };
+    }
     if gw.evidence.is_none() {
         return Outcome::Forward {
             sent: Sent::Execute { stmt: None },
@@ -1190,6 +1303,7 @@ fn execute<'b, D: DecisionPoint>(
         },
     };
     statement.portal = (!portal.is_empty()).then_some(portal);
+    statement.approval = approval.map(|(id, _)| id);
     if let Some(name) = ctx
         .portals
         .get(statement.portal.as_deref().unwrap_or(""))
@@ -1231,6 +1345,7 @@ fn bind(ctx: &mut SessionCtx, body: &[u8]) {
             Some(inner) => Arc::new(Prepared {
                 sql: inner.clone(),
                 decision: None,
+                approval: None,
             }),
             None => return,
         },
@@ -1240,14 +1355,46 @@ fn bind(ctx: &mut SessionCtx, body: &[u8]) {
         // Its Execute is then recorded without its statement text.
         return;
     }
-    let mut budget = MAX_RECORDED_PARAMS;
-    // Parameters of a statement under a mask may be masked values: lengths only.
     let masked = prepared
         .decision
         .as_ref()
         .is_some_and(|d| matches!(d.verdict, Verdict::Mask { .. }));
-    let params = b
-        .params
+    ctx.portals
+        .insert(portal, (prepared, recorded_params(&b, masked)));
+}
+
+/// The parameters of the `Bind` of statement `name` that follows its `Parse` in
+/// the same batch (libpq's `PQexecParams`, pipelines), so an approval binds them
+/// too; `None` when the client binds later (then the approval covers the text,
+/// for one execution).
+fn bound_params<D: DecisionPoint>(
+    gw: &Gateway<D>,
+    parse: codec::Frame,
+    buf: &[u8],
+    name: &str,
+) -> Option<Vec<Param>> {
+    let mut at = parse.end;
+    while let Ok(Some(f)) = codec::next_frontend_frame(buf, at, gw.config.ingress.max_message_size)
+    {
+        at = f.end;
+        match f.tag {
+            codec::BIND => {
+                let b = codec::bind(f.body(buf))?;
+                return (b.statement == name.as_bytes()).then(|| recorded_params(&b, false));
+            }
+            codec::DESCRIBE => {}
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// A `Bind`'s parameters as evidence records them (values past
+/// [`MAX_RECORDED_PARAMS`] withheld, their lengths kept). `masked`: the
+/// statement is under a mask, so a parameter may be a masked value: lengths only.
+fn recorded_params(b: &codec::Bind<'_>, masked: bool) -> Vec<Param> {
+    let mut budget = MAX_RECORDED_PARAMS;
+    b.params
         .iter()
         .map(|(binary, value)| match value {
             None => Param::Null,
@@ -1263,8 +1410,7 @@ fn bind(ctx: &mut SessionCtx, body: &[u8]) {
                 }
             }
         })
-        .collect();
-    ctx.portals.insert(portal, (prepared, params));
+        .collect()
 }
 
 /// The record of a batch's statements could not be made durable: each statement

@@ -336,16 +336,28 @@ pub struct ApprovalEvent {
     pub statement: u64,
     /// The approval request's id.
     pub request: String,
-    /// `requested`, `approved`, `denied`, `expired` or `cancelled`.
+    /// `requested`, `notified`, `refused` (a decision that was not accepted),
+    /// `approved`, `denied`, `expired`, `withdrawn` or `executed`.
     pub state: String,
     /// The approver group asked.
     pub approvers: String,
-    /// Who decided (the approver's verified identity), for `approved`/`denied`.
+    /// Who decided (the approver's subject), for `approved`/`denied`/`refused`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
-    /// Free text: the reason given.
+    /// Free text: the approver's comment, or why a decision was refused or the
+    /// request closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The hash the approval is bound to (session, exact text, parameters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement_hash: Option<String>,
+    /// The requester's subject (the session's identity, named again here so each
+    /// approval event carries both identities).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<String>,
+    /// The approver's verified identity, for `approved`/`denied`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver: Option<Identity>,
 }
 
 /// A session ended.

@@ -7,6 +7,9 @@
 use schemars::{JsonSchema, schema_for};
 
 use crate::StatementEvent;
+use crate::approval::{
+    ApprovalList, ApprovalQuery, ApprovalRecord, ApprovalRequest, ApproverDecision, DecisionReply,
+};
 use crate::decision::{DecideError, Decision, DecisionRequest, PolicyAnnouncement};
 use crate::evidence::Event;
 use crate::siem::SiemRecord;
@@ -21,6 +24,12 @@ pub fn all() -> Vec<(&'static str, serde_json::Value)> {
         schema::<StatementEvent<'static>>("statement-event.schema.json"),
         schema::<Event>("evidence-event.schema.json"),
         schema::<SiemRecord>("siem-record.schema.json"),
+        schema::<ApprovalRequest>("approval-request.schema.json"),
+        schema::<ApprovalRecord>("approval-record.schema.json"),
+        schema::<ApproverDecision>("approver-decision.schema.json"),
+        schema::<DecisionReply>("approval-decision-reply.schema.json"),
+        schema::<ApprovalQuery>("approval-query.schema.json"),
+        schema::<ApprovalList>("approval-list.schema.json"),
     ]
 }
 

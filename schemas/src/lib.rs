@@ -3,6 +3,7 @@
 //! Every message carries [`SCHEMA_VERSION`] in its `v` field so that consumers in
 //! other languages can refuse a shape they do not know.
 
+pub mod approval;
 pub mod decision;
 pub mod evidence;
 pub mod json_schema;
@@ -18,7 +19,7 @@ use uuid::Uuid;
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Who is calling: the validated claims of the caller's token, never the token itself.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Identity {
     /// The `iss` claim (the issuer's URL or name as it appears in the token).
     pub issuer: String,

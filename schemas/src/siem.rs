@@ -491,7 +491,10 @@ impl Mapped {
             }
             EventBody::Approval(a) => {
                 self.activity_name = "Approval";
-                self.success = !matches!(a.state.as_str(), "denied" | "expired" | "cancelled");
+                self.success = !matches!(
+                    a.state.as_str(),
+                    "denied" | "expired" | "cancelled" | "withdrawn" | "refused"
+                );
                 self.disposition = match a.state.as_str() {
                     "requested" => Some((14, "Delayed")),
                     "approved" => Some((8, "Approved")),
@@ -727,6 +730,9 @@ mod tests {
                     approvers: "dba".into(),
                     by: Some("alice".into()),
                     reason: None,
+                    statement_hash: None,
+                    requester: None,
+                    approver: None,
                 }),
                 (99, "Approval", 2),
             ),

@@ -211,3 +211,25 @@ fn siem_records_validate() {
     bad["metadata"]["sequence"] = json!("one");
     assert!(!v.is_valid(&bad));
 }
+
+#[test]
+fn approver_decisions_validate() {
+    use gatehouse_schemas::approval::{ApproverDecision, Choice};
+    let v = validator("approver-decision.schema.json");
+    let d = ApproverDecision {
+        v: SCHEMA_VERSION,
+        request: uuid::Uuid::nil(),
+        statement_hash: "ab".into(),
+        decision: Choice::Approve,
+        comment: None,
+        token: "a.b.c".into(),
+    };
+    let value = serde_json::to_value(&d).unwrap();
+    assert!(v.is_valid(&value), "{value}");
+    let mut bad = value.clone();
+    bad["decision"] = json!("maybe");
+    assert!(!v.is_valid(&bad));
+    bad = value;
+    bad.as_object_mut().unwrap().remove("token");
+    assert!(!v.is_valid(&bad));
+}

@@ -213,6 +213,16 @@ impl<D: DecisionPoint> Drop for Gw<D> {
 /// records into a fresh local evidence directory (`Gw::evidence`), as a
 /// deployment would: every test then also runs with evidence on.
 pub async fn start_gateway<D: DecisionPoint>(toml: &str, decision: D) -> Gw<D> {
+    start_gateway_with(toml, decision, |g| g).await
+}
+
+/// [`start_gateway`], with `extend` applied to the gateway before it serves
+/// (e.g. `Gateway::with_approvals`).
+pub async fn start_gateway_with<D: DecisionPoint>(
+    toml: &str,
+    decision: D,
+    extend: impl FnOnce(Gateway<D>) -> Gateway<D>,
+) -> Gw<D> {
     init_tracing();
     let (toml, evidence) = if toml.contains("[evidence]") {
         (toml.to_owned(), None)
@@ -224,7 +234,7 @@ pub async fn start_gateway<D: DecisionPoint>(toml: &str, decision: D) -> Gw<D> {
     let pipeline = gatehouse::local_evidence::recorder(&config)
         .await
         .expect("evidence");
-    let gateway = Gateway::new(config, decision).expect("gateway");
+    let gateway = extend(Gateway::new(config, decision).expect("gateway"));
     let gateway = Arc::new(match &pipeline.recorder {
         Some(r) => gateway.with_evidence(r.clone()),
         None => gateway,

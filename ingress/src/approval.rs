@@ -1,0 +1,459 @@
+//! Held statements: the approval records in JetStream key-value, and the wait of
+//! a session whose statement needs approval.
+//!
+//! The record of a request lives in [`APPROVAL_BUCKET`] under its id. Every
+//! change is a compare-and-set on the entry's revision ([`ApprovalStore::transition`]),
+//! so the first of a decision, an expiry and a withdrawal wins and the others see
+//! the state it left. Nothing about a request lives only in a process: an
+//! approver service may restart, or several may run, while a statement is held.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, kv};
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use gatehouse_schemas::Identity;
+use gatehouse_schemas::approval::{APPROVAL_BUCKET, ApprovalRecord, ApprovalState};
+use gatehouse_schemas::evidence::ApprovalEvent;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::error::SqlState;
+
+/// Records are kept this long after their last change (for `approvals show`).
+const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Attempts of one compare-and-set before giving up (each conflict means
+/// someone else changed the record; re-read and re-check).
+const CAS_ATTEMPTS: usize = 16;
+
+/// Why the store could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    /// NATS or JetStream failed.
+    #[error("approval store: {0}")]
+    Store(String),
+    /// No such request.
+    #[error("no approval request {0}")]
+    Unknown(Uuid),
+    /// The record in the bucket is not one this version reads.
+    #[error("unreadable approval record {0}: {1}")]
+    Unreadable(Uuid, String),
+}
+
+fn store_err(e: impl std::fmt::Display) -> ApprovalError {
+    ApprovalError::Store(e.to_string())
+}
+
+/// Approval records in JetStream key-value.
+#[derive(Clone)]
+pub struct ApprovalStore {
+    kv: kv::Store,
+}
+
+impl ApprovalStore {
+    /// Opens the bucket, creating it if it does not exist.
+    pub async fn open(client: async_nats::Client) -> Result<Self, ApprovalError> {
+        let js = jetstream::new(client);
+        // The bucket's stream is created by hand, as the key-value convention
+        // names it: the client's own `create_key_value` sends settings that
+        // nats-server 2.9 (Debian 12's) does not answer in a shape it reads.
+        let created = js
+            .get_or_create_stream(jetstream::stream::Config {
+                name: format!("KV_{APPROVAL_BUCKET}"),
+                description: Some("Gatehouse approval requests".into()),
+                subjects: vec![format!("$KV.{APPROVAL_BUCKET}.>")],
+                max_messages_per_subject: 1,
+                max_age: RETENTION,
+                storage: jetstream::stream::StorageType::File,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: jetstream::stream::DiscardPolicy::New,
+                ..Default::default()
+            })
+            .await;
+        let kv = match (created, js.get_key_value(APPROVAL_BUCKET).await) {
+            (_, Ok(kv)) => kv,
+            // Created by another instance starting at the same time, or not at all.
+            (Err(e), Err(_)) => return Err(store_err(e)),
+            (Ok(_), Err(e)) => return Err(store_err(e)),
+        };
+        Ok(Self { kv })
+    }
+
+    /// Stores a new pending record.
+    pub async fn create(&self, record: &ApprovalRecord) -> Result<(), ApprovalError> {
+        let body = serde_json::to_vec(record).map_err(store_err)?;
+        self.kv
+            .create(record.request.id.to_string(), Bytes::from(body))
+            .await
+            .map_err(store_err)?;
+        Ok(())
+    }
+
+    /// The record and its revision.
+    pub async fn get(&self, id: Uuid) -> Result<(ApprovalRecord, u64), ApprovalError> {
+        let entry = self
+            .kv
+            .entry(id.to_string())
+            .await
+            .map_err(store_err)?
+            .filter(|e| e.operation == kv::Operation::Put)
+            .ok_or(ApprovalError::Unknown(id))?;
+        Ok((decode(id, &entry.value)?, entry.revision))
+    }
+
+    /// Every record in the bucket (bounded by its retention).
+    pub async fn all(&self) -> Result<Vec<ApprovalRecord>, ApprovalError> {
+        let mut keys = self.kv.keys().await.map_err(store_err)?;
+        let mut out = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(store_err)?;
+            let Ok(id) = key.parse::<Uuid>() else {
+                continue;
+            };
+            match self.get(id).await {
+                Ok((r, _)) => out.push(r),
+                Err(ApprovalError::Unknown(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| a.request.requested_at.cmp(&b.request.requested_at));
+        Ok(out)
+    }
+
+    /// Applies `change` with compare-and-set, re-reading on conflict. `change`
+    /// returns `false` to leave the record as it is (e.g. no longer pending).
+    /// Returns the record as it stands afterwards and whether `change` applied.
+    pub async fn transition(
+        &self,
+        id: Uuid,
+        mut change: impl FnMut(&mut ApprovalRecord) -> bool,
+    ) -> Result<(ApprovalRecord, bool), ApprovalError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let (mut record, revision) = self.get(id).await?;
+            if !change(&mut record) {
+                return Ok((record, false));
+            }
+            let body = serde_json::to_vec(&record).map_err(store_err)?;
+            match self
+                .kv
+                .update(id.to_string(), Bytes::from(body), revision)
+                .await
+            {
+                Ok(_) => return Ok((record, true)),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                Err(e) => return Err(store_err(e)),
+            }
+        }
+        Err(ApprovalError::Store(format!(
+            "request {id}: too many concurrent changes"
+        )))
+    }
+
+    /// Closes a pending request as `state` (`Expired`, `Withdrawn`) for `reason`.
+    /// A request already decided keeps its decision, which is returned.
+    pub async fn close(
+        &self,
+        id: Uuid,
+        state: ApprovalState,
+        reason: &str,
+    ) -> Result<ApprovalRecord, ApprovalError> {
+        let (record, _) = self
+            .transition(id, |r| {
+                if !r.state.is_pending() {
+                    return false;
+                }
+                r.state = state;
+                r.closed_reason = Some(reason.to_owned());
+                true
+            })
+            .await?;
+        Ok(record)
+    }
+
+    /// Marks an approved request as run. `false`: it was not in `Approved`
+    /// (already executed: an approval is used once).
+    pub async fn executed(&self, id: Uuid) -> Result<bool, ApprovalError> {
+        let (_, applied) = self
+            .transition(id, |r| {
+                if r.state != ApprovalState::Approved {
+                    return false;
+                }
+                r.state = ApprovalState::Executed;
+                true
+            })
+            .await?;
+        Ok(applied)
+    }
+
+    /// The record now and after each change. Ends when the bus does.
+    pub async fn watch(
+        &self,
+        id: Uuid,
+    ) -> Result<impl Stream<Item = ApprovalRecord> + Send + use<>, ApprovalError> {
+        let watch = self
+            .kv
+            .watch_with_history(id.to_string())
+            .await
+            .map_err(store_err)?;
+        Ok(watch.filter_map(move |e| async move {
+            let e = e.ok()?;
+            if e.operation != kv::Operation::Put {
+                return None;
+            }
+            match decode(id, &e.value) {
+                Ok(r) => Some(r),
+                Err(err) => {
+                    tracing::warn!(error = %err, "approval_record_unreadable");
+                    None
+                }
+            }
+        }))
+    }
+
+    /// Every record as it is now, then every change (the approver's notifier:
+    /// requests stored while no approver ran are announced when one starts).
+    pub async fn watch_all(
+        &self,
+    ) -> Result<impl Stream<Item = (ApprovalRecord, u64)> + Send + use<>, ApprovalError> {
+        let watch = self.kv.watch_with_history(">").await.map_err(store_err)?;
+        Ok(watch.filter_map(|e| async move {
+            let e = e.ok()?;
+            if e.operation != kv::Operation::Put {
+                return None;
+            }
+            let id = e.key.parse().ok()?;
+            decode(id, &e.value).ok().map(|r| (r, e.revision))
+        }))
+    }
+}
+
+fn decode(id: Uuid, bytes: &[u8]) -> Result<ApprovalRecord, ApprovalError> {
+    serde_json::from_slice(bytes).map_err(|e| ApprovalError::Unreadable(id, e.to_string()))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// RFC 3339 UTC with milliseconds.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// How an approver names themselves to the client and in evidence.
+pub fn display_name(identity: &gatehouse_schemas::Identity) -> String {
+    for claim in ["preferred_username", "email", "name"] {
+        if let Some(v) = identity.claims.get(claim).and_then(|v| v.as_str()) {
+            return format!("{v} ({})", identity.subject);
+        }
+    }
+    identity.subject.clone()
+}
+
+/// How a hold ended.
+#[derive(Debug)]
+pub enum Resolution {
+    /// Approved: run the statement once.
+    Approved(Box<ApprovalRecord>),
+    /// Denied, expired or withdrawn: the client gets this error instead.
+    Refused {
+        /// `42501` (denied) or `57014` (expired, withdrawn).
+        state: SqlState,
+        /// The client's message.
+        message: String,
+    },
+    /// The client went away while it waited.
+    ClientGone,
+}
+
+/// One step of the hold for the session's evidence.
+pub fn event(
+    record: &ApprovalRecord,
+    state: &str,
+    by: Option<String>,
+    reason: Option<String>,
+    approver: Option<Identity>,
+) -> ApprovalEvent {
+    ApprovalEvent {
+        statement: record.request.statement_seq,
+        request: record.request.id.to_string(),
+        state: state.to_owned(),
+        approvers: record.request.approvers.clone(),
+        by,
+        reason,
+        statement_hash: Some(record.request.statement_hash.clone()),
+        requester: Some(record.request.requester.subject.clone()),
+        approver,
+    }
+}
+
+/// Waits for the outcome of `record` (already stored), while still reading the
+/// client: bytes it sends meanwhile are appended to `buf` (up to `max_buffer`),
+/// and its going away withdraws the request, as does a `CancelRequest`
+/// (`withdraw`). The deadline is the gateway's own: a bus or approver service
+/// that is gone by then expires the request here. Each step becomes an evidence
+/// event through `record_event`.
+///
+/// Cancel safety: meant to be awaited to completion; dropping it leaves the
+/// request pending until an approver service's sweep expires it.
+pub async fn wait<R: AsyncRead + Unpin>(
+    store: &ApprovalStore,
+    record: &ApprovalRecord,
+    client: &mut R,
+    buf: &mut BytesMut,
+    max_buffer: usize,
+    withdraw: &Notify,
+    mut record_event: impl FnMut(ApprovalEvent),
+) -> Resolution {
+    let id = record.request.id;
+    let left = record.request.deadline_ms.saturating_sub(now_ms());
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(left);
+    let mut updates = match store.watch(id).await {
+        Ok(w) => Some(Box::pin(w)),
+        Err(e) => {
+            tracing::warn!(error = %e, request = %id, "approval_watch_failed");
+            None
+        }
+    };
+    let mut notified = false;
+    let mut refusals_seen = 0u64;
+    loop {
+        let closed = tokio::select! {
+            // Cancel safe: a change not taken now is taken at the next poll.
+            next = async { updates.as_mut()?.next().await }, if updates.is_some() => {
+                let Some(r) = next else {
+                    // The bus went away: wait out the deadline.
+                    updates = None;
+                    continue;
+                };
+                if r.notified && !notified {
+                    notified = true;
+                    record_event(event(&r, "notified", None, None, None));
+                }
+                if r.refused_total > refusals_seen {
+                    let new = (r.refused_total - refusals_seen) as usize;
+                    for f in r.refusals.iter().rev().take(new).rev() {
+                        record_event(event(&r, "refused", f.subject.clone(), Some(f.reason.clone()), None));
+                    }
+                    refusals_seen = r.refused_total;
+                }
+                if r.state.is_pending() {
+                    continue;
+                }
+                r
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                match store.close(id, ApprovalState::Expired, "no decision before the deadline").await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, request = %id, "approval_expired_store_unavailable");
+                        let mut r = record.clone();
+                        r.state = ApprovalState::Expired;
+                        r.closed_reason = Some("no decision before the deadline (approval service unreachable)".into());
+                        r
+                    }
+                }
+            }
+            // Cancel safe: a cancel that came since the request was made is kept
+            // as a permit and taken here.
+            _ = withdraw.notified() => {
+                match store.close(id, ApprovalState::Withdrawn, "cancelled by the client").await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, request = %id, "approval_withdrawal_not_stored");
+                        let mut r = record.clone();
+                        r.state = ApprovalState::Withdrawn;
+                        r.closed_reason = Some("cancelled by the client".into());
+                        r
+                    }
+                }
+            }
+            // Cancel safe: read_buf either read bytes into buf or did nothing.
+            n = client.read_buf(buf), if buf.len() < max_buffer => {
+                match n {
+                    Ok(0) | Err(_) => {
+                        let r = store.close(id, ApprovalState::Withdrawn, "the client went away").await;
+                        if let Ok(r) = &r
+                            && r.state == ApprovalState::Withdrawn
+                        {
+                            record_event(event(r, "withdrawn", None, r.closed_reason.clone(), None));
+                        }
+                        return Resolution::ClientGone;
+                    }
+                    Ok(_) => continue,
+                }
+            }
+        };
+        return resolve(&closed, &mut record_event);
+    }
+}
+
+/// The resolution of a request that left `pending`, and its evidence.
+fn resolve(r: &ApprovalRecord, record_event: &mut impl FnMut(ApprovalEvent)) -> Resolution {
+    let decided = r.decided.as_ref();
+    let by = decided.map(|d| display_name(&d.identity));
+    let comment = decided.and_then(|d| d.comment.clone());
+    match r.state {
+        ApprovalState::Approved | ApprovalState::Executed => {
+            record_event(event(
+                r,
+                "approved",
+                by,
+                comment,
+                decided.map(|d| d.identity.clone()),
+            ));
+            Resolution::Approved(Box::new(r.clone()))
+        }
+        ApprovalState::Denied => {
+            let who = by.clone().unwrap_or_else(|| "an approver".into());
+            record_event(event(
+                r,
+                "denied",
+                by,
+                comment.clone(),
+                decided.map(|d| d.identity.clone()),
+            ));
+            Resolution::Refused {
+                state: SqlState::InsufficientPrivilege,
+                message: format!(
+                    "statement denied by {who} (approval request {}){}",
+                    r.request.id,
+                    comment.map(|c| format!(": {c}")).unwrap_or_default()
+                ),
+            }
+        }
+        ApprovalState::Expired | ApprovalState::Withdrawn | ApprovalState::Pending => {
+            let state = if r.state == ApprovalState::Withdrawn {
+                "withdrawn"
+            } else {
+                "expired"
+            };
+            let reason = r
+                .closed_reason
+                .clone()
+                .unwrap_or_else(|| "no decision".into());
+            record_event(event(r, state, None, Some(reason.clone()), None));
+            let message = if state == "withdrawn" {
+                format!(
+                    "canceling statement: approval request {} withdrawn ({reason})",
+                    r.request.id
+                )
+            } else {
+                format!(
+                    "canceling statement: approval request {} expired without a decision by \"{}\" ({reason})",
+                    r.request.id, r.request.approvers
+                )
+            };
+            Resolution::Refused {
+                state: SqlState::QueryCanceled,
+                message,
+            }
+        }
+    }
+}
