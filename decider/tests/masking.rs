@@ -1,11 +1,10 @@
 //! Mask verdicts: which output columns are masked and how, exemptions, data
 //! classes, and the statements refused because masking could not be guaranteed.
 
-use std::collections::BTreeMap;
+mod common;
 
 use gatehouse_decider::Policy;
 use gatehouse_schemas::decision::{DecisionRequest, MaskMethod, Verdict};
-use gatehouse_schemas::{Identity, ProtocolKind, SCHEMA_VERSION};
 use serde_json::json;
 
 const POLICY: &str = r#"
@@ -51,21 +50,7 @@ fn req(sql: &str, groups: &[&str]) -> DecisionRequest {
     let mut claims = serde_json::Map::new();
     claims.insert("repository".into(), json!("acme/etl"));
     claims.insert("groups".into(), json!(groups));
-    DecisionRequest {
-        v: SCHEMA_VERSION,
-        role: "etl".into(),
-        identity: Identity {
-            issuer: "https://issuer".into(),
-            subject: "job".into(),
-            key_id: None,
-            algorithm: "RS256".into(),
-            claims,
-        },
-        protocol: ProtocolKind::SimpleQuery,
-        sql: sql.into(),
-        function_oid: None,
-        prepared: BTreeMap::new(),
-    }
+    common::request("etl", "job", claims, sql)
 }
 
 fn policy() -> Policy {

@@ -1,11 +1,11 @@
 //! The policy engine on real analyses: permissive rules must cover a statement,
 //! restrictive ones fire on any match, the strictest verdict wins, default deny.
 
-use std::collections::BTreeMap;
+mod common;
 
 use gatehouse_decider::Policy;
+use gatehouse_schemas::ProtocolKind;
 use gatehouse_schemas::decision::{DecisionRequest, Verdict};
-use gatehouse_schemas::{Identity, ProtocolKind, SCHEMA_VERSION};
 use serde_json::json;
 
 const POLICY: &str = r#"
@@ -58,21 +58,7 @@ verdict = "allow"
 fn req(role: &str, repo: &str, sql: &str) -> DecisionRequest {
     let mut claims = serde_json::Map::new();
     claims.insert("repository".into(), json!(repo));
-    DecisionRequest {
-        v: SCHEMA_VERSION,
-        role: role.into(),
-        identity: Identity {
-            issuer: "https://issuer".into(),
-            subject: "sub".into(),
-            key_id: None,
-            algorithm: "RS256".into(),
-            claims,
-        },
-        protocol: ProtocolKind::SimpleQuery,
-        sql: sql.into(),
-        function_oid: None,
-        prepared: BTreeMap::new(),
-    }
+    common::request(role, "sub", claims, sql)
 }
 
 fn policy() -> Policy {
