@@ -699,7 +699,7 @@ async fn relay<D: DecisionPoint>(
                         // the message itself is replaced.
                         let (substitute, sent) = refusals.substitute(frame.tag, name, error);
                         plan.push(Piece::Raw(forwarded, frame.start));
-                        plan.push(Piece::Sub(substitute));
+                        plan.push(Piece::Sub(frame.start, substitute));
                         sents.push(sent);
                         forwarded = frame.end;
                     }
@@ -717,12 +717,17 @@ async fn relay<D: DecisionPoint>(
                     &mut plan, &mut sents, &buf, &refusals, &evidence, recorder, &e,
                 );
             }
+            // Bytes masking sends upstream ahead of a message (its probes of a
+            // COPY's columns, a Describe), by the offset of that message.
+            let mut ahead: Vec<(usize, BytesMut)> = Vec::new();
             {
                 // Masking, like the tracker, learns what was sent before any
                 // answer can arrive.
                 let mut masker = ctx.masker.lock().unwrap_or_else(|p| p.into_inner());
                 for (sent, (frame, pending)) in sents.iter().zip(sent_frames.drain(..)) {
-                    masker.sent(*sent, frame.tag, frame.body(&buf), pending);
+                    if let Some(bytes) = masker.sent(*sent, frame.tag, frame.body(&buf), pending) {
+                        ahead.push((frame.start, bytes));
+                    }
                 }
             }
             if recorder.is_some() {
@@ -732,14 +737,31 @@ async fn relay<D: DecisionPoint>(
                     ev.tracker.sent(*sent);
                 }
             }
+            let mut ahead = ahead.iter().peekable();
             for piece in &plan {
                 match piece {
-                    Piece::Raw(from, to) if from < to => up_wr.write_all(&buf[*from..*to]).await?,
+                    Piece::Raw(from, to) if from < to => {
+                        let mut at = *from;
+                        while let Some((start, bytes)) = ahead.next_if(|(s, _)| s < to) {
+                            up_wr.write_all(&buf[at..*start]).await?;
+                            up_wr.write_all(bytes).await?;
+                            at = *start;
+                        }
+                        up_wr.write_all(&buf[at..*to]).await?
+                    }
                     Piece::Raw(..) => {}
                     Piece::Stmt { frame, .. } => {
+                        while let Some((_, bytes)) = ahead.next_if(|(s, _)| *s <= frame.start) {
+                            up_wr.write_all(bytes).await?;
+                        }
                         up_wr.write_all(&buf[frame.start..frame.end]).await?
                     }
-                    Piece::Sub(bytes) => up_wr.write_all(bytes).await?,
+                    Piece::Sub(start, bytes) => {
+                        while let Some((_, bytes)) = ahead.next_if(|(s, _)| s <= start) {
+                            up_wr.write_all(bytes).await?;
+                        }
+                        up_wr.write_all(bytes).await?
+                    }
                 }
             }
             let released = held.is_some();
@@ -830,19 +852,31 @@ async fn relay<D: DecisionPoint>(
                     )));
                 }
                 let tag = buf[i];
-                let masking = masker.lock().unwrap_or_else(|p| p.into_inner()).active();
-                let whole = masking && matches!(tag, b'T' | b'D' | b'E' | b'N');
-                if (whole || (tag == b'E' && refusals.pending())) && buf.len() - i < 1 + len {
+                // A masking session reads every backend message whole: masking
+                // rewrites rows, COPY data and errors, and swallows the answers
+                // to its own messages.
+                let whole = masker.lock().unwrap_or_else(|p| p.into_inner()).active();
+                // CommandComplete and ErrorResponse are read whole for the
+                // evidence: their tag and SQLSTATE complete a statement's record.
+                // Every wait for more bytes comes before anything is told of
+                // this message.
+                let for_evidence = recorder.is_some() && matches!(tag, b'C' | b'E');
+                let refused = tag == b'E' && refusals.pending();
+                if (whole || for_evidence || refused) && buf.len() - i < 1 + len {
                     break;
                 }
+                let end = if whole { i + 1 + len } else { i + 5 };
+                let action = masking::backend(&masker, &catalog, &gw.masking, &buf[i..end]).await;
+                if let masking::Backend::Swallow = action {
+                    // The answer to Gatehouse's own message: the client and
+                    // the evidence never asked for it.
+                    client_wr.write_all(&buf[..i]).await?;
+                    buf.advance(i + 1 + len);
+                    i = 0;
+                    continue;
+                }
                 if recorder.is_some() {
-                    // CommandComplete and ErrorResponse are read whole: their tag
-                    // and SQLSTATE complete a statement's evidence.
-                    let whole = matches!(tag, b'C' | b'E');
-                    if whole && buf.len() - i < 1 + len {
-                        break;
-                    }
-                    let body = if whole {
+                    let body = if for_evidence {
                         &buf[i + 5..i + 1 + len]
                     } else {
                         &[][..]
@@ -854,8 +888,6 @@ async fn relay<D: DecisionPoint>(
                         ev.complete(recorder, std::mem::take(&mut done));
                     }
                 }
-                let end = if whole { i + 1 + len } else { i + 5 };
-                let action = masking::backend(&masker, &catalog, &gw.masking, &buf[i..end]).await;
                 if tag == b'E' && refusals.pending() {
                     // An error while refusals wait: read it whole and see whether
                     // it is a substitute's.
@@ -870,7 +902,7 @@ async fn relay<D: DecisionPoint>(
                         continue;
                     }
                 }
-                if let Some(ours) = action {
+                if let masking::Backend::Replace(ours) = action {
                     client_wr.write_all(&buf[..i]).await?;
                     client_wr.write_all(&ours).await?;
                     buf.advance(i + 1 + len);
@@ -1118,7 +1150,7 @@ async fn decide<'b, D: DecisionPoint>(
                     codec::QUERY
                 };
                 let mut masker = ctx.masker.lock().unwrap_or_else(|p| p.into_inner());
-                ctx.mask_pending = masker.decided(tag, name, &decision);
+                ctx.mask_pending = masker.decided(tag, name, sql, &decision);
             }
             let sent = match protocol {
                 ProtocolKind::Parse => {
@@ -1448,7 +1480,7 @@ fn refuse_unrecorded(
         };
         let (substitute, new_sent) = refusals.substitute(frame.tag, name, error);
         sents[*sent] = new_sent;
-        *piece = Piece::Sub(substitute);
+        *piece = Piece::Sub(frame.start, substitute);
         ev.refused += 1;
         if let Some(stmt) = stmt {
             let body = EventBody::StatementCompleted(StatementCompleted {
@@ -1471,8 +1503,8 @@ enum Piece {
     /// A statement that runs: forwarded once its record is durable, else
     /// replaced. `sent` indexes its tracker entry.
     Stmt { frame: codec::Frame, sent: usize },
-    /// A refused message's substitute.
-    Sub(BytesMut),
+    /// A refused message's substitute, standing where the message started.
+    Sub(usize, BytesMut),
 }
 
 /// The client's TLS, for the session's evidence.
