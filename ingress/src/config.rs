@@ -71,6 +71,49 @@ pub struct ApprovalsConfig {
     /// approver's token never opens a database session and a CI token never
     /// approves.
     pub issuers: Vec<IssuerConfig>,
+    /// All-in-one mode: where the gateway serves approvers (`gatehouse approvals
+    /// --admin http://ADDR`), each call authenticated with the approver's token.
+    /// Unset: all-in-one mode refuses statements that need approval.
+    pub admin_listen: Option<SocketAddr>,
+    /// Incoming webhooks told of each new request (both modes).
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// One incoming webhook told of each new approval request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The URL the request is POSTed to (JSON).
+    pub url: String,
+    /// The body's shape.
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// Attempts before the notification is given up (logged).
+    #[serde(default = "default_webhook_attempts")]
+    pub attempts: u32,
+    /// Time allowed for one attempt.
+    #[serde(default = "default_webhook_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_webhook_attempts() -> u32 {
+    3
+}
+
+fn default_webhook_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// The body of a webhook notification.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// An incoming-webhook message (`text` and `blocks`) that Slack and
+    /// Microsoft Teams accept.
+    Slack,
+    /// The approval request as on the bus (`approval-request.schema.json`).
+    #[default]
+    Generic,
 }
 
 impl Default for ApprovalsConfig {
@@ -82,6 +125,8 @@ impl Default for ApprovalsConfig {
             requester_claims: vec!["actor".into(), "user_login".into(), "user_email".into()],
             sweep_interval: Duration::from_secs(5),
             issuers: Vec::new(),
+            admin_listen: None,
+            webhooks: Vec::new(),
         }
     }
 }
