@@ -9,7 +9,11 @@
 //! `groups`: an array of strings, or a space-separated string); the rule's
 //! `approvers` group must be one of them.
 
+pub mod admin;
+pub mod local;
+pub mod notify;
 pub mod service;
+pub mod webhook;
 
 use std::time::SystemTime;
 
@@ -28,6 +32,7 @@ use uuid::Uuid;
 pub struct Approver {
     store: ApprovalStore,
     auth: Authenticator,
+    http: reqwest::Client,
     pub(crate) config: ApprovalsConfig,
 }
 
@@ -67,12 +72,18 @@ impl Approver {
     /// A core over `store`, validating approver tokens against `config.issuers`.
     pub fn new(store: ApprovalStore, config: ApprovalsConfig) -> Result<Self, ConfigError> {
         let http = gatehouse_ingress::http_client(&config.issuers)?;
-        let auth = Authenticator::new(&config.issuers, http)?;
+        let auth = Authenticator::new(&config.issuers, http.clone())?;
         Ok(Self {
             store,
             auth,
+            http,
             config,
         })
+    }
+
+    /// The configured webhooks' notifier.
+    pub fn webhooks(&self) -> webhook::Webhooks {
+        webhook::Webhooks::new(self.http.clone(), self.config.webhooks.clone())
     }
 
     /// The store.
