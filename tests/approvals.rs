@@ -701,6 +701,25 @@ async fn every_step_is_evidence_with_both_identities() {
     assert_eq!(statements[0]["forwarded"], false);
     assert_eq!(statements[1]["forwarded"], true);
     assert_eq!(statements[0]["seq"], steps[0]["statement"]);
+
+    // The session's count has the held statement once, and it was not refused.
+    drop(client);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let ended = loop {
+        if let Some(e) = spooled(&gw)
+            .into_iter()
+            .find(|e| e["type"] == "session_ended")
+        {
+            break e;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no session_ended within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(ended["statements"], 1, "{ended}");
+    assert_eq!(ended["refused"], 0, "{ended}");
 }
 
 /// `gatehouse approvals ARGS` with the approver's token in the environment.
@@ -821,4 +840,52 @@ async fn a_pipelined_bind_binds_the_approval_to_its_parameters() {
     let err = msgs.iter().find(|m| m.tag == b'E').expect("an error");
     assert_eq!(err.field(b'C').as_deref(), Some("42501"), "{msgs:?}");
     assert_eq!(s.pg.psql_admin_db(APP_DB, "select n from public.c"), "7");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_started_without_nats_refuses_held_statements_until_it_is_back() {
+    let mut s = Setup::new().await;
+    s.nats.stop();
+    // As `serve --role ingress` connects: retried in the background.
+    let bus = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(s.nats.url())
+        .await
+        .unwrap();
+    let store = ApprovalStore::connect_lazily(bus.clone());
+    let handle = Arc::new(PolicyHandle::load(&s.dir.path().join("policy.toml")).unwrap());
+    let gw = start_gateway_with(&s.config("10m"), LocalPolicy::new(handle), |g| {
+        g.with_approvals(store)
+    })
+    .await;
+    let client = Arc::new(connect(&gw.url("app", &s.issuer.token(&[]))).await.unwrap());
+    let err = client
+        .batch_execute("delete from public.t")
+        .await
+        .unwrap_err();
+    let (code, message) = db_error(&err);
+    assert_eq!(code, "57014", "{message}");
+    assert!(message.contains("unavailable"), "{message}");
+    assert_eq!(s.count(), "5");
+    client.batch_execute("select 1").await.unwrap();
+
+    // NATS back: the bucket opens at the next held statement.
+    s.nats.restart();
+    s.bus = s.nats.client().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while bus.connection_state() != async_nats::connection::State::Connected {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reconnect within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _approver = s.approver().await;
+    let mut announced = requests(&s.bus).await;
+    let held = hold(&client, "delete from public.t");
+    let req = next_request(&mut announced).await;
+    let r = s.decide(&req, &s.dba("alice"), Choice::Approve, None).await;
+    assert!(r.accepted, "{r:?}");
+    held.await.unwrap().unwrap();
+    assert_eq!(s.count(), "0");
 }

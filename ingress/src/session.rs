@@ -1218,9 +1218,22 @@ fn record_statement(
     ctx: &mut SessionCtx,
     statement: Statement,
 ) -> Result<Option<Ticket>, EvidenceError> {
+    record_statement_counted(gw, ctx, statement, true)
+}
+
+/// [`record_statement`]; `count`: whether it is a statement the session's count
+/// has not seen yet (a held statement released is counted when it was held).
+fn record_statement_counted(
+    gw: &Gateway<impl DecisionPoint>,
+    ctx: &mut SessionCtx,
+    statement: Statement,
+    count: bool,
+) -> Result<Option<Ticket>, EvidenceError> {
     let forwarded = statement.forwarded;
     let mut ev = ctx.evidence.lock().unwrap_or_else(|p| p.into_inner());
-    ev.statements += 1;
+    if count {
+        ev.statements += 1;
+    }
     if !forwarded {
         ev.refused += 1;
     }

@@ -13,7 +13,7 @@ use gatehouse_schemas::{ProtocolKind, SCHEMA_VERSION};
 use tokio::io::AsyncRead;
 use uuid::Uuid;
 
-use super::{Outcome, Prepared, SessionCtx, record_statement, unrecorded_message};
+use super::{Outcome, Prepared, SessionCtx, record_statement_counted, unrecorded_message};
 use crate::Gateway;
 use crate::approval::{self, Resolution};
 use crate::decision::DecisionPoint;
@@ -235,7 +235,8 @@ pub(super) async fn release<D: DecisionPoint, R: AsyncRead + Unpin>(
                 approval: Some(id.to_string()),
                 ..held.statement
             };
-            let ticket = match record_statement(gw, ctx, statement) {
+            // Counted in the session's statements when it was held, not again.
+            let ticket = match record_statement_counted(gw, ctx, statement, false) {
                 Ok(t) => t,
                 Err(e) => {
                     return refused_release(
