@@ -579,3 +579,138 @@ format = "generic"
     assert!(slack.try_recv().is_err());
     assert!(generic.try_recv().is_err());
 }
+
+/// A tmux server of its own (its socket named after the test), killed when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new(name: &str) -> Tmux {
+        Tmux {
+            socket: format!("gatehouse-{name}-{}", std::process::id()),
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("run tmux (apt-get install tmux)");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.cmd(&["capture-pane", "-p", "-t", "watch"])
+    }
+
+    /// Polls the screen until `want` is on it (20 s at most).
+    async fn wait_for(&self, want: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let screen = self.screen();
+            if screen.contains(want) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{want:?} not on the screen within 20 s:\n{screen}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_watch_approves_and_denies_with_a_key_press() {
+    let s = Setup::new();
+    let l = s.gateway("10m", "").await;
+    let client = Arc::new(
+        connect(&l.gw.url("app", &s.issuer.token(&[])))
+            .await
+            .unwrap(),
+    );
+    let held = hold(&client, "delete from public.t");
+    let rec = next_pending(&l.admin, &s.dba("alice"), &[]).await;
+    let short = rec.request.id.to_string()[..8].to_owned();
+
+    let tmux = Tmux::new("watch");
+    // The token goes in the session's environment, not on a command line.
+    tmux.cmd(&[
+        "new-session",
+        "-d",
+        "-s",
+        "watch",
+        "-x",
+        "160",
+        "-y",
+        "40",
+        "-e",
+        &format!("GATEHOUSE_APPROVER_TOKEN={}", s.dba("alice")),
+        &format!("{BIN} approvals watch --admin {}", l.admin),
+    ]);
+    let screen = tmux.wait_for(&short).await;
+    assert!(screen.contains("delete from public.t"), "{screen}");
+    assert!(
+        screen.contains("repo:acme/app:ref:refs/heads/main"),
+        "{screen}"
+    );
+    assert!(screen.contains("acme/app run 4242"), "{screen}");
+    assert!(screen.contains("pending approval requests: 1"), "{screen}");
+    assert_eq!(s.count(), "5");
+    assert!(!held.is_finished());
+
+    tmux.cmd(&["send-keys", "-t", "watch", "a"]);
+    held.await.unwrap().expect("the approved statement ran");
+    assert_eq!(s.count(), "0");
+    tmux.wait_for(&format!("{}: approved", rec.request.id))
+        .await;
+    tmux.wait_for("pending approval requests: 0").await;
+    // Once: a key press with nothing pending runs nothing.
+    s.pg.psql_admin_db(APP_DB, "insert into public.t values (1)");
+    tmux.cmd(&["send-keys", "-t", "watch", "a"]);
+    tmux.wait_for("no request selected").await;
+    assert_eq!(s.count(), "1");
+
+    // Denied, with a comment typed at the prompt.
+    let held = hold(&client, "delete from public.t");
+    let rec2 = next_pending(&l.admin, &s.dba("alice"), &[rec.request.id]).await;
+    tmux.wait_for(&rec2.request.id.to_string()[..8]).await;
+    tmux.cmd(&["send-keys", "-t", "watch", "D"]);
+    tmux.wait_for("deny with comment").await;
+    tmux.cmd(&["send-keys", "-t", "watch", "-l", "not now"]);
+    tmux.cmd(&["send-keys", "-t", "watch", "Enter"]);
+    let err = held.await.unwrap().unwrap_err();
+    let (code, message) = db_error(&err);
+    assert_eq!(code, "42501", "{message}");
+    assert!(message.contains("denied by alice"), "{message}");
+    assert!(message.contains("not now"), "{message}");
+    assert_eq!(s.count(), "1");
+
+    tmux.cmd(&["send-keys", "-t", "watch", "q"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::process::Command::new("tmux")
+        .args(["-L", &tmux.socket, "has-session", "-t", "watch"])
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "watch did not quit on q");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
