@@ -889,3 +889,66 @@ async fn a_gateway_started_without_nats_refuses_held_statements_until_it_is_back
     held.await.unwrap().unwrap();
     assert_eq!(s.count(), "0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bind_after_the_parse_round_trip_is_approved_with_its_parameters() {
+    let s = Setup::new().await;
+    let gw = s.gateway("10m").await;
+    let mut announced = requests(&s.bus).await;
+    let _approver = s.approver().await;
+    let client = Arc::new(connect(&gw.url("app", &s.issuer.token(&[]))).await.unwrap());
+    // tokio-postgres: Parse/Describe/Sync, then Bind/Execute/Sync.
+    let c = client.clone();
+    let held =
+        tokio::spawn(async move { c.execute("update public.c set n = $1::int", &[&7i32]).await });
+    // The text, held at its Parse (the parameters are not known yet).
+    let text = next_request(&mut announced).await;
+    assert_eq!(text.params, None);
+    let r = s
+        .decide(&text, &s.dba("alice"), Choice::Approve, None)
+        .await;
+    assert!(r.accepted, "{r:?}");
+    // Then the Bind, held with the parameters that would run: nothing ran yet.
+    let bound = next_request(&mut announced).await;
+    assert_ne!(bound.id, text.id);
+    assert_eq!(bound.sql, text.sql);
+    let params = bound.params.clone().expect("the bound parameters");
+    assert_eq!(params.len(), 1, "{params:?}");
+    assert_eq!(
+        bound.statement_hash,
+        gatehouse_schemas::approval::statement_hash(bound.session_id, &bound.sql, Some(&params))
+    );
+    assert_eq!(s.pg.psql_admin_db(APP_DB, "select n from public.c"), "0");
+    assert!(!held.is_finished());
+    let r = s
+        .decide(&bound, &s.dba("alice"), Choice::Approve, None)
+        .await;
+    assert!(r.accepted, "{r:?}");
+    assert_eq!(held.await.unwrap().unwrap(), 1);
+    assert_eq!(s.pg.psql_admin_db(APP_DB, "select n from public.c"), "7");
+
+    // Denied at the Bind: 42501, nothing runs, the session stays usable.
+    let c = client.clone();
+    let held =
+        tokio::spawn(async move { c.execute("update public.c set n = $1::int", &[&8i32]).await });
+    let text = next_request(&mut announced).await;
+    assert!(
+        s.decide(&text, &s.dba("alice"), Choice::Approve, None)
+            .await
+            .accepted
+    );
+    let bound = next_request(&mut announced).await;
+    assert!(bound.params.is_some());
+    assert!(
+        s.decide(&bound, &s.dba("bob"), Choice::Deny, Some("no"))
+            .await
+            .accepted
+    );
+    let err = held.await.unwrap().unwrap_err();
+    let (code, message) = db_error(&err);
+    assert_eq!(code, "42501", "{message}");
+    assert!(message.contains("denied by bob"), "{message}");
+    assert_eq!(s.pg.psql_admin_db(APP_DB, "select n from public.c"), "7");
+    let rows = client.query("select n from public.c", &[]).await.unwrap();
+    assert_eq!(rows[0].get::<_, i32>(0), 7);
+}

@@ -642,11 +642,16 @@ async fn relay<D: DecisionPoint>(
                         Some(decide(gw, &mut ctx, frame, &buf).await)
                     }
                     codec::EXECUTE => Some(execute(gw, &mut ctx, frame, &buf)),
-                    codec::BIND => {
-                        bind(&mut ctx, frame.body(&buf));
-                        sents.push(Sent::Bind);
-                        None
-                    }
+                    codec::BIND => match bind_needs_approval(&ctx, frame.body(&buf)) {
+                        Some((statement, params)) => {
+                            Some(hold::request_at_bind(gw, &mut ctx, statement, params).await)
+                        }
+                        None => {
+                            bind(&mut ctx, frame.body(&buf));
+                            sents.push(Sent::Bind);
+                            None
+                        }
+                    },
                     codec::CLOSE => {
                         match codec::close_target(frame.body(&buf)) {
                             Some((b'S', name)) => {
@@ -757,7 +762,13 @@ async fn relay<D: DecisionPoint>(
                             _ => Ok(()),
                         };
                         match durable {
-                            Ok(()) => (BytesMut::from(&buf[frame.start..frame.end]), sent),
+                            Ok(()) => {
+                                if frame.tag == codec::BIND {
+                                    // The portal of the approved Bind, for its Execute.
+                                    bind(&mut ctx, frame.body(&buf));
+                                }
+                                (BytesMut::from(&buf[frame.start..frame.end]), sent)
+                            }
                             Err(e) => refusals.substitute(
                                 frame.tag,
                                 b"",
@@ -1374,6 +1385,25 @@ fn bind(ctx: &mut SessionCtx, body: &[u8]) {
         .is_some_and(|d| matches!(d.verdict, Verdict::Mask { .. }));
     ctx.portals
         .insert(portal, (prepared, recorded_params(&b, masked)));
+}
+
+/// A `Bind` that needs an approval of its own: its statement was approved at its
+/// `Parse` without parameters (the client bound only after the `Parse` round
+/// trip), and this `Bind` carries some. The approval must cover the parameters
+/// that run, so they are held and requested again. Returns the statement's name
+/// and the parameters.
+fn bind_needs_approval<'b>(ctx: &SessionCtx, body: &'b [u8]) -> Option<(&'b str, Vec<Param>)> {
+    let b = codec::bind(body)?;
+    if b.params.is_empty() {
+        // Nothing bound: the approved text is exactly what runs.
+        return None;
+    }
+    let name = std::str::from_utf8(b.statement).ok()?;
+    let prepared = ctx.statements.get(name)?;
+    let (_, _, approved) = prepared.approval.as_ref()?;
+    approved
+        .is_none()
+        .then(|| (name, recorded_params(&b, false)))
 }
 
 /// The parameters of the `Bind` of statement `name` that follows its `Parse` in

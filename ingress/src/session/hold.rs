@@ -33,6 +33,9 @@ pub(super) struct Held {
     name: String,
     /// Its verdict.
     decision: Arc<Decision>,
+    /// Held at a `Bind` of a statement approved at its `Parse` without
+    /// parameters: released, it carries this approval with these parameters.
+    at_bind: bool,
 }
 
 /// What the relay sends upstream once the hold ends.
@@ -133,7 +136,61 @@ pub(super) async fn request<'b, D: DecisionPoint>(
         protocol,
         name: name.to_owned(),
         decision: decision.clone(),
+        at_bind: false,
     }))
+}
+
+/// Holds the `Bind` of prepared statement `name` (approved at its `Parse`
+/// without parameters) for a new approval of the statement with `params`.
+pub(super) async fn request_at_bind<'b, D: DecisionPoint>(
+    gw: &Gateway<D>,
+    ctx: &mut SessionCtx,
+    name: &'b str,
+    params: Vec<Param>,
+) -> Outcome<'b> {
+    let Some(prepared) = ctx.statements.get(name).cloned() else {
+        return refuse(
+            SqlState::InsufficientPrivilege,
+            "statement requires an approval of its parameters".into(),
+            name,
+        );
+    };
+    let Some(decision) = prepared.decision.clone() else {
+        return refuse(
+            SqlState::InsufficientPrivilege,
+            "statement requires an approval of its parameters".into(),
+            name,
+        );
+    };
+    let statement = super::statement_record(
+        ProtocolKind::Parse.into(),
+        name,
+        &prepared.sql,
+        None,
+        Some(&decision),
+        false,
+    );
+    let statement = Statement {
+        params: Some(params.clone()),
+        ..statement
+    };
+    match request(
+        gw,
+        ctx,
+        ProtocolKind::Parse,
+        statement,
+        Some(params),
+        name,
+        &decision,
+    )
+    .await
+    {
+        Outcome::Hold(mut h) => {
+            h.at_bind = true;
+            Outcome::Hold(h)
+        }
+        other => other,
+    }
 }
 
 /// The client's NOTICE while its statement waits.
@@ -248,6 +305,26 @@ pub(super) async fn release<D: DecisionPoint, R: AsyncRead + Unpin>(
             };
             tracing::info!(request = %id, "approved_statement_released");
             match held.protocol {
+                ProtocolKind::Parse if held.at_bind => {
+                    // This approval, with its parameters, replaces the one of
+                    // the text: the Bind's Execute runs once under it.
+                    ctx.statements.insert(
+                        held.name.clone(),
+                        Arc::new(Prepared {
+                            sql: record.request.sql.clone(),
+                            decision: Some(held.decision.clone()),
+                            approval: Some((
+                                id.to_string(),
+                                AtomicBool::new(false),
+                                record.request.params.clone(),
+                            )),
+                        }),
+                    );
+                    Release::Run {
+                        sent: Sent::Bind,
+                        ticket,
+                    }
+                }
                 ProtocolKind::Parse => {
                     ctx.statements.insert(
                         held.name.clone(),
