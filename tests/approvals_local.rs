@@ -714,3 +714,48 @@ async fn approvals_watch_approves_and_denies_with_a_key_press() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_is_the_gateways_to_decide_not_the_approvers_clock() {
+    let s = Setup::new();
+    let toml = s.config("10m", "");
+    let cfg = gatehouse_ingress::config::Config::from_toml(&toml).unwrap();
+    let local = InProcess::new(cfg.approvals.clone()).unwrap();
+    let store = local.store();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", admin.local_addr().unwrap());
+    let _task = tokio::spawn(async move { local.run(admin, std::future::pending()).await });
+    let handle = Arc::new(PolicyHandle::load(&s.dir.path().join("policy.toml")).unwrap());
+    let store2 = store.clone();
+    let gw = start_gateway_with(&toml, LocalPolicy::new(handle), |g| {
+        g.with_approvals(store2)
+    })
+    .await;
+    let client = Arc::new(connect(&gw.url("app", &s.issuer.token(&[]))).await.unwrap());
+    let held = hold(&client, "delete from public.t");
+    let rec = next_pending(&url, &s.dba("alice"), &[]).await;
+    // As an approver whose clock runs ahead of the gateway's sees it: the
+    // deadline has passed, while the gateway (which holds the statement and
+    // decides expiry) still waits.
+    store
+        .transition(rec.request.id, |r| {
+            r.request.deadline_ms = gatehouse_ingress::approval::now_ms() - 2_000;
+            true
+        })
+        .await
+        .unwrap();
+    // A sweep (every 200 ms here) leaves it: its gateway is alive.
+    let (status, body) = decide(
+        &url,
+        rec.request.id,
+        &rec.request.statement_hash,
+        Some(&s.dba("alice")),
+        "approve",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    held.await
+        .unwrap()
+        .expect("approved in the gateway's time, it ran");
+    assert_eq!(s.count(), "0");
+}
