@@ -952,3 +952,60 @@ async fn a_bind_after_the_parse_round_trip_is_approved_with_its_parameters() {
     let rows = client.query("select n from public.c", &[]).await.unwrap();
     assert_eq!(rows[0].get::<_, i32>(0), 7);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_starting_announces_only_what_is_pending() {
+    let s = Setup::new().await;
+    let gw = s.gateway("10m").await;
+    let mut announced = requests(&s.bus).await;
+    let first = s.approver().await;
+    let client = Arc::new(connect(&gw.url("app", &s.issuer.token(&[]))).await.unwrap());
+    // One request decided and run: its record is closed.
+    let held = hold(&client, "delete from public.t");
+    let old = next_request(&mut announced).await;
+    assert!(
+        s.decide(&old, &s.dba("alice"), Choice::Approve, None)
+            .await
+            .accepted
+    );
+    held.await.unwrap().unwrap();
+    first.abort();
+    let _ = first.await;
+
+    let mut updates = s
+        .bus
+        .subscribe(format!(
+            "{}.>",
+            gatehouse_schemas::approval::UPDATE_SUBJECT_PREFIX
+        ))
+        .await
+        .unwrap();
+    s.bus.flush().await.unwrap();
+    let _second = s.approver().await;
+    s.pg.psql_admin_db(APP_DB, "insert into public.t values (1)");
+    let held = hold(&client, "delete from public.t");
+    let new = next_request(&mut announced).await;
+    assert_ne!(new.id, old.id);
+    // Every update up to the new request's: none is the closed one's again.
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(20), updates.next())
+            .await
+            .expect("an update within 20 s")
+            .unwrap();
+        let r: gatehouse_schemas::approval::ApprovalRecord =
+            serde_json::from_slice(&msg.payload).unwrap();
+        assert_ne!(
+            r.request.id, old.id,
+            "a closed record was published again: {r:?}"
+        );
+        if r.request.id == new.id {
+            break;
+        }
+    }
+    assert!(
+        s.decide(&new, &s.dba("alice"), Choice::Deny, None)
+            .await
+            .accepted
+    );
+    assert!(held.await.unwrap().is_err());
+}
