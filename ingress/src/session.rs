@@ -773,6 +773,13 @@ async fn relay<D: DecisionPoint>(
                         refusals.substitute(frame.tag, &name, error)
                     }
                 };
+                // Masking and the tracker pair this message's answers too.
+                ctx.masker.lock().unwrap_or_else(|p| p.into_inner()).sent(
+                    sent,
+                    frame.tag,
+                    frame.body(&buf),
+                    std::mem::take(&mut ctx.mask_pending),
+                );
                 if recorder.is_some() {
                     evidence
                         .lock()
@@ -1187,7 +1194,7 @@ fn statement_record(
     });
     // A statement under a mask may carry a masked value in a literal
     // (`insert ... values ('123-45-6789')`): evidence keeps its shape only.
-    let masked = decision.is_some_and(|d| matches!(d.verdict, Verdict::Mask { .. }));
+    let masked = decision.is_some_and(|d| d.verdict.masks().is_some());
     Statement {
         path,
         statement_name: (!name.is_empty()).then(|| name.to_owned()),
@@ -1358,7 +1365,7 @@ fn bind(ctx: &mut SessionCtx, body: &[u8]) {
     let masked = prepared
         .decision
         .as_ref()
-        .is_some_and(|d| matches!(d.verdict, Verdict::Mask { .. }));
+        .is_some_and(|d| d.verdict.masks().is_some());
     ctx.portals
         .insert(portal, (prepared, recorded_params(&b, masked)));
 }
@@ -1498,9 +1505,10 @@ fn tls_info(stream: &ClientStream) -> Option<TlsInfo> {
 
 /// A statement's text as logs show it: literals blanked under a mask.
 fn logged_sql<'a>(d: &Decision, sql: &'a str) -> Cow<'a, str> {
-    match d.verdict {
-        Verdict::Mask { .. } => Cow::Owned(gatehouse_decider::classify::literal_free(sql)),
-        _ => Cow::Borrowed(sql),
+    if d.verdict.masks().is_some() {
+        Cow::Owned(gatehouse_decider::classify::literal_free(sql))
+    } else {
+        Cow::Borrowed(sql)
     }
 }
 
@@ -1515,7 +1523,9 @@ fn refusal_message(d: &Decision) -> Option<String> {
         }),
         // Approval is executed by a component this gateway does not run yet; a
         // statement that needs it is refused rather than let through.
-        Verdict::Approve { reason, approvers } => Some(format!(
+        Verdict::Approve {
+            reason, approvers, ..
+        } => Some(format!(
             "statement requires approval by \"{approvers}\" under policy rule \"{}\" ({reason}); this gateway does not run approvals, so it is refused",
             rule.unwrap_or("?")
         )),
