@@ -843,6 +843,80 @@ async fn a_pipelined_bind_binds_the_approval_to_its_parameters() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_statement_runs_with_its_results_masked() {
+    let s = Setup::new().await;
+    s.pg.psql_admin_db(
+        APP_DB,
+        "create table public.p (id int, ssn text); \
+         insert into public.p values (1, '123-45-6789'), (2, '987-65-4321'); \
+         grant all on public.p to app",
+    );
+    // The approvals policy, with the caller's SSNs masked.
+    std::fs::write(
+        s.dir.path().join("policy.toml"),
+        format!(
+            "{POLICY}\n[[rules]]\nid = \"mask-ssn\"\nroles = [\"app\"]\nverdict = \"mask\"\n\
+             [[rules.mask]]\ncolumn = \"public.p.ssn\"\nmethod = \"partial\"\nkeep_last = 4\n"
+        ),
+    )
+    .unwrap();
+    let gw = s.gateway("10m").await;
+    let _approver = s.approver().await;
+    let mut announced = requests(&s.bus).await;
+    let client = Arc::new(
+        connect(&gw.url("app", &s.issuer.token(&[("actor", json!("carol"))])))
+            .await
+            .unwrap(),
+    );
+    let c = Arc::clone(&client);
+    let held = tokio::spawn(async move {
+        c.query("delete from public.p returning id, ssn, upper(ssn)", &[])
+            .await
+    });
+    let req = next_request(&mut announced).await;
+    assert_eq!(req.rule.as_deref(), Some("unbounded-delete"));
+    let reply = s.decide(&req, &s.dba("alice"), Choice::Approve, None).await;
+    assert!(reply.accepted, "{reply:?}");
+    let rows = held.await.unwrap().expect("the approved statement ran");
+    let got: Vec<(i32, Option<String>, Option<String>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    for (_, ssn, upper) in &got {
+        for v in [ssn, upper] {
+            let v = v.as_deref().unwrap_or("");
+            assert!(v.starts_with("***"), "{got:?}");
+            assert!(!v.contains("123-45") && !v.contains("987-65"), "{got:?}");
+        }
+    }
+    assert_eq!(
+        s.pg.psql_admin_db(APP_DB, "select count(*) from public.p"),
+        "0"
+    );
+    // The simple query protocol, likewise.
+    s.pg.psql_admin_db(APP_DB, "insert into public.p values (3, '123-45-6789')");
+    let c = Arc::clone(&client);
+    let held =
+        tokio::spawn(async move { c.simple_query("delete from public.p returning ssn").await });
+    let req = next_request(&mut announced).await;
+    let reply = s.decide(&req, &s.dba("alice"), Choice::Approve, None).await;
+    assert!(reply.accepted, "{reply:?}");
+    let messages = held.await.unwrap().expect("the approved statement ran");
+    let rows: Vec<Option<String>> = messages
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).map(str::to_owned)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rows, [Some("***-**-6789".to_owned())]);
+    // Nor did the raw values reach evidence.
+    let evidence = serde_json::to_string(&spooled(&gw)).unwrap();
+    assert!(!evidence.contains("123-45-6789") && !evidence.contains("987-65-4321"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_started_without_nats_refuses_held_statements_until_it_is_back() {
     let mut s = Setup::new().await;
     s.nats.stop();

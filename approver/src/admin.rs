@@ -62,17 +62,19 @@ pub async fn serve(
         .await
 }
 
-/// The bearer token, or a 401.
-fn bearer(headers: &HeaderMap) -> Result<&str, Response> {
+/// The bearer token, if the request carries one.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            unauthorized("an approver token is required (Authorization: Bearer <JWT>)".into())
-        })
+}
+
+/// The 401 of a request without a bearer token.
+fn no_token() -> Response {
+    unauthorized("an approver token is required (Authorization: Bearer <JWT>)".into())
 }
 
 fn unauthorized(error: String) -> Response {
@@ -107,9 +109,8 @@ fn refused(e: Refused) -> Response {
 }
 
 async fn list(State(approver): State<Arc<Approver>>, headers: HeaderMap) -> Response {
-    let token = match bearer(&headers) {
-        Ok(t) => t,
-        Err(r) => return r,
+    let Some(token) = bearer(&headers) else {
+        return no_token();
     };
     match approver.list(token, None).await {
         Ok(records) => Json(ApprovalList {
@@ -127,9 +128,8 @@ async fn show(
     Path(id): Path<Uuid>,
     headers: HeaderMap,
 ) -> Response {
-    let token = match bearer(&headers) {
-        Ok(t) => t,
-        Err(r) => return r,
+    let Some(token) = bearer(&headers) else {
+        return no_token();
     };
     match approver.list(token, Some(id)).await {
         Ok(records) => Json(ApprovalList {
@@ -148,9 +148,8 @@ async fn decide(
     headers: HeaderMap,
     Json(body): Json<AdminDecision>,
 ) -> Response {
-    let token = match bearer(&headers) {
-        Ok(t) => t,
-        Err(r) => return r,
+    let Some(token) = bearer(&headers) else {
+        return no_token();
     };
     // Checked here too so that a bad token is a 401, not a refused decision.
     if let Err(e) = approver.approver(token).await {

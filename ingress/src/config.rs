@@ -596,6 +596,56 @@ pub struct RoleConfig {
     /// Who may assume the role: any entry may match; inside an entry, all must.
     #[serde(default)]
     pub allow: Vec<AllowRule>,
+    /// Result data kept in evidence for replay.
+    #[serde(default)]
+    pub results: ResultsConfig,
+}
+
+/// `[roles.NAME.results]`: what of each statement's results evidence keeps.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultsConfig {
+    /// `none`, `counts` (column names and row counts) or `rows` (also the rows
+    /// as the client received them, masked values masked).
+    #[serde(default)]
+    pub record: ResultRecord,
+    /// Rows kept per statement (`rows`); the rest are counted, not kept.
+    #[serde(default = "default_result_rows")]
+    pub max_rows: usize,
+    /// Value bytes kept per statement (`rows`).
+    #[serde(default = "default_result_bytes")]
+    pub max_bytes: usize,
+}
+
+impl Default for ResultsConfig {
+    fn default() -> Self {
+        ResultsConfig {
+            record: ResultRecord::None,
+            max_rows: default_result_rows(),
+            max_bytes: default_result_bytes(),
+        }
+    }
+}
+
+/// What [`ResultsConfig::record`] keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultRecord {
+    /// No result data (the statement's completion still counts its rows).
+    #[default]
+    None,
+    /// Column names and the row count of each result set.
+    Counts,
+    /// Also the rows, bounded by `max_rows` and `max_bytes`.
+    Rows,
+}
+
+fn default_result_rows() -> usize {
+    100
+}
+
+fn default_result_bytes() -> usize {
+    64 * 1024
 }
 
 /// One way to be allowed into a role.
@@ -856,6 +906,12 @@ mod tests {
         let text = include_str!("../../deploy/gatehouse.example.toml");
         let cfg = Config::from_toml(text).unwrap();
         assert!(cfg.roles.len() >= 3);
+        let results = cfg.roles["reporting"].results;
+        assert_eq!(
+            (results.record, results.max_rows),
+            (ResultRecord::Rows, 100)
+        );
+        assert_eq!(cfg.roles["etl"].results.record, ResultRecord::None);
         assert!(
             cfg.issuers
                 .iter()

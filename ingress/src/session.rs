@@ -36,8 +36,8 @@ mod hold;
 use crate::upstream::{self, Upstream};
 use gatehouse_schemas::decision::{Decision, Verdict};
 use gatehouse_schemas::evidence::{
-    CiContext, EventBody, Param, SessionEnded, SessionStarted, Statement, StatementCompleted,
-    StatementPath, TlsInfo,
+    CiContext, EventBody, Param, ResultData, SessionEnded, SessionStarted, Statement,
+    StatementCompleted, StatementPath, TlsInfo,
 };
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -134,7 +134,20 @@ impl SessionEvidence {
     }
 
     fn complete(&mut self, recorder: Option<&Recorder>, done: Vec<Completion>) {
-        for c in done {
+        for mut c in done {
+            // Result data first: replay shows a statement's rows, then how it ended.
+            for set in std::mem::take(&mut c.results) {
+                let body = EventBody::ResultData(ResultData {
+                    statement: c.stmt,
+                    columns: set.columns,
+                    rows: set.rows,
+                    truncated: set.truncated,
+                    row_count: set.count,
+                });
+                if let Some(Err(e)) = self.record(recorder, body) {
+                    tracing::warn!(error = %e, statement = c.stmt, "result_data_not_recorded");
+                }
+            }
             let body = EventBody::StatementCompleted(StatementCompleted {
                 statement: c.stmt,
                 outcome: c.outcome.to_owned(),
@@ -419,7 +432,7 @@ async fn startup<D: DecisionPoint>(
                 portals: HashMap::new(),
                 evidence: Arc::new(Mutex::new(SessionEvidence {
                     chain,
-                    tracker: Tracker::default(),
+                    tracker: Tracker::new(rt.config.results),
                     statements: 0,
                     refused: 0,
                 })),
@@ -726,15 +739,15 @@ async fn relay<D: DecisionPoint>(
                 // Masking, like the tracker, learns what was sent before any
                 // answer can arrive.
                 let mut masker = ctx.masker.lock().unwrap_or_else(|p| p.into_inner());
-                for (sent, (frame, pending)) in sents.iter().zip(sent_frames.drain(..)) {
-                    masker.sent(*sent, frame.tag, frame.body(&buf), pending);
+                for (sent, (frame, pending)) in sents.iter().zip(sent_frames.iter_mut()) {
+                    masker.sent(*sent, frame.tag, frame.body(&buf), std::mem::take(pending));
                 }
             }
             if recorder.is_some() {
                 // The tracker learns what was sent before any answer can arrive.
                 let mut ev = evidence.lock().unwrap_or_else(|p| p.into_inner());
-                for sent in &sents {
-                    ev.tracker.sent(*sent);
+                for (sent, (frame, _)) in sents.iter().zip(&sent_frames) {
+                    ev.tracker.sent_message(*sent, frame.tag, frame.body(&buf));
                 }
             }
             for piece in &plan {
@@ -784,6 +797,13 @@ async fn relay<D: DecisionPoint>(
                         refusals.substitute(frame.tag, &name, error)
                     }
                 };
+                // Masking and the tracker pair this message's answers too.
+                ctx.masker.lock().unwrap_or_else(|p| p.into_inner()).sent(
+                    sent,
+                    frame.tag,
+                    frame.body(&buf),
+                    std::mem::take(&mut ctx.mask_pending),
+                );
                 if recorder.is_some() {
                     evidence
                         .lock()
@@ -818,6 +838,12 @@ async fn relay<D: DecisionPoint>(
         // Bytes of the current message still to pass through (header included).
         let mut passing = 0usize;
         let mut done: Vec<Completion> = Vec::new();
+        // Which backend bodies result capture reads (see `Tracker::wants`).
+        let wants = evidence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .tracker
+            .wants();
         loop {
             let mut i = 0;
             loop {
@@ -846,27 +872,19 @@ async fn relay<D: DecisionPoint>(
                 if (whole || (tag == b'E' && refusals.pending())) && buf.len() - i < 1 + len {
                     break;
                 }
-                if recorder.is_some() {
-                    // CommandComplete and ErrorResponse are read whole: their tag
-                    // and SQLSTATE complete a statement's evidence.
-                    let whole = matches!(tag, b'C' | b'E');
-                    if whole && buf.len() - i < 1 + len {
-                        break;
-                    }
-                    let body = if whole {
-                        &buf[i + 5..i + 1 + len]
-                    } else {
-                        &[][..]
-                    };
-                    let mut ev = evidence.lock().unwrap_or_else(|p| p.into_inner());
-                    done.clear();
-                    ev.tracker.received(tag, body, &mut done);
-                    if !done.is_empty() {
-                        ev.complete(recorder, std::mem::take(&mut done));
-                    }
+                // CommandComplete and ErrorResponse are read whole for evidence:
+                // their tag and SQLSTATE complete a statement's record; so are
+                // the RowDescriptions and DataRows its results are kept from.
+                let tracked_whole = recorder.is_some()
+                    && (matches!(tag, b'C' | b'E')
+                        || (tag == b'T' && wants.0)
+                        || (tag == b'D' && wants.1));
+                if tracked_whole && buf.len() - i < 1 + len {
+                    break;
                 }
                 let end = if whole { i + 1 + len } else { i + 5 };
-                let action = masking::backend(&masker, &catalog, &gw.masking, &buf[i..end]).await;
+                let mut action =
+                    masking::backend(&masker, &catalog, &gw.masking, &buf[i..end]).await;
                 if tag == b'E' && refusals.pending() {
                     // An error while refusals wait: read it whole and see whether
                     // it is a substitute's.
@@ -874,11 +892,21 @@ async fn relay<D: DecisionPoint>(
                         break;
                     }
                     if let Some(ours) = refusals.replacement(&buf[i..i + 1 + len]) {
-                        client_wr.write_all(&buf[..i]).await?;
-                        client_wr.write_all(&ours).await?;
-                        buf.advance(i + 1 + len);
-                        i = 0;
-                        continue;
+                        action = Some(ours);
+                    }
+                }
+                if recorder.is_some() {
+                    // The tracker reads what the client receives (masked rows).
+                    let body = match (&action, tracked_whole) {
+                        (Some(ours), true) => &ours[5..],
+                        (None, true) => &buf[i + 5..i + 1 + len],
+                        (_, false) => &[][..],
+                    };
+                    let mut ev = evidence.lock().unwrap_or_else(|p| p.into_inner());
+                    done.clear();
+                    ev.tracker.received(tag, body, &mut done);
+                    if !done.is_empty() {
+                        ev.complete(recorder, std::mem::take(&mut done));
                     }
                 }
                 if let Some(ours) = action {
@@ -1198,7 +1226,7 @@ fn statement_record(
     });
     // A statement under a mask may carry a masked value in a literal
     // (`insert ... values ('123-45-6789')`): evidence keeps its shape only.
-    let masked = decision.is_some_and(|d| matches!(d.verdict, Verdict::Mask { .. }));
+    let masked = decision.is_some_and(|d| d.verdict.masks().is_some());
     Statement {
         path,
         statement_name: (!name.is_empty()).then(|| name.to_owned()),
@@ -1382,7 +1410,7 @@ fn bind(ctx: &mut SessionCtx, body: &[u8]) {
     let masked = prepared
         .decision
         .as_ref()
-        .is_some_and(|d| matches!(d.verdict, Verdict::Mask { .. }));
+        .is_some_and(|d| d.verdict.masks().is_some());
     ctx.portals
         .insert(portal, (prepared, recorded_params(&b, masked)));
 }
@@ -1541,9 +1569,10 @@ fn tls_info(stream: &ClientStream) -> Option<TlsInfo> {
 
 /// A statement's text as logs show it: literals blanked under a mask.
 fn logged_sql<'a>(d: &Decision, sql: &'a str) -> Cow<'a, str> {
-    match d.verdict {
-        Verdict::Mask { .. } => Cow::Owned(gatehouse_decider::classify::literal_free(sql)),
-        _ => Cow::Borrowed(sql),
+    if d.verdict.masks().is_some() {
+        Cow::Owned(gatehouse_decider::classify::literal_free(sql))
+    } else {
+        Cow::Borrowed(sql)
     }
 }
 
@@ -1558,7 +1587,9 @@ fn refusal_message(d: &Decision) -> Option<String> {
         }),
         // Approval is executed by a component this gateway does not run yet; a
         // statement that needs it is refused rather than let through.
-        Verdict::Approve { reason, approvers } => Some(format!(
+        Verdict::Approve {
+            reason, approvers, ..
+        } => Some(format!(
             "statement requires approval by \"{approvers}\" under policy rule \"{}\" ({reason}); this gateway does not run approvals, so it is refused",
             rule.unwrap_or("?")
         )),

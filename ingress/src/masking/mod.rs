@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use gatehouse_schemas::decision::{Decision, MaskColumn, MaskMethod, MaskOutput, Verdict};
+use gatehouse_schemas::decision::{Decision, MaskColumn, MaskMethod, MaskOutput};
 use wildmatch::WildMatch;
 
 use crate::codec;
@@ -72,9 +72,7 @@ pub struct MaskPlan {
 impl MaskPlan {
     /// The plan of a decision, when it masks.
     pub fn of(d: &Decision) -> Option<Arc<MaskPlan>> {
-        let Verdict::Mask { columns, outputs } = &d.verdict else {
-            return None;
-        };
+        let (columns, outputs) = d.verdict.masks()?;
         let columns = columns
             .iter()
             .filter_map(|c| {
@@ -90,7 +88,7 @@ impl MaskPlan {
             .collect();
         Some(Arc::new(MaskPlan {
             columns,
-            outputs: outputs.clone(),
+            outputs: outputs.to_vec(),
         }))
     }
 

@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::{Outcome, Prepared, SessionCtx, record_statement_counted, unrecorded_message};
 use crate::Gateway;
 use crate::approval::{self, Resolution};
+use crate::codec;
 use crate::decision::DecisionPoint;
 use crate::error::{Severity, SqlState, error_response, notice_response};
 use crate::evidence::Ticket;
@@ -59,7 +60,12 @@ pub(super) async fn request<'b, D: DecisionPoint>(
     name: &'b str,
     decision: &Arc<Decision>,
 ) -> Outcome<'b> {
-    let (Verdict::Approve { reason, approvers }, Some(store)) = (&decision.verdict, &gw.approvals)
+    let (
+        Verdict::Approve {
+            reason, approvers, ..
+        },
+        Some(store),
+    ) = (&decision.verdict, &gw.approvals)
     else {
         // Not reached: the caller checks both. Refused rather than let through.
         return refuse(
@@ -304,6 +310,17 @@ pub(super) async fn release<D: DecisionPoint, R: AsyncRead + Unpin>(
                 }
             };
             tracing::info!(request = %id, "approved_statement_released");
+            // Masking learns the statement as it would have at its decision: an
+            // approved statement's results are masked like any other's.
+            let tag = match held.protocol {
+                ProtocolKind::Parse => codec::PARSE,
+                _ => codec::QUERY,
+            };
+            ctx.mask_pending = ctx
+                .masker
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .decided(tag, &held.name, &held.decision);
             match held.protocol {
                 ProtocolKind::Parse if held.at_bind => {
                     // This approval, with its parameters, replaces the one of
