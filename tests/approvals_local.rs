@@ -759,3 +759,79 @@ async fn expiry_is_the_gateways_to_decide_not_the_approvers_clock() {
         .expect("approved in the gateway's time, it ran");
     assert_eq!(s.count(), "0");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gatehouse_serve_all_in_one_holds_and_the_cli_approves_on_its_admin_endpoint() {
+    use tokio::io::AsyncBufReadExt;
+    let s = Setup::new();
+    let config = s.dir.path().join("gatehouse.toml");
+    let evidence = Evidence::new();
+    std::fs::write(
+        &config,
+        s.config("10m", "")
+            + &evidence.config()
+            + &format!(
+                "\n[decider]\npolicy = \"{}\"\n",
+                s.dir.path().join("policy.toml").display()
+            ),
+    )
+    .unwrap();
+    let (port, admin_port) = (free_port(), free_port());
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("GATEHOUSE__INGRESS__LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "GATEHOUSE__APPROVALS__ADMIN_LISTEN",
+            format!("127.0.0.1:{admin_port}"),
+        )
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("gateway started")
+            .unwrap()
+            .unwrap_or_else(|| panic!("gateway exited early:\n{log}"));
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("ingress_listening") {
+            break;
+        }
+    }
+    // Keeps draining the log so the gateway never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let url = format!(
+        "host=127.0.0.1 port={port} user=app password={} dbname={APP_DB} sslmode=disable",
+        s.issuer.token(&[])
+    );
+    let client = Arc::new(connect(&url).await.unwrap());
+    let held = hold(&client, "delete from public.t");
+    let rec = next_pending(&admin, &s.dba("alice"), &[]).await;
+    assert_eq!(s.count(), "5");
+    let (code, out, err) = cli(&admin, &s.dba("alice"), &["list"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&rec.request.id.to_string()), "{out}");
+    let (code, out, err) = cli(
+        &admin,
+        &s.dba("alice"),
+        &["approve", &rec.request.id.to_string()],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    held.await.unwrap().expect("the approved statement ran");
+    assert_eq!(s.count(), "0");
+}
