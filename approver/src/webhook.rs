@@ -148,3 +148,58 @@ fn slack(r: &ApprovalRequest, has_params: bool) -> Value {
         ]
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_schemas::evidence::{CiContext, Param};
+
+    fn request() -> ApprovalRequest {
+        ApprovalRequest {
+            v: gatehouse_schemas::SCHEMA_VERSION,
+            id: uuid::Uuid::now_v7(),
+            role: "app".into(),
+            session_id: uuid::Uuid::now_v7(),
+            statement_seq: 3,
+            sql: "update t set ssn = $1".into(),
+            params: Some(vec![Param::Text("123-45-6789".into())]),
+            statement_hash: "abc".into(),
+            requester: gatehouse_schemas::Identity {
+                issuer: "https://token.actions.githubusercontent.com".into(),
+                subject: "repo:acme/app:ref:refs/heads/main".into(),
+                key_id: None,
+                algorithm: "RS256".into(),
+                claims: serde_json::Map::new(),
+            },
+            ci: CiContext {
+                provider: "github".into(),
+                repository: Some("acme/app".into()),
+                ..Default::default()
+            },
+            rule: Some("unbounded".into()),
+            reason: "deletes every row".into(),
+            approvers: "dba".into(),
+            requested_at: "2026-11-23T08:00:00.000Z".into(),
+            deadline: "2026-11-23T08:10:00.000Z".into(),
+            deadline_ms: 0,
+            gateway: "g".into(),
+        }
+    }
+
+    #[test]
+    fn bodies_leave_the_parameters_out() {
+        let r = request();
+        for format in [WebhookFormat::Slack, WebhookFormat::Generic] {
+            let b = body(format, &r).to_string();
+            assert!(!b.contains("123-45-6789"), "{b}");
+            assert!(b.contains("update t set ssn = $1"), "{b}");
+        }
+        let generic = body(WebhookFormat::Generic, &r);
+        assert!(generic["params"].is_null());
+        assert_eq!(generic["statement_hash"], "abc");
+        let slack = body(WebhookFormat::Slack, &r);
+        assert!(slack["text"].as_str().unwrap().contains(&r.id.to_string()));
+        assert!(slack["blocks"].as_array().unwrap().len() >= 3);
+        assert!(slack.to_string().contains("approvals show"), "{slack}");
+    }
+}

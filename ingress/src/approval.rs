@@ -685,3 +685,95 @@ fn resolve(r: &ApprovalRecord, record_event: &mut impl FnMut(ApprovalEvent)) -> 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_schemas::approval::ApprovalRequest;
+    use gatehouse_schemas::evidence::CiContext;
+
+    fn record() -> ApprovalRecord {
+        ApprovalRecord::new(ApprovalRequest {
+            v: gatehouse_schemas::SCHEMA_VERSION,
+            id: Uuid::now_v7(),
+            role: "app".into(),
+            session_id: Uuid::now_v7(),
+            statement_seq: 1,
+            sql: "delete from t".into(),
+            params: None,
+            statement_hash: "h".into(),
+            requester: Identity {
+                issuer: "i".into(),
+                subject: "s".into(),
+                key_id: None,
+                algorithm: "EdDSA".into(),
+                claims: serde_json::Map::new(),
+            },
+            ci: CiContext::default(),
+            rule: None,
+            reason: "r".into(),
+            approvers: "dba".into(),
+            requested_at: rfc3339(SystemTime::now()),
+            deadline: rfc3339(SystemTime::now()),
+            deadline_ms: now_ms() + 60_000,
+            gateway: "g".into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn in_memory_the_first_change_wins_and_watchers_see_each_one() {
+        let store = ApprovalStore::memory();
+        let r = record();
+        let id = r.request.id;
+        store.create(&r).await.unwrap();
+        assert!(store.create(&r).await.is_err(), "created twice");
+        let mut watch = Box::pin(store.watch(id).await.unwrap());
+        let mut new = Box::pin(store.watch_new().await.unwrap());
+        assert_eq!(watch.next().await.unwrap().state, ApprovalState::Pending);
+
+        let (after, applied) = store
+            .transition(id, |r| {
+                r.state = ApprovalState::Denied;
+                true
+            })
+            .await
+            .unwrap();
+        assert!(applied);
+        assert_eq!(after.state, ApprovalState::Denied);
+        // A later expiry leaves the decision as it is.
+        let closed = store
+            .close(id, ApprovalState::Expired, "late")
+            .await
+            .unwrap();
+        assert_eq!(closed.state, ApprovalState::Denied);
+        assert!(!store.executed(id).await.unwrap());
+        assert_eq!(watch.next().await.unwrap().state, ApprovalState::Denied);
+        let (changed, revision) = new.next().await.unwrap();
+        assert_eq!((changed.state, revision), (ApprovalState::Denied, 2));
+        assert!(matches!(
+            store.get(Uuid::now_v7()).await,
+            Err(ApprovalError::Unknown(_))
+        ));
+        assert_eq!(store.all().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn in_memory_closed_records_are_forgotten_past_the_bound() {
+        let store = ApprovalStore::memory();
+        let first = record();
+        store.create(&first).await.unwrap();
+        store
+            .close(first.request.id, ApprovalState::Expired, "x")
+            .await
+            .unwrap();
+        for _ in 0..MEMORY_RECORDS {
+            store.create(&record()).await.unwrap();
+        }
+        // Pending records are never forgotten; the closed one goes first.
+        assert!(matches!(
+            store.get(first.request.id).await,
+            Err(ApprovalError::Unknown(_))
+        ));
+        assert_eq!(store.all().await.unwrap().len(), MEMORY_RECORDS);
+    }
+}

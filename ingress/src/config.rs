@@ -901,6 +901,28 @@ mod tests {
     }
 
     #[test]
+    fn approvals_admin_endpoint_and_webhooks_parse() {
+        let text = format!(
+            "{SAMPLE}\n[approvals]\nadmin_listen = \"127.0.0.1:7433\"\n\
+             [[approvals.webhooks]]\nurl = \"https://hooks.example/x\"\nformat = \"slack\"\n\
+             [[approvals.webhooks]]\nurl = \"https://bots.example/y\"\nattempts = 5\ntimeout = \"2s\"\n"
+        );
+        let cfg = Config::from_toml(&text).unwrap();
+        let a = &cfg.approvals;
+        assert_eq!(a.admin_listen, Some("127.0.0.1:7433".parse().unwrap()));
+        assert_eq!(a.webhooks[0].format, WebhookFormat::Slack);
+        assert_eq!(a.webhooks[0].attempts, 3);
+        assert_eq!(a.webhooks[1].format, WebhookFormat::Generic);
+        assert_eq!(
+            (a.webhooks[1].attempts, a.webhooks[1].timeout),
+            (5, Duration::from_secs(2))
+        );
+        let bad =
+            format!("{SAMPLE}\n[[approvals.webhooks]]\nurl = \"https://x\"\nformat = \"teams\"\n");
+        assert!(Config::from_toml(&bad).is_err());
+    }
+
+    #[test]
     fn the_shipped_example_config_parses() {
         // Keeps deploy/gatehouse.example.toml in step with these structs.
         let text = include_str!("../../deploy/gatehouse.example.toml");
