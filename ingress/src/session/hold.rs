@@ -30,6 +30,8 @@ pub(super) struct Held {
     statement: Statement,
     /// Which message carried it.
     protocol: ProtocolKind,
+    /// The digest of the parameters bound with it, if any.
+    digest: Option<[u8; 32]>,
     /// Its `Parse` name.
     name: String,
     /// Its verdict.
@@ -53,10 +55,12 @@ pub(super) async fn request<'b, D: DecisionPoint>(
     ctx: &mut SessionCtx,
     protocol: ProtocolKind,
     statement: Statement,
-    params: Option<Vec<Param>>,
+    params: Option<(Vec<Param>, [u8; 32])>,
     name: &'b str,
     decision: &Arc<Decision>,
 ) -> Outcome<'b> {
+    // Shown to approvers as recorded (withheld under a mask); enforced by digest.
+    let (params, digest) = params.unzip();
     let (
         Verdict::Approve {
             reason, approvers, ..
@@ -137,6 +141,7 @@ pub(super) async fn request<'b, D: DecisionPoint>(
         record,
         statement,
         protocol,
+        digest,
         name: name.to_owned(),
         decision: decision.clone(),
     }))
@@ -270,11 +275,7 @@ pub(super) async fn release<D: DecisionPoint, R: AsyncRead + Unpin>(
                         Arc::new(Prepared {
                             sql: record.request.sql.clone(),
                             decision: Some(held.decision.clone()),
-                            approval: Some((
-                                id.to_string(),
-                                AtomicBool::new(false),
-                                record.request.params.clone(),
-                            )),
+                            approval: Some((id.to_string(), AtomicBool::new(false), held.digest)),
                         }),
                     );
                     Release::Run {
