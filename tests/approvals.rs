@@ -841,7 +841,14 @@ async fn an_approved_statement_runs_with_its_results_masked() {
         ),
     )
     .unwrap();
-    let gw = s.gateway("10m").await;
+    // Result rows are kept for replay too: they must be the masked ones.
+    let handle = Arc::new(PolicyHandle::load(&s.dir.path().join("policy.toml")).unwrap());
+    let store = ApprovalStore::open(s.bus.clone()).await.unwrap();
+    let config = s.config("10m") + "[roles.app.results]\nrecord = \"rows\"\n";
+    let gw = start_gateway_with(&config, LocalPolicy::new(handle), |g| {
+        g.with_approvals(store)
+    })
+    .await;
     let _approver = s.approver().await;
     let mut announced = requests(&s.bus).await;
     let client = Arc::new(
@@ -918,8 +925,19 @@ async fn an_approved_statement_runs_with_its_results_masked() {
         ),
         "0"
     );
+    // The released statements' rows, as kept for replay: masked.
+    let events = spooled(&gw);
+    let kept: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "result_data")
+        .map(|e| &e["rows"])
+        .collect();
+    assert!(
+        kept.contains(&&json!([["***-**-6789"]])),
+        "the released simple query's rows: {kept:?}"
+    );
     // Nor did the raw values reach evidence.
-    let evidence = serde_json::to_string(&spooled(&gw)).unwrap();
+    let evidence = serde_json::to_string(&events).unwrap();
     for raw in ["123-45-6789", "987-65-4321", "555-55-5555", "666-66-6666"] {
         assert!(!evidence.contains(raw), "{raw} in evidence");
     }

@@ -808,7 +808,7 @@ async fn relay<D: DecisionPoint>(
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .tracker
-                        .sent(sent);
+                        .sent_message(sent, frame.tag, frame.body(&buf));
                 }
                 up_wr.write_all(&bytes).await?;
             }
