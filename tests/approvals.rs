@@ -860,7 +860,14 @@ async fn an_approved_statement_runs_with_its_results_masked() {
         ),
     )
     .unwrap();
-    let gw = s.gateway("10m").await;
+    // Result rows are kept for replay too: they must be the masked ones.
+    let handle = Arc::new(PolicyHandle::load(&s.dir.path().join("policy.toml")).unwrap());
+    let store = ApprovalStore::open(s.bus.clone()).await.unwrap();
+    let config = s.config("10m") + "[roles.app.results]\nrecord = \"rows\"\n";
+    let gw = start_gateway_with(&config, LocalPolicy::new(handle), |g| {
+        g.with_approvals(store)
+    })
+    .await;
     let _approver = s.approver().await;
     let mut announced = requests(&s.bus).await;
     let client = Arc::new(
@@ -911,9 +918,48 @@ async fn an_approved_statement_runs_with_its_results_masked() {
         })
         .collect();
     assert_eq!(rows, [Some("***-**-6789".to_owned())]);
+    // Parameters bound with a held statement under a mask are withheld from
+    // the approver, and the approval still binds their values.
+    let mut raw = Raw::login(gw.addr, "app", &s.issuer.token(&[])).await;
+    raw.send(&exec_params("update public.p set ssn = $1", "555-55-5555"))
+        .await;
+    let req = next_request(&mut announced).await;
+    assert_eq!(
+        req.params,
+        Some(vec![gatehouse_schemas::evidence::Param::Withheld(11)])
+    );
+    let r = s.decide(&req, &s.dba("alice"), Choice::Approve, None).await;
+    assert!(r.accepted, "{r:?}");
+    let msgs = raw.until_ready().await;
+    assert!(msgs.iter().any(|m| m.tag == b'C'), "{msgs:?}");
+    // Another value of the same length: not what was approved.
+    raw.send(&bind_execute_sync("666-66-6666")).await;
+    let msgs = raw.until_ready().await;
+    let err = msgs.iter().find(|m| m.tag == b'E').expect("an error");
+    assert_eq!(err.field(b'C').as_deref(), Some("42501"), "{msgs:?}");
+    assert_eq!(
+        s.pg.psql_admin_db(
+            APP_DB,
+            "select count(*) from public.p where ssn = '666-66-6666'"
+        ),
+        "0"
+    );
+    // The released statements' rows, as kept for replay: masked.
+    let events = spooled(&gw);
+    let kept: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "result_data")
+        .map(|e| &e["rows"])
+        .collect();
+    assert!(
+        kept.contains(&&json!([["***-**-6789"]])),
+        "the released simple query's rows: {kept:?}"
+    );
     // Nor did the raw values reach evidence.
-    let evidence = serde_json::to_string(&spooled(&gw)).unwrap();
-    assert!(!evidence.contains("123-45-6789") && !evidence.contains("987-65-4321"));
+    let evidence = serde_json::to_string(&events).unwrap();
+    for raw in ["123-45-6789", "987-65-4321", "555-55-5555", "666-66-6666"] {
+        assert!(!evidence.contains(raw), "{raw} in evidence");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

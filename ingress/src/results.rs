@@ -356,12 +356,7 @@ fn binary_text(value: &[u8], type_oid: u32) -> String {
         }
         _ => {}
     }
-    let mut s = String::with_capacity(2 + 2 * value.len());
-    s.push_str("\\x");
-    for b in value {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    format!("\\x{}", gatehouse_schemas::hex(value))
 }
 
 #[cfg(test)]

@@ -82,8 +82,8 @@ struct SessionCtx {
     /// Protocol-level prepared statements the server accepted from us: name to
     /// SQL and verdict, so each `Execute` is recorded as what it runs.
     statements: HashMap<String, Arc<Prepared>>,
-    /// Bound portals: name to statement and parameters.
-    portals: HashMap<String, (Arc<Prepared>, Vec<Param>)>,
+    /// Bound portals by name.
+    portals: HashMap<String, Portal>,
     /// Evidence shared with the backend direction.
     evidence: Arc<Mutex<SessionEvidence>>,
     /// When the session started.
@@ -112,7 +112,9 @@ struct Prepared {
     /// The approval a held `Parse` ran under, and whether an `Execute` used it:
     /// an approval authorizes one execution.
     /// With the parameters it was approved with, when they were known.
-    approval: Option<(String, std::sync::atomic::AtomicBool, Option<Vec<Param>>)>,
+    /// With the digest of the parameters it was approved with, when they were
+    /// bound before the approval ([`params_digest`]).
+    approval: Option<(String, std::sync::atomic::AtomicBool, Option<[u8; 32]>)>,
 }
 
 /// What both directions of a session record into.
@@ -161,6 +163,14 @@ impl SessionEvidence {
             }
         }
     }
+}
+
+/// A bound portal: its statement, its parameters as recorded, and the digest
+/// of their values when the statement runs under an approval.
+struct Portal {
+    prepared: Arc<Prepared>,
+    params: Vec<Param>,
+    digest: Option<[u8; 32]>,
 }
 
 /// Parameter bytes recorded per statement; past this, values are withheld
@@ -809,7 +819,7 @@ async fn relay<D: DecisionPoint>(
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .tracker
-                        .sent(sent);
+                        .sent_message(sent, frame.tag, frame.body(&buf));
                 }
                 up_wr.write_all(&bytes).await?;
             }
@@ -1113,7 +1123,7 @@ async fn decide<'b, D: DecisionPoint>(
     {
         let statement = statement_record(protocol.into(), name, sql, None, Some(&decision), false);
         let params = (protocol == ProtocolKind::Parse)
-            .then(|| bound_params(gw, frame, buf, name))
+            .then(|| bound_params(gw, frame, buf, name, decision.verdict.masks().is_some()))
             .flatten();
         return hold::request(gw, ctx, protocol, statement, params, name, &decision).await;
     }
@@ -1303,10 +1313,11 @@ fn execute<'b, D: DecisionPoint>(
     let approval = ctx
         .portals
         .get(&*String::from_utf8_lossy(portal_name))
-        .and_then(|(p, params)| Some((p.approval.as_ref()?, params)))
-        .map(|((id, used, approved), params)| {
-            // Approved with known parameters: only with those.
-            let other = approved.as_ref().is_some_and(|a| a != params);
+        .and_then(|p| Some((p.prepared.approval.as_ref()?, &p.digest)))
+        .map(|((id, used, approved), digest)| {
+            // Approved with known parameters: only with those (compared by
+            // their values: what the approver saw may be withheld under a mask).
+            let other = approved.is_some_and(|a| *digest != Some(a));
             let used = used.swap(true, std::sync::atomic::Ordering::AcqRel);
             (id.clone(), other || used)
         });
@@ -1332,7 +1343,9 @@ fn execute<'b, D: DecisionPoint>(
         .map(|p| String::from_utf8_lossy(p).into_owned())
         .unwrap_or_default();
     let mut statement = match ctx.portals.get(&portal) {
-        Some((prepared, params)) => Statement {
+        Some(Portal {
+            prepared, params, ..
+        }) => Statement {
             params: Some(params.clone()),
             ..statement_record(
                 StatementPath::Execute,
@@ -1359,7 +1372,7 @@ fn execute<'b, D: DecisionPoint>(
     if let Some(name) = ctx
         .portals
         .get(statement.portal.as_deref().unwrap_or(""))
-        .map(|(p, _)| p.clone())
+        .map(|p| p.prepared.clone())
     {
         statement.statement_name = ctx
             .statements
@@ -1411,16 +1424,46 @@ fn bind(ctx: &mut SessionCtx, body: &[u8]) {
         .decision
         .as_ref()
         .is_some_and(|d| d.verdict.masks().is_some());
-    ctx.portals
-        .insert(portal, (prepared, recorded_params(&b, masked)));
+    let digest = prepared.approval.is_some().then(|| params_digest(&b));
+    let params = recorded_params(&b, masked);
+    ctx.portals.insert(
+        portal,
+        Portal {
+            prepared,
+            params,
+            digest,
+        },
+    );
 }
+
+/// SHA-256 over a `Bind`'s parameter values (format, length, bytes): what an
+/// approval with parameters is checked against at `Execute`.
+fn params_digest(b: &codec::Bind<'_>) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for (binary, value) in &b.params {
+        h.update([u8::from(*binary)]);
+        match value {
+            None => h.update((-1i64).to_be_bytes()),
+            Some(v) => {
+                h.update((v.len() as i64).to_be_bytes());
+                h.update(v);
+            }
+        }
+    }
+    h.finalize().into()
+}
+
+/// Parameters as an approval request shows them, and the digest of their values
+/// ([`params_digest`]) it is enforced on.
+type BoundParams = (Vec<Param>, [u8; 32]);
 
 /// A `Bind` that needs an approval of its own: its statement was approved at its
 /// `Parse` without parameters (the client bound only after the `Parse` round
 /// trip), and this `Bind` carries some. The approval must cover the parameters
 /// that run, so they are held and requested again. Returns the statement's name
 /// and the parameters.
-fn bind_needs_approval<'b>(ctx: &SessionCtx, body: &'b [u8]) -> Option<(&'b str, Vec<Param>)> {
+fn bind_needs_approval<'b>(ctx: &SessionCtx, body: &'b [u8]) -> Option<(&'b str, BoundParams)> {
     let b = codec::bind(body)?;
     if b.params.is_empty() {
         // Nothing bound: the approved text is exactly what runs.
@@ -1429,9 +1472,14 @@ fn bind_needs_approval<'b>(ctx: &SessionCtx, body: &'b [u8]) -> Option<(&'b str,
     let name = std::str::from_utf8(b.statement).ok()?;
     let prepared = ctx.statements.get(name)?;
     let (_, _, approved) = prepared.approval.as_ref()?;
+    // Under a mask, values are withheld from the request (enforced by digest).
+    let masked = prepared
+        .decision
+        .as_ref()
+        .is_some_and(|d| d.verdict.masks().is_some());
     approved
         .is_none()
-        .then(|| (name, recorded_params(&b, false)))
+        .then(|| (name, (recorded_params(&b, masked), params_digest(&b))))
 }
 
 /// The parameters of the `Bind` of statement `name` that follows its `Parse` in
@@ -1443,7 +1491,8 @@ fn bound_params<D: DecisionPoint>(
     parse: codec::Frame,
     buf: &[u8],
     name: &str,
-) -> Option<Vec<Param>> {
+    masked: bool,
+) -> Option<(Vec<Param>, [u8; 32])> {
     let mut at = parse.end;
     while let Ok(Some(f)) = codec::next_frontend_frame(buf, at, gw.config.ingress.max_message_size)
     {
@@ -1451,7 +1500,8 @@ fn bound_params<D: DecisionPoint>(
         match f.tag {
             codec::BIND => {
                 let b = codec::bind(f.body(buf))?;
-                return (b.statement == name.as_bytes()).then(|| recorded_params(&b, false));
+                return (b.statement == name.as_bytes())
+                    .then(|| (recorded_params(&b, masked), params_digest(&b)));
             }
             codec::DESCRIBE => {}
             _ => return None,

@@ -30,6 +30,8 @@ pub(super) struct Held {
     statement: Statement,
     /// Which message carried it.
     protocol: ProtocolKind,
+    /// The digest of the parameters bound with it, if any.
+    digest: Option<[u8; 32]>,
     /// Its `Parse` name.
     name: String,
     /// Its verdict.
@@ -56,10 +58,12 @@ pub(super) async fn request<'b, D: DecisionPoint>(
     ctx: &mut SessionCtx,
     protocol: ProtocolKind,
     statement: Statement,
-    params: Option<Vec<Param>>,
+    params: Option<(Vec<Param>, [u8; 32])>,
     name: &'b str,
     decision: &Arc<Decision>,
 ) -> Outcome<'b> {
+    // Shown to approvers as recorded (withheld under a mask); enforced by digest.
+    let (params, digest) = params.unzip();
     let (
         Verdict::Approve {
             reason, approvers, ..
@@ -140,6 +144,7 @@ pub(super) async fn request<'b, D: DecisionPoint>(
         record,
         statement,
         protocol,
+        digest,
         name: name.to_owned(),
         decision: decision.clone(),
         at_bind: false,
@@ -152,7 +157,7 @@ pub(super) async fn request_at_bind<'b, D: DecisionPoint>(
     gw: &Gateway<D>,
     ctx: &mut SessionCtx,
     name: &'b str,
-    params: Vec<Param>,
+    params: (Vec<Param>, [u8; 32]),
 ) -> Outcome<'b> {
     let Some(prepared) = ctx.statements.get(name).cloned() else {
         return refuse(
@@ -177,7 +182,7 @@ pub(super) async fn request_at_bind<'b, D: DecisionPoint>(
         false,
     );
     let statement = Statement {
-        params: Some(params.clone()),
+        params: Some(params.0.clone()),
         ..statement
     };
     match request(
@@ -330,11 +335,7 @@ pub(super) async fn release<D: DecisionPoint, R: AsyncRead + Unpin>(
                         Arc::new(Prepared {
                             sql: record.request.sql.clone(),
                             decision: Some(held.decision.clone()),
-                            approval: Some((
-                                id.to_string(),
-                                AtomicBool::new(false),
-                                record.request.params.clone(),
-                            )),
+                            approval: Some((id.to_string(), AtomicBool::new(false), held.digest)),
                         }),
                     );
                     Release::Run {
@@ -348,11 +349,7 @@ pub(super) async fn release<D: DecisionPoint, R: AsyncRead + Unpin>(
                         Arc::new(Prepared {
                             sql: record.request.sql.clone(),
                             decision: Some(held.decision.clone()),
-                            approval: Some((
-                                id.to_string(),
-                                AtomicBool::new(false),
-                                record.request.params.clone(),
-                            )),
+                            approval: Some((id.to_string(), AtomicBool::new(false), held.digest)),
                         }),
                     );
                     Release::Run {
