@@ -71,6 +71,49 @@ pub struct ApprovalsConfig {
     /// approver's token never opens a database session and a CI token never
     /// approves.
     pub issuers: Vec<IssuerConfig>,
+    /// All-in-one mode: where the gateway serves approvers (`gatehouse approvals
+    /// --admin http://ADDR`), each call authenticated with the approver's token.
+    /// Unset: all-in-one mode refuses statements that need approval.
+    pub admin_listen: Option<SocketAddr>,
+    /// Incoming webhooks told of each new request (both modes).
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// One incoming webhook told of each new approval request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The URL the request is POSTed to (JSON).
+    pub url: String,
+    /// The body's shape.
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// Attempts before the notification is given up (logged).
+    #[serde(default = "default_webhook_attempts")]
+    pub attempts: u32,
+    /// Time allowed for one attempt.
+    #[serde(default = "default_webhook_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_webhook_attempts() -> u32 {
+    3
+}
+
+fn default_webhook_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// The body of a webhook notification.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// An incoming-webhook message (`text` and `blocks`) that Slack and
+    /// Microsoft Teams accept.
+    Slack,
+    /// The approval request as on the bus (`approval-request.schema.json`).
+    #[default]
+    Generic,
 }
 
 impl Default for ApprovalsConfig {
@@ -82,6 +125,8 @@ impl Default for ApprovalsConfig {
             requester_claims: vec!["actor".into(), "user_login".into(), "user_email".into()],
             sweep_interval: Duration::from_secs(5),
             issuers: Vec::new(),
+            admin_listen: None,
+            webhooks: Vec::new(),
         }
     }
 }
@@ -853,6 +898,28 @@ mod tests {
             ClaimMatch::Op(ClaimOp::OneOf(_))
         ));
         assert_eq!(role.resolve_password("etl").unwrap().expose(), "hunter2");
+    }
+
+    #[test]
+    fn approvals_admin_endpoint_and_webhooks_parse() {
+        let text = format!(
+            "{SAMPLE}\n[approvals]\nadmin_listen = \"127.0.0.1:7433\"\n\
+             [[approvals.webhooks]]\nurl = \"https://hooks.example/x\"\nformat = \"slack\"\n\
+             [[approvals.webhooks]]\nurl = \"https://bots.example/y\"\nattempts = 5\ntimeout = \"2s\"\n"
+        );
+        let cfg = Config::from_toml(&text).unwrap();
+        let a = &cfg.approvals;
+        assert_eq!(a.admin_listen, Some("127.0.0.1:7433".parse().unwrap()));
+        assert_eq!(a.webhooks[0].format, WebhookFormat::Slack);
+        assert_eq!(a.webhooks[0].attempts, 3);
+        assert_eq!(a.webhooks[1].format, WebhookFormat::Generic);
+        assert_eq!(
+            (a.webhooks[1].attempts, a.webhooks[1].timeout),
+            (5, Duration::from_secs(2))
+        );
+        let bad =
+            format!("{SAMPLE}\n[[approvals.webhooks]]\nurl = \"https://x\"\nformat = \"teams\"\n");
+        assert!(Config::from_toml(&bad).is_err());
     }
 
     #[test]

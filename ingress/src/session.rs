@@ -665,11 +665,16 @@ async fn relay<D: DecisionPoint>(
                         Some(decide(gw, &mut ctx, frame, &buf).await)
                     }
                     codec::EXECUTE => Some(execute(gw, &mut ctx, frame, &buf)),
-                    codec::BIND => {
-                        bind(&mut ctx, frame.body(&buf));
-                        sents.push(Sent::Bind);
-                        None
-                    }
+                    codec::BIND => match bind_needs_approval(&ctx, frame.body(&buf)) {
+                        Some((statement, params)) => {
+                            Some(hold::request_at_bind(gw, &mut ctx, statement, params).await)
+                        }
+                        None => {
+                            bind(&mut ctx, frame.body(&buf));
+                            sents.push(Sent::Bind);
+                            None
+                        }
+                    },
                     codec::CLOSE => {
                         match codec::close_target(frame.body(&buf)) {
                             Some((b'S', name)) => {
@@ -780,7 +785,13 @@ async fn relay<D: DecisionPoint>(
                             _ => Ok(()),
                         };
                         match durable {
-                            Ok(()) => (BytesMut::from(&buf[frame.start..frame.end]), sent),
+                            Ok(()) => {
+                                if frame.tag == codec::BIND {
+                                    // The portal of the approved Bind, for its Execute.
+                                    bind(&mut ctx, frame.body(&buf));
+                                }
+                                (BytesMut::from(&buf[frame.start..frame.end]), sent)
+                            }
                             Err(e) => refusals.substitute(
                                 frame.tag,
                                 b"",
@@ -1256,9 +1267,22 @@ fn record_statement(
     ctx: &mut SessionCtx,
     statement: Statement,
 ) -> Result<Option<Ticket>, EvidenceError> {
+    record_statement_counted(gw, ctx, statement, true)
+}
+
+/// [`record_statement`]; `count`: whether it is a statement the session's count
+/// has not seen yet (a held statement released is counted when it was held).
+fn record_statement_counted(
+    gw: &Gateway<impl DecisionPoint>,
+    ctx: &mut SessionCtx,
+    statement: Statement,
+    count: bool,
+) -> Result<Option<Ticket>, EvidenceError> {
     let forwarded = statement.forwarded;
     let mut ev = ctx.evidence.lock().unwrap_or_else(|p| p.into_inner());
-    ev.statements += 1;
+    if count {
+        ev.statements += 1;
+    }
     if !forwarded {
         ev.refused += 1;
     }
@@ -1428,6 +1452,34 @@ fn params_digest(b: &codec::Bind<'_>) -> [u8; 32] {
         }
     }
     h.finalize().into()
+}
+
+/// Parameters as an approval request shows them, and the digest of their values
+/// ([`params_digest`]) it is enforced on.
+type BoundParams = (Vec<Param>, [u8; 32]);
+
+/// A `Bind` that needs an approval of its own: its statement was approved at its
+/// `Parse` without parameters (the client bound only after the `Parse` round
+/// trip), and this `Bind` carries some. The approval must cover the parameters
+/// that run, so they are held and requested again. Returns the statement's name
+/// and the parameters.
+fn bind_needs_approval<'b>(ctx: &SessionCtx, body: &'b [u8]) -> Option<(&'b str, BoundParams)> {
+    let b = codec::bind(body)?;
+    if b.params.is_empty() {
+        // Nothing bound: the approved text is exactly what runs.
+        return None;
+    }
+    let name = std::str::from_utf8(b.statement).ok()?;
+    let prepared = ctx.statements.get(name)?;
+    let (_, _, approved) = prepared.approval.as_ref()?;
+    // Under a mask, values are withheld from the request (enforced by digest).
+    let masked = prepared
+        .decision
+        .as_ref()
+        .is_some_and(|d| d.verdict.masks().is_some());
+    approved
+        .is_none()
+        .then(|| (name, (recorded_params(&b, masked), params_digest(&b))))
 }
 
 /// The parameters of the `Bind` of statement `name` that follows its `Parse` in

@@ -13,7 +13,7 @@ use gatehouse_schemas::{ProtocolKind, SCHEMA_VERSION};
 use tokio::io::AsyncRead;
 use uuid::Uuid;
 
-use super::{Outcome, Prepared, SessionCtx, record_statement, unrecorded_message};
+use super::{Outcome, Prepared, SessionCtx, record_statement_counted, unrecorded_message};
 use crate::Gateway;
 use crate::approval::{self, Resolution};
 use crate::codec;
@@ -36,6 +36,9 @@ pub(super) struct Held {
     name: String,
     /// Its verdict.
     decision: Arc<Decision>,
+    /// Held at a `Bind` of a statement approved at its `Parse` without
+    /// parameters: released, it carries this approval with these parameters.
+    at_bind: bool,
 }
 
 /// What the relay sends upstream once the hold ends.
@@ -144,7 +147,61 @@ pub(super) async fn request<'b, D: DecisionPoint>(
         digest,
         name: name.to_owned(),
         decision: decision.clone(),
+        at_bind: false,
     }))
+}
+
+/// Holds the `Bind` of prepared statement `name` (approved at its `Parse`
+/// without parameters) for a new approval of the statement with `params`.
+pub(super) async fn request_at_bind<'b, D: DecisionPoint>(
+    gw: &Gateway<D>,
+    ctx: &mut SessionCtx,
+    name: &'b str,
+    params: (Vec<Param>, [u8; 32]),
+) -> Outcome<'b> {
+    let Some(prepared) = ctx.statements.get(name).cloned() else {
+        return refuse(
+            SqlState::InsufficientPrivilege,
+            "statement requires an approval of its parameters".into(),
+            name,
+        );
+    };
+    let Some(decision) = prepared.decision.clone() else {
+        return refuse(
+            SqlState::InsufficientPrivilege,
+            "statement requires an approval of its parameters".into(),
+            name,
+        );
+    };
+    let statement = super::statement_record(
+        ProtocolKind::Parse.into(),
+        name,
+        &prepared.sql,
+        None,
+        Some(&decision),
+        false,
+    );
+    let statement = Statement {
+        params: Some(params.0.clone()),
+        ..statement
+    };
+    match request(
+        gw,
+        ctx,
+        ProtocolKind::Parse,
+        statement,
+        Some(params),
+        name,
+        &decision,
+    )
+    .await
+    {
+        Outcome::Hold(mut h) => {
+            h.at_bind = true;
+            Outcome::Hold(h)
+        }
+        other => other,
+    }
 }
 
 /// The client's NOTICE while its statement waits.
@@ -246,7 +303,8 @@ pub(super) async fn release<D: DecisionPoint, R: AsyncRead + Unpin>(
                 approval: Some(id.to_string()),
                 ..held.statement
             };
-            let ticket = match record_statement(gw, ctx, statement) {
+            // Counted in the session's statements when it was held, not again.
+            let ticket = match record_statement_counted(gw, ctx, statement, false) {
                 Ok(t) => t,
                 Err(e) => {
                     return refused_release(
@@ -269,6 +327,22 @@ pub(super) async fn release<D: DecisionPoint, R: AsyncRead + Unpin>(
                 .unwrap_or_else(|p| p.into_inner())
                 .decided(tag, &held.name, &held.decision);
             match held.protocol {
+                ProtocolKind::Parse if held.at_bind => {
+                    // This approval, with its parameters, replaces the one of
+                    // the text: the Bind's Execute runs once under it.
+                    ctx.statements.insert(
+                        held.name.clone(),
+                        Arc::new(Prepared {
+                            sql: record.request.sql.clone(),
+                            decision: Some(held.decision.clone()),
+                            approval: Some((id.to_string(), AtomicBool::new(false), held.digest)),
+                        }),
+                    );
+                    Release::Run {
+                        sent: Sent::Bind,
+                        ticket,
+                    }
+                }
                 ProtocolKind::Parse => {
                     ctx.statements.insert(
                         held.name.clone(),
