@@ -358,27 +358,38 @@ target_pids() {
     esac
 }
 
-# CPU time (user + system, in clock ticks) the given processes have used so far.
+# Their names, in the same order (the CPU figure is also given per process).
+target_names() {
+    case $1 in
+        pgbouncer) echo pgbouncer ;;
+        gatehouse) echo gatehouse ;;
+        distributed) echo "ingress decider nats-server" ;;
+    esac
+}
+
+# CPU time (user + system, in clock ticks) each given process has used so far.
 cpu_ticks() {
-    local total=0 pid stat
+    local out=() pid stat
     for pid in "$@"; do
         stat=$(<"/proc/$pid/stat")
         stat=${stat##*) } # fields after "pid (comm) "; comm may hold spaces
         # shellcheck disable=SC2086 # splitting the fields is the point
         set -- $stat
-        total=$((total + ${12} + ${13}))
+        out+=($((${12} + ${13})))
     done
-    echo "$total"
+    echo "${out[*]}"
 }
 CLK_TCK=$(getconf CLK_TCK)
 
-# Runs one pgbench; prints its TPS and the CPU microseconds the target's own
-# processes spent per transaction (a figure other load on the machine barely moves).
+# Runs one pgbench; prints its TPS, the CPU microseconds the target's own
+# processes spent per transaction (a figure other load on the machine barely
+# moves), and that figure per process ("name=µs,...").
 run_pgbench() {
-    local target=$1 mode=$2 log out tps txns before after cpu pids
+    local target=$1 mode=$2 log out tps txns before after cpu pids names each
     log=$WORK/pgbench-$target-$mode.log
     read -r -a pids <<<"$(target_pids "$target")"
-    before=$(cpu_ticks "${pids[@]}")
+    read -r -a names <<<"$(target_names "$target")"
+    read -r -a before <<<"$(cpu_ticks "${pids[@]}")"
     if ! out=$(PGPASSWORD=$(target_password "$target") timeout $((SECONDS_PER_RUN + 120)) \
         "$GH_PGBIN/pgbench" -n -S -M "$mode" -c "$CLIENTS" -j "$THREADS" -T "$SECONDS_PER_RUN" \
         -h 127.0.0.1 -p "$(target_port "$target")" -U bench bench 2>&1); then
@@ -387,13 +398,25 @@ run_pgbench() {
         gh_die "pgbench failed against $target (-M $mode)"
     fi
     printf '%s\n' "$out" >>"$log"
-    after=$(cpu_ticks "${pids[@]}")
+    read -r -a after <<<"$(cpu_ticks "${pids[@]}")"
     tps=$(printf '%s\n' "$out" | awk '/^tps = / { print $3; exit }')
     [[ -n $tps ]] || gh_die "no tps in pgbench output against $target (-M $mode)"
     txns=$(printf '%s\n' "$out" | awk '/^number of transactions actually processed: / { print $6; exit }')
-    cpu=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="${txns:-0}" \
-        'BEGIN { if (n > 0) printf "%.0f", t * 1e6 / hz / n; else print 0 }')
-    printf '%s %s\n' "$tps" "$cpu"
+    local i ticks total=0 parts=()
+    for i in "${!pids[@]}"; do
+        ticks=$((after[i] - before[i]))
+        total=$((total + ticks))
+        parts+=("${names[i]}=$(per_txn "$ticks" "$txns")")
+    done
+    cpu=$(per_txn "$total" "$txns")
+    each=$(IFS=,; echo "${parts[*]}")
+    printf '%s %s %s\n' "$tps" "$cpu" "${each:--}"
+}
+
+# Clock ticks over transactions, in microseconds per transaction.
+per_txn() {
+    awk -v t="$1" -v hz="$CLK_TCK" -v n="${2:-0}" \
+        'BEGIN { if (n > 0) printf "%.0f", t * 1e6 / hz / n; else print 0 }'
 }
 
 # A short untimed run through each path first: caches, connection setup, CPU frequency.
@@ -412,8 +435,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
         for t in "${TARGETS[@]}"; do
             n=$((n + 1))
             result=$(run_pgbench "$t" "$mode")
-            read -r tps cpu <<<"$result"
-            gh_log "[$n/$total] round $round  -M $mode  $t: $tps tps, $cpu µs CPU per transaction outside PostgreSQL"
+            read -r tps cpu each <<<"$result"
+            gh_log "[$n/$total] round $round  -M $mode  $t: $tps tps, $cpu µs CPU per transaction outside PostgreSQL ($each)"
             RESULTS[$t,$mode]+="$tps "
             CPU[$t,$mode]+="$cpu "
         done

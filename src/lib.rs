@@ -1,6 +1,7 @@
 //! The `gatehouse` binary's library side: what the CLI does beyond starting services.
 
 pub mod approvals_cli;
+pub mod approvals_watch;
 pub mod archiver;
 pub mod evidence_cli;
 pub mod local_evidence;

@@ -52,7 +52,8 @@ enum Command {
         #[command(subcommand)]
         command: gatehouse::policy_cli::PolicyCommand,
     },
-    /// Approve or deny held statements (a command-line approver over NATS).
+    /// Approve or deny held statements: over NATS, or the all-in-one gateway's
+    /// admin endpoint (`--admin`).
     Approvals {
         #[command(subcommand)]
         command: gatehouse::approvals_cli::ApprovalsCommand,
@@ -231,7 +232,9 @@ async fn serve_ingress(cfg: Config) -> Result<()> {
         .connect(cfg.nats.url.as_str())
         .await
         .with_context(|| format!("connect to NATS at {}", cfg.nats.url))?;
-    let approvals = gatehouse_ingress::approval::ApprovalStore::open(bus).await?;
+    // Opened at first use: the ingress starts while NATS is down, and refuses held
+    // statements (fail closed) until the bucket can be reached.
+    let approvals = gatehouse_ingress::approval::ApprovalStore::connect_lazily(bus);
     let gateway = Arc::new(with_evidence(
         Gateway::new(cfg, decision)?.with_approvals(approvals),
         evidence.recorder.clone(),
@@ -283,7 +286,31 @@ fn main() -> Result<()> {
                 let listen = cfg.ingress.listen;
                 tokio::spawn(watch_policy(handle.clone(), cfg.decider.watch_interval));
                 let evidence = gatehouse::local_evidence::recorder(&cfg).await?;
+                // Approvals in-process: only with an admin endpoint for approvers to
+                // answer on; without one, `approve` verdicts are refused.
+                let approvals = match cfg.approvals.admin_listen {
+                    Some(addr) => {
+                        let local =
+                            gatehouse_approver::local::InProcess::new(cfg.approvals.clone())?;
+                        let admin =
+                            tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                                format!("listen on {addr} ([approvals] admin_listen)")
+                            })?;
+                        let store = local.store();
+                        tokio::spawn(async move {
+                            if let Err(e) = local.run(admin, shutdown_signal()).await {
+                                tracing::error!(error = %e, "approvals_admin_failed");
+                            }
+                        });
+                        Some(store)
+                    }
+                    None => None,
+                };
                 let gateway = Gateway::new(cfg, LocalPolicy::new(handle))?;
+                let gateway = match approvals {
+                    Some(store) => gateway.with_approvals(store),
+                    None => gateway,
+                };
                 let gateway = Arc::new(with_evidence(gateway, evidence.recorder.clone()));
                 let listener = tokio::net::TcpListener::bind(listen)
                     .await

@@ -178,38 +178,37 @@ fn render(e: &gatehouse_decider::Explanation) -> String {
             .unwrap_or_else(|| " (no rule: default deny)".into()),
         d.policy_version
     ));
-    match &d.verdict {
-        gatehouse_schemas::decision::Verdict::Block { reason }
-        | gatehouse_schemas::decision::Verdict::Approve { reason, .. } => {
-            out.push_str(&format!("reason:  {reason}\n"));
+    if let gatehouse_schemas::decision::Verdict::Block { reason }
+    | gatehouse_schemas::decision::Verdict::Approve { reason, .. } = &d.verdict
+    {
+        out.push_str(&format!("reason:  {reason}\n"));
+    }
+    // A statement held for approval is masked too once it runs.
+    if let Some((columns, outputs)) = d.verdict.masks() {
+        for c in columns {
+            out.push_str(&format!(
+                "mask:    {} ({}) by rule {}{}\n",
+                c.column,
+                method_text(&c.method),
+                c.rule,
+                c.class
+                    .as_ref()
+                    .map(|k| format!(", class {k}"))
+                    .unwrap_or_default()
+            ));
         }
-        gatehouse_schemas::decision::Verdict::Mask { columns, outputs } => {
-            for c in columns {
-                out.push_str(&format!(
-                    "mask:    {} ({}) by rule {}{}\n",
-                    c.column,
-                    method_text(&c.method),
-                    c.rule,
-                    c.class
-                        .as_ref()
-                        .map(|k| format!(", class {k}"))
-                        .unwrap_or_default()
-                ));
-            }
-            for o in outputs {
-                out.push_str(&format!(
-                    "masked:  statement {} output column {}: reads {} -> {}\n",
-                    o.statement + 1,
-                    o.position + 1,
-                    o.source,
-                    method_text(&o.method)
-                ));
-            }
-            out.push_str(
-                "         (any other result column whose table column matches is masked too, found by its table OID at run time)\n",
-            );
+        for o in outputs {
+            out.push_str(&format!(
+                "masked:  statement {} output column {}: reads {} -> {}\n",
+                o.statement + 1,
+                o.position + 1,
+                o.source,
+                method_text(&o.method)
+            ));
         }
-        gatehouse_schemas::decision::Verdict::Allow => {}
+        out.push_str(
+            "         (any other result column whose table column matches is masked too, found by its table OID at run time)\n",
+        );
     }
     if let Some(err) = &e.parse_error {
         out.push_str(&format!("unparsed: {err}\n"));

@@ -701,6 +701,25 @@ async fn every_step_is_evidence_with_both_identities() {
     assert_eq!(statements[0]["forwarded"], false);
     assert_eq!(statements[1]["forwarded"], true);
     assert_eq!(statements[0]["seq"], steps[0]["statement"]);
+
+    // The session's count has the held statement once, and it was not refused.
+    drop(client);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let ended = loop {
+        if let Some(e) = spooled(&gw)
+            .into_iter()
+            .find(|e| e["type"] == "session_ended")
+        {
+            break e;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no session_ended within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(ended["statements"], 1, "{ended}");
+    assert_eq!(ended["refused"], 0, "{ended}");
 }
 
 /// `gatehouse approvals ARGS` with the approver's token in the environment.
@@ -821,4 +840,292 @@ async fn a_pipelined_bind_binds_the_approval_to_its_parameters() {
     let err = msgs.iter().find(|m| m.tag == b'E').expect("an error");
     assert_eq!(err.field(b'C').as_deref(), Some("42501"), "{msgs:?}");
     assert_eq!(s.pg.psql_admin_db(APP_DB, "select n from public.c"), "7");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_statement_runs_with_its_results_masked() {
+    let s = Setup::new().await;
+    s.pg.psql_admin_db(
+        APP_DB,
+        "create table public.p (id int, ssn text); \
+         insert into public.p values (1, '123-45-6789'), (2, '987-65-4321'); \
+         grant all on public.p to app",
+    );
+    // The approvals policy, with the caller's SSNs masked.
+    std::fs::write(
+        s.dir.path().join("policy.toml"),
+        format!(
+            "{POLICY}\n[[rules]]\nid = \"mask-ssn\"\nroles = [\"app\"]\nverdict = \"mask\"\n\
+             [[rules.mask]]\ncolumn = \"public.p.ssn\"\nmethod = \"partial\"\nkeep_last = 4\n"
+        ),
+    )
+    .unwrap();
+    // Result rows are kept for replay too: they must be the masked ones.
+    let handle = Arc::new(PolicyHandle::load(&s.dir.path().join("policy.toml")).unwrap());
+    let store = ApprovalStore::open(s.bus.clone()).await.unwrap();
+    let config = s.config("10m") + "[roles.app.results]\nrecord = \"rows\"\n";
+    let gw = start_gateway_with(&config, LocalPolicy::new(handle), |g| {
+        g.with_approvals(store)
+    })
+    .await;
+    let _approver = s.approver().await;
+    let mut announced = requests(&s.bus).await;
+    let client = Arc::new(
+        connect(&gw.url("app", &s.issuer.token(&[("actor", json!("carol"))])))
+            .await
+            .unwrap(),
+    );
+    let c = Arc::clone(&client);
+    let held = tokio::spawn(async move {
+        c.query("delete from public.p returning id, ssn, upper(ssn)", &[])
+            .await
+    });
+    let req = next_request(&mut announced).await;
+    assert_eq!(req.rule.as_deref(), Some("unbounded-delete"));
+    let reply = s.decide(&req, &s.dba("alice"), Choice::Approve, None).await;
+    assert!(reply.accepted, "{reply:?}");
+    let rows = held.await.unwrap().expect("the approved statement ran");
+    let got: Vec<(i32, Option<String>, Option<String>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    for (_, ssn, upper) in &got {
+        for v in [ssn, upper] {
+            let v = v.as_deref().unwrap_or("");
+            assert!(v.starts_with("***"), "{got:?}");
+            assert!(!v.contains("123-45") && !v.contains("987-65"), "{got:?}");
+        }
+    }
+    assert_eq!(
+        s.pg.psql_admin_db(APP_DB, "select count(*) from public.p"),
+        "0"
+    );
+    // The simple query protocol, likewise.
+    s.pg.psql_admin_db(APP_DB, "insert into public.p values (3, '123-45-6789')");
+    let c = Arc::clone(&client);
+    let held =
+        tokio::spawn(async move { c.simple_query("delete from public.p returning ssn").await });
+    let req = next_request(&mut announced).await;
+    let reply = s.decide(&req, &s.dba("alice"), Choice::Approve, None).await;
+    assert!(reply.accepted, "{reply:?}");
+    let messages = held.await.unwrap().expect("the approved statement ran");
+    let rows: Vec<Option<String>> = messages
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).map(str::to_owned)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rows, [Some("***-**-6789".to_owned())]);
+    // Parameters bound with a held statement under a mask are withheld from
+    // the approver, and the approval still binds their values.
+    let mut raw = Raw::login(gw.addr, "app", &s.issuer.token(&[])).await;
+    raw.send(&exec_params("update public.p set ssn = $1", "555-55-5555"))
+        .await;
+    let req = next_request(&mut announced).await;
+    assert_eq!(
+        req.params,
+        Some(vec![gatehouse_schemas::evidence::Param::Withheld(11)])
+    );
+    let r = s.decide(&req, &s.dba("alice"), Choice::Approve, None).await;
+    assert!(r.accepted, "{r:?}");
+    let msgs = raw.until_ready().await;
+    assert!(msgs.iter().any(|m| m.tag == b'C'), "{msgs:?}");
+    // Another value of the same length: not what was approved.
+    raw.send(&bind_execute_sync("666-66-6666")).await;
+    let msgs = raw.until_ready().await;
+    let err = msgs.iter().find(|m| m.tag == b'E').expect("an error");
+    assert_eq!(err.field(b'C').as_deref(), Some("42501"), "{msgs:?}");
+    assert_eq!(
+        s.pg.psql_admin_db(
+            APP_DB,
+            "select count(*) from public.p where ssn = '666-66-6666'"
+        ),
+        "0"
+    );
+    // The released statements' rows, as kept for replay: masked.
+    let events = spooled(&gw);
+    let kept: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "result_data")
+        .map(|e| &e["rows"])
+        .collect();
+    assert!(
+        kept.contains(&&json!([["***-**-6789"]])),
+        "the released simple query's rows: {kept:?}"
+    );
+    // Nor did the raw values reach evidence.
+    let evidence = serde_json::to_string(&events).unwrap();
+    for raw in ["123-45-6789", "987-65-4321", "555-55-5555", "666-66-6666"] {
+        assert!(!evidence.contains(raw), "{raw} in evidence");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_started_without_nats_refuses_held_statements_until_it_is_back() {
+    let mut s = Setup::new().await;
+    s.nats.stop();
+    // As `serve --role ingress` connects: retried in the background.
+    let bus = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(s.nats.url())
+        .await
+        .unwrap();
+    let store = ApprovalStore::connect_lazily(bus.clone());
+    let handle = Arc::new(PolicyHandle::load(&s.dir.path().join("policy.toml")).unwrap());
+    let gw = start_gateway_with(&s.config("10m"), LocalPolicy::new(handle), |g| {
+        g.with_approvals(store)
+    })
+    .await;
+    let client = Arc::new(connect(&gw.url("app", &s.issuer.token(&[]))).await.unwrap());
+    let err = client
+        .batch_execute("delete from public.t")
+        .await
+        .unwrap_err();
+    let (code, message) = db_error(&err);
+    assert_eq!(code, "57014", "{message}");
+    assert!(message.contains("unavailable"), "{message}");
+    assert_eq!(s.count(), "5");
+    client.batch_execute("select 1").await.unwrap();
+
+    // NATS back: the bucket opens at the next held statement.
+    s.nats.restart();
+    s.bus = s.nats.client().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while bus.connection_state() != async_nats::connection::State::Connected {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reconnect within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _approver = s.approver().await;
+    let mut announced = requests(&s.bus).await;
+    let held = hold(&client, "delete from public.t");
+    let req = next_request(&mut announced).await;
+    let r = s.decide(&req, &s.dba("alice"), Choice::Approve, None).await;
+    assert!(r.accepted, "{r:?}");
+    held.await.unwrap().unwrap();
+    assert_eq!(s.count(), "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bind_after_the_parse_round_trip_is_approved_with_its_parameters() {
+    let s = Setup::new().await;
+    let gw = s.gateway("10m").await;
+    let mut announced = requests(&s.bus).await;
+    let _approver = s.approver().await;
+    let client = Arc::new(connect(&gw.url("app", &s.issuer.token(&[]))).await.unwrap());
+    // tokio-postgres: Parse/Describe/Sync, then Bind/Execute/Sync.
+    let c = client.clone();
+    let held =
+        tokio::spawn(async move { c.execute("update public.c set n = $1::int", &[&7i32]).await });
+    // The text, held at its Parse (the parameters are not known yet).
+    let text = next_request(&mut announced).await;
+    assert_eq!(text.params, None);
+    let r = s
+        .decide(&text, &s.dba("alice"), Choice::Approve, None)
+        .await;
+    assert!(r.accepted, "{r:?}");
+    // Then the Bind, held with the parameters that would run: nothing ran yet.
+    let bound = next_request(&mut announced).await;
+    assert_ne!(bound.id, text.id);
+    assert_eq!(bound.sql, text.sql);
+    let params = bound.params.clone().expect("the bound parameters");
+    assert_eq!(params.len(), 1, "{params:?}");
+    assert_eq!(
+        bound.statement_hash,
+        gatehouse_schemas::approval::statement_hash(bound.session_id, &bound.sql, Some(&params))
+    );
+    assert_eq!(s.pg.psql_admin_db(APP_DB, "select n from public.c"), "0");
+    assert!(!held.is_finished());
+    let r = s
+        .decide(&bound, &s.dba("alice"), Choice::Approve, None)
+        .await;
+    assert!(r.accepted, "{r:?}");
+    assert_eq!(held.await.unwrap().unwrap(), 1);
+    assert_eq!(s.pg.psql_admin_db(APP_DB, "select n from public.c"), "7");
+
+    // Denied at the Bind: 42501, nothing runs, the session stays usable.
+    let c = client.clone();
+    let held =
+        tokio::spawn(async move { c.execute("update public.c set n = $1::int", &[&8i32]).await });
+    let text = next_request(&mut announced).await;
+    assert!(
+        s.decide(&text, &s.dba("alice"), Choice::Approve, None)
+            .await
+            .accepted
+    );
+    let bound = next_request(&mut announced).await;
+    assert!(bound.params.is_some());
+    assert!(
+        s.decide(&bound, &s.dba("bob"), Choice::Deny, Some("no"))
+            .await
+            .accepted
+    );
+    let err = held.await.unwrap().unwrap_err();
+    let (code, message) = db_error(&err);
+    assert_eq!(code, "42501", "{message}");
+    assert!(message.contains("denied by bob"), "{message}");
+    assert_eq!(s.pg.psql_admin_db(APP_DB, "select n from public.c"), "7");
+    let rows = client.query("select n from public.c", &[]).await.unwrap();
+    assert_eq!(rows[0].get::<_, i32>(0), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_starting_announces_only_what_is_pending() {
+    let s = Setup::new().await;
+    let gw = s.gateway("10m").await;
+    let mut announced = requests(&s.bus).await;
+    let first = s.approver().await;
+    let client = Arc::new(connect(&gw.url("app", &s.issuer.token(&[]))).await.unwrap());
+    // One request decided and run: its record is closed.
+    let held = hold(&client, "delete from public.t");
+    let old = next_request(&mut announced).await;
+    assert!(
+        s.decide(&old, &s.dba("alice"), Choice::Approve, None)
+            .await
+            .accepted
+    );
+    held.await.unwrap().unwrap();
+    first.abort();
+    let _ = first.await;
+
+    let mut updates = s
+        .bus
+        .subscribe(format!(
+            "{}.>",
+            gatehouse_schemas::approval::UPDATE_SUBJECT_PREFIX
+        ))
+        .await
+        .unwrap();
+    s.bus.flush().await.unwrap();
+    let _second = s.approver().await;
+    s.pg.psql_admin_db(APP_DB, "insert into public.t values (1)");
+    let held = hold(&client, "delete from public.t");
+    let new = next_request(&mut announced).await;
+    assert_ne!(new.id, old.id);
+    // Every update up to the new request's: none is the closed one's again.
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(20), updates.next())
+            .await
+            .expect("an update within 20 s")
+            .unwrap();
+        let r: gatehouse_schemas::approval::ApprovalRecord =
+            serde_json::from_slice(&msg.payload).unwrap();
+        assert_ne!(
+            r.request.id, old.id,
+            "a closed record was published again: {r:?}"
+        );
+        if r.request.id == new.id {
+            break;
+        }
+    }
+    assert!(
+        s.decide(&new, &s.dba("alice"), Choice::Deny, None)
+            .await
+            .accepted
+    );
+    assert!(held.await.unwrap().is_err());
 }

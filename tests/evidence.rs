@@ -519,3 +519,140 @@ async fn a_crashed_gateways_spool_is_archived_at_the_next_start() {
         "{left:?}"
     );
 }
+
+#[tokio::test]
+async fn result_rows_are_kept_masked_and_bounded_for_replay() {
+    let pg = Pg::start();
+    pg.psql_admin_db(
+        APP_DB,
+        "create table public.p (id int, ssn text); alter table public.p owner to app; \
+         insert into public.p select g, '123-45-678' || g from generate_series(1, 5) g",
+    );
+    let issuer = Issuer::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!(
+            "{POLICY}\n[[rules]]\nid = \"mask-ssn\"\nroles = [\"app\"]\nverdict = \"mask\"\n\
+             [[rules.mask]]\ncolumn = \"public.p.ssn\"\nmethod = \"partial\"\nkeep_last = 2\n"
+        ),
+    )
+    .unwrap();
+    let policy = LocalPolicy::new(Arc::new(
+        PolicyHandle::load(&dir.path().join("policy.toml")).unwrap(),
+    ));
+    let config =
+        base_config(&pg, &issuer) + "[roles.app.results]\nrecord = \"rows\"\nmax_rows = 3\n";
+    let mut gw = start_gateway(&config, policy).await;
+    let client = connect(&gw.url("app", &issuer.token(&[]))).await.unwrap();
+
+    // Simple query, two result sets: the bound (3 rows) is per statement.
+    client
+        .simple_query("select id, ssn from public.p where id <= 2 order by id; select 42 as answer, null as nothing, 'x' as more, 'y' as yet")
+        .await
+        .unwrap();
+    // Extended: a described statement, binary results (tokio-postgres asks for
+    // binary), more rows than kept.
+    let rows = client
+        .query(
+            "select id, ssn from public.p where id > $1 order by id",
+            &[&0i32],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 5);
+    drop(client);
+
+    let ev = gw.evidence.take().unwrap();
+    wait_for_spool(ev.dir.path(), "\"type\":\"session_ended\"").await;
+    let mut records = Vec::new();
+    for (_, path) in gatehouse_ingress::evidence::spool_files(&ev.dir.path().join("spool")).unwrap()
+    {
+        let text = std::fs::read_to_string(path).unwrap();
+        for n in 1..=5 {
+            assert!(
+                !text.contains(&format!("123-45-678{n}")),
+                "a raw masked value reached evidence"
+            );
+        }
+        records.extend(text.lines().map(|l| l.as_bytes().to_vec()));
+    }
+    let events = chained(&records);
+    let results: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "result_data")
+        .collect();
+    assert_eq!(results.len(), 3, "{results:#?}");
+    let stmts = statements(&events);
+    // Texts under a mask are recorded without their literals.
+    let seq_of = |path: &str| {
+        stmts
+            .iter()
+            .find(|(s, _)| s["sql"].as_str().unwrap().contains("PUBLIC . P") && s["path"] == path)
+            .map(|(s, _)| s["seq"].clone())
+            .unwrap()
+    };
+    let simple = seq_of("simple_query");
+    assert_eq!(results[0]["statement"], simple);
+    assert_eq!(results[0]["columns"], serde_json::json!(["id", "ssn"]));
+    assert_eq!(
+        results[0]["rows"],
+        serde_json::json!([["1", "***-**-**81"], ["2", "***-**-**82"]])
+    );
+    assert_eq!(
+        (&results[0]["row_count"], &results[0]["truncated"]),
+        (&2.into(), &false.into())
+    );
+    // The second set of the same text: one more row fits the bound of 3.
+    assert_eq!(results[1]["statement"], simple);
+    assert_eq!(
+        results[1]["columns"],
+        serde_json::json!(["answer", "nothing", "more", "yet"])
+    );
+    assert_eq!(
+        results[1]["rows"],
+        serde_json::json!([["42", null, "x", "y"]])
+    );
+    // Extended: named by the Describe, binary int4 and text decoded, masked
+    // text, 3 of 5.
+    assert_eq!(results[2]["statement"], seq_of("execute"));
+    assert_eq!(results[2]["columns"], serde_json::json!(["id", "ssn"]));
+    assert_eq!(
+        results[2]["rows"],
+        serde_json::json!([
+            ["1", "***-**-**81"],
+            ["2", "***-**-**82"],
+            ["3", "***-**-**83"]
+        ])
+    );
+    assert_eq!(
+        (&results[2]["row_count"], &results[2]["truncated"]),
+        (&5.into(), &true.into())
+    );
+    // Each result precedes its statement's completion.
+    for r in &results {
+        let done = events
+            .iter()
+            .find(|e| e["type"] == "statement_completed" && e["statement"] == r["statement"])
+            .unwrap();
+        assert!(r["seq"].as_u64() < done["seq"].as_u64());
+    }
+
+    // Replay shows them.
+    let archive = ev.archive();
+    gw.shutdown().await;
+    let store = LocalDir::new(&archive);
+    let key = load_verifying_key(&ev.verifying_key()).unwrap();
+    let report = gatehouse_archiver::verify(&store, &[key], None, None)
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    let replayed = gatehouse_archiver::replay::replay(&store, report.sessions[0].session)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    gatehouse_archiver::replay::render_transcript(&replayed, &mut out).unwrap();
+    let transcript = String::from_utf8(out).unwrap();
+    assert!(transcript.contains("5 rows (3 kept)"), "{transcript}");
+    assert!(transcript.contains("| 3 | ***-**-**83"), "{transcript}");
+}

@@ -9,7 +9,11 @@
 //! `groups`: an array of strings, or a space-separated string); the rule's
 //! `approvers` group must be one of them.
 
+pub mod admin;
+pub mod local;
+pub mod notify;
 pub mod service;
+pub mod webhook;
 
 use std::time::SystemTime;
 
@@ -24,10 +28,16 @@ use gatehouse_schemas::approval::{
 use gatehouse_schemas::{Identity, SCHEMA_VERSION};
 use uuid::Uuid;
 
+/// How long past its deadline a pending request must be before an approver
+/// service expires it. Expiry is the gateway's to decide (one clock); this only
+/// tidies the records of gateways that died, so it leaves room for clock skew.
+pub const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The approver core.
 pub struct Approver {
     store: ApprovalStore,
     auth: Authenticator,
+    http: reqwest::Client,
     pub(crate) config: ApprovalsConfig,
 }
 
@@ -46,9 +56,6 @@ pub enum Refused {
     /// The request is no longer pending.
     #[error("approval request {0} is {1}, not pending")]
     NotPending(Uuid, &'static str),
-    /// Past the deadline.
-    #[error("approval request {0} expired at {1}")]
-    Expired(Uuid, String),
     /// The approver is not in the request's approver group.
     #[error("approver {0} is not in group \"{1}\"")]
     NotInGroup(String, String),
@@ -67,12 +74,18 @@ impl Approver {
     /// A core over `store`, validating approver tokens against `config.issuers`.
     pub fn new(store: ApprovalStore, config: ApprovalsConfig) -> Result<Self, ConfigError> {
         let http = gatehouse_ingress::http_client(&config.issuers)?;
-        let auth = Authenticator::new(&config.issuers, http)?;
+        let auth = Authenticator::new(&config.issuers, http.clone())?;
         Ok(Self {
             store,
             auth,
+            http,
             config,
         })
+    }
+
+    /// The configured webhooks' notifier.
+    pub fn webhooks(&self) -> webhook::Webhooks {
+        webhook::Webhooks::new(self.http.clone(), self.config.webhooks.clone())
     }
 
     /// The store.
@@ -193,9 +206,11 @@ impl Approver {
         if !r.state.is_pending() {
             return Err(Refused::NotPending(id, r.state.name()));
         }
-        if approval::now_ms() > r.request.deadline_ms {
-            return Err(Refused::Expired(id, r.request.deadline.clone()));
-        }
+        // No clock is read here: expiry is decided by one authority, the gateway
+        // that holds the statement (its own timer closes the record as expired,
+        // with the same compare-and-set a decision uses, and the first wins).
+        // An approver's clock ahead of the gateway's would otherwise refuse
+        // decisions in time, and one behind it would not matter anyway.
         if !in_group(approver, &self.config.groups_claim, &r.request.approvers) {
             return Err(Refused::NotInGroup(
                 approver.subject.clone(),
@@ -247,19 +262,21 @@ impl Approver {
             .collect())
     }
 
-    /// Expires pending requests past their deadline (their gateway did not:
-    /// it died, or lost the bus). Returns how many.
+    /// Expires pending requests long past their deadline (by
+    /// [`ORPHAN_GRACE`]): their gateway, which decides expiry, did not close
+    /// them, so it died. Returns how many.
     pub async fn sweep(&self) -> Result<usize, ApprovalError> {
         let now = approval::now_ms();
+        let grace = u64::try_from(ORPHAN_GRACE.as_millis()).unwrap_or(u64::MAX);
         let mut n = 0;
         for r in self.store.all().await? {
-            if r.state.is_pending() && now > r.request.deadline_ms {
+            if r.state.is_pending() && now > r.request.deadline_ms.saturating_add(grace) {
                 let after = self
                     .store
                     .close(
                         r.request.id,
                         ApprovalState::Expired,
-                        "no decision before the deadline (expired by the approver service)",
+                        "no decision before the deadline, and its gateway is gone (expired by the approver service)",
                     )
                     .await?;
                 if after.state == ApprovalState::Expired {

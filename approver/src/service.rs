@@ -10,10 +10,11 @@ use futures_util::StreamExt;
 use gatehouse_schemas::SCHEMA_VERSION;
 use gatehouse_schemas::approval::{
     APPROVER_QUEUE, ApprovalList, ApprovalQuery, ApproverDecision, DECIDE_SUBJECT, DecisionReply,
-    LIST_SUBJECT, request_subject, update_subject,
+    LIST_SUBJECT,
 };
 
 use crate::Approver;
+use crate::notify::Announcer;
 
 /// Why the service stopped.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +42,19 @@ pub async fn run(
     let mut queries = client
         .queue_subscribe(LIST_SUBJECT, APPROVER_QUEUE.into())
         .await?;
-    let mut changes = Box::pin(approver.store().watch_all().await?);
+    let announcer = Announcer {
+        nats: Some(client.clone()),
+        webhooks: approver.webhooks(),
+    };
+    // Changes from now on, watched before reading what is stored: of the records
+    // already there, only the pending ones matter (announced if nobody did yet,
+    // and their state published once); closed ones are not published again.
+    let mut changes = Box::pin(approver.store().watch_new().await?);
+    for record in approver.store().all().await? {
+        if record.state.is_pending() {
+            announcer.on_change(&approver, &record).await;
+        }
+    }
     let mut sweep = tokio::time::interval(approver.config.sweep_interval);
     tracing::info!(
         subject = DECIDE_SUBJECT,
@@ -81,24 +94,7 @@ pub async fn run(
                 let Some((record, _)) = change else {
                     return Err(ServiceError::SubscriptionEnded);
                 };
-                let id = record.request.id;
-                if record.state.is_pending() && !record.notified {
-                    // Claimed with compare-and-set: of several instances, the one
-                    // whose claim lands announces the request.
-                    match approver.store().transition(id, |r| {
-                        if r.notified { return false; }
-                        r.notified = true;
-                        true
-                    }).await {
-                        Ok((r, true)) => {
-                            publish(&client, request_subject(&r.request.role), &r.request).await;
-                            tracing::info!(request = %id, role = %r.request.role, "approval_request_announced");
-                        }
-                        Ok((_, false)) => {}
-                        Err(e) => tracing::warn!(request = %id, error = %e, "approval_announce_failed"),
-                    }
-                }
-                publish(&client, update_subject(id), &record).await;
+                announcer.on_change(&approver, &record).await;
             }
             _ = sweep.tick() => match approver.sweep().await {
                 Ok(0) => {}
@@ -118,13 +114,5 @@ async fn respond<T: serde::Serialize>(client: &Client, msg: &Message, body: &T) 
             }
         }
         Err(e) => tracing::warn!(error = %e, "approver_reply_unencodable"),
-    }
-}
-
-async fn publish<T: serde::Serialize>(client: &Client, subject: String, body: &T) {
-    if let Ok(b) = serde_json::to_vec(body)
-        && let Err(e) = client.publish(subject, b.into()).await
-    {
-        tracing::warn!(error = %e, "approval_publish_failed");
     }
 }

@@ -21,15 +21,7 @@ pub fn key_id(key: &VerifyingKey) -> String {
     hex(&Sha256::digest(key.as_bytes())[..8])
 }
 
-/// Lowercase hex.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
+pub(crate) use gatehouse_schemas::hex;
 
 /// Reads a PKCS#8 PEM Ed25519 private key (as [`keygen`] or `gatehouse token keygen` write).
 pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyError> {

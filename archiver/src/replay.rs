@@ -364,12 +364,18 @@ pub fn render_transcript(events: &[Event], out: &mut impl Write) -> std::io::Res
                 writeln!(out, "{}", opt("sqlstate", &c.sqlstate))?;
             }
             EventBody::ResultData(r) => {
+                // Events written before `row_count` existed carry 0 there.
+                let count = r.row_count.max(r.rows.len() as u64);
                 writeln!(
                     out,
                     "result of #{}: {} rows{}",
                     r.statement,
-                    r.rows.len(),
-                    if r.truncated { " (truncated)" } else { "" }
+                    count,
+                    if r.truncated {
+                        format!(" ({} kept)", r.rows.len())
+                    } else {
+                        String::new()
+                    }
                 )?;
                 writeln!(out, "        | {}", r.columns.join(" | "))?;
                 for row in &r.rows {

@@ -28,6 +28,7 @@ async fn two_sessions() -> Two {
         columns: vec!["id".into(), "email".into()],
         rows: vec![vec![Some("1".into()), None]],
         truncated: false,
+        row_count: 1,
     }));
     done.statement("delete from users", false);
     done.ended(2, 1);

@@ -45,6 +45,26 @@ fn bench(c: &mut Criterion) {
     c.bench_function("analyze typical select", |b| {
         b.iter(|| analyze(black_box(typical)))
     });
+    // The parser alone, for reference: the floor under any uncached decision.
+    c.bench_function("sqlparser tokenize+parse typical", |b| {
+        b.iter(|| {
+            sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
+                .try_with_sql(black_box(typical))
+                .unwrap()
+                .parse_statements()
+                .unwrap()
+        })
+    });
+    c.bench_function("sqlparser tokenize typical", |b| {
+        b.iter(|| {
+            sqlparser::tokenizer::Tokenizer::new(
+                &sqlparser::dialect::PostgreSqlDialect {},
+                black_box(typical),
+            )
+            .tokenize_with_location()
+            .unwrap()
+        })
+    });
     c.bench_function("decide typical select (uncached)", |b| {
         b.iter(|| policy.decide(query(black_box(typical))))
     });

@@ -290,7 +290,7 @@ impl Policy {
         let mut masks: Vec<MaskColumn> = Vec::new();
         let mut masked_outputs: Vec<MaskOutput> = Vec::new();
         for e in &explained {
-            if let Verdict::Mask { columns, outputs } = &e.verdict {
+            if let Some((columns, outputs)) = e.verdict.masks() {
                 for c in columns {
                     if !masks.contains(c) {
                         masks.push(c.clone());
@@ -305,7 +305,13 @@ impl Policy {
                 rule = e.rule.clone();
             }
         }
-        if let Verdict::Mask { columns, outputs } = &mut verdict {
+        // The masks of every statement go with the text's verdict: a text held
+        // for approval runs masked once approved.
+        if let Verdict::Mask { columns, outputs }
+        | Verdict::Approve {
+            columns, outputs, ..
+        } = &mut verdict
+        {
             *columns = masks;
             *outputs = masked_outputs;
         }
@@ -354,7 +360,12 @@ impl Policy {
             .iter()
             .filter(|(r, _)| r.rule.classes.is_empty() || r.rule.classes.contains(&a.class))
             .collect();
-        if applicable.is_empty() || !matches!(verdict, Verdict::Allow | Verdict::Mask { .. }) {
+        if applicable.is_empty()
+            || !matches!(
+                verdict,
+                Verdict::Allow | Verdict::Mask { .. } | Verdict::Approve { .. }
+            )
+        {
             return (
                 match verdict {
                     // An exempt caller: the mask rule lets it through unmasked.
@@ -364,6 +375,23 @@ impl Policy {
                 None,
             );
         }
+        // A statement held for approval stays held, and once approved its
+        // results are masked like any other's: the hold carries the masks.
+        let hold = match verdict {
+            Verdict::Approve {
+                reason, approvers, ..
+            } => Some((reason, approvers)),
+            _ => None,
+        };
+        let masked = move |columns, outputs| match hold {
+            Some((reason, approvers)) => Verdict::Approve {
+                reason,
+                approvers,
+                columns,
+                outputs,
+            },
+            None => Verdict::Mask { columns, outputs },
+        };
         let rule_of_first = applicable[0].0.rule.id.clone();
         let columns: Vec<MaskColumn> = applicable
             .iter()
@@ -415,13 +443,7 @@ impl Policy {
                         &rule_of_first,
                     );
                 }
-                return (
-                    Verdict::Mask {
-                        columns,
-                        outputs: Vec::new(),
-                    },
-                    None,
-                );
+                return (masked(columns, Vec::new()), None);
             }
         };
         if let Some(why) = &lineage.unsupported
@@ -483,7 +505,7 @@ impl Policy {
                 }
             }
         }
-        (Verdict::Mask { columns, outputs }, Some(rule_of_first))
+        (masked(columns, outputs), Some(rule_of_first))
     }
 
     fn decide_statement(
@@ -551,6 +573,8 @@ fn rule_verdict(r: &CompiledRule) -> Verdict {
         RuleVerdict::Approve => Verdict::Approve {
             reason: reason(),
             approvers: r.rule.approvers.clone().unwrap_or_default(),
+            columns: Vec::new(),
+            outputs: Vec::new(),
         },
         // The columns are filled in by `mask_statement`, from every mask rule
         // that applies to the caller.

@@ -223,3 +223,52 @@ fn returning_is_masked() {
         [(1, "partial"), (2, "partial")]
     );
 }
+
+#[test]
+fn a_statement_held_for_approval_carries_its_masks() {
+    // The same policy, with deletes of every row held for a DBA.
+    let policy = Policy::parse(
+        &format!(
+            "{POLICY}\n[[rules]]\nid = \"unbounded-delete\"\nrisks = [\"delete_without_where\"]\n\
+             verdict = \"approve\"\nreason = \"deletes every row\"\napprovers = \"dba\"\n"
+        ),
+        "test",
+    )
+    .unwrap();
+    let sql = "delete from clinic.patients returning id, ssn, upper(ssn)";
+    match policy.decide(&req(sql, &[])).verdict {
+        Verdict::Approve {
+            approvers,
+            columns,
+            outputs,
+            ..
+        } => {
+            assert_eq!(approvers, "dba");
+            assert!(
+                columns.iter().any(|c| c.column == "clinic.patients.ssn"),
+                "{columns:?}"
+            );
+            let placed: Vec<_> = outputs
+                .iter()
+                .map(|o| (o.position, o.method.name()))
+                .collect();
+            assert_eq!(placed, [(1, "partial"), (2, "partial")]);
+        }
+        other => panic!("{sql}: {other:?}"),
+    }
+    // An exempt caller's held statement carries none.
+    match policy.decide(&req(sql, &["phi-readers"])).verdict {
+        v @ Verdict::Approve { .. } => assert!(v.masks().is_none(), "{v:?}"),
+        other => panic!("{sql}: {other:?}"),
+    }
+    // What cannot be masked exactly is refused, held or not.
+    assert!(matches!(
+        policy
+            .decide(&req(
+                "delete from clinic.patients returning *, upper(ssn)",
+                &[]
+            ))
+            .verdict,
+        Verdict::Block { .. }
+    ));
+}

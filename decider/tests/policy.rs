@@ -184,7 +184,9 @@ fn restrictive_rules_fire_on_any_match_and_the_strictest_wins() {
     assert_eq!(d.rule.as_deref(), Some("hr-off-limits"));
     let d = policy().decide(&req("etl", "acme/etl", "delete from clinic.x"));
     match d.verdict {
-        Verdict::Approve { reason, approvers } => {
+        Verdict::Approve {
+            reason, approvers, ..
+        } => {
             assert_eq!(
                 (reason.as_str(), approvers.as_str()),
                 ("changes every row", "dba")

@@ -71,6 +71,49 @@ pub struct ApprovalsConfig {
     /// approver's token never opens a database session and a CI token never
     /// approves.
     pub issuers: Vec<IssuerConfig>,
+    /// All-in-one mode: where the gateway serves approvers (`gatehouse approvals
+    /// --admin http://ADDR`), each call authenticated with the approver's token.
+    /// Unset: all-in-one mode refuses statements that need approval.
+    pub admin_listen: Option<SocketAddr>,
+    /// Incoming webhooks told of each new request (both modes).
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// One incoming webhook told of each new approval request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The URL the request is POSTed to (JSON).
+    pub url: String,
+    /// The body's shape.
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// Attempts before the notification is given up (logged).
+    #[serde(default = "default_webhook_attempts")]
+    pub attempts: u32,
+    /// Time allowed for one attempt.
+    #[serde(default = "default_webhook_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_webhook_attempts() -> u32 {
+    3
+}
+
+fn default_webhook_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// The body of a webhook notification.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// An incoming-webhook message (`text` and `blocks`) that Slack and
+    /// Microsoft Teams accept.
+    Slack,
+    /// The approval request as on the bus (`approval-request.schema.json`).
+    #[default]
+    Generic,
 }
 
 impl Default for ApprovalsConfig {
@@ -82,6 +125,8 @@ impl Default for ApprovalsConfig {
             requester_claims: vec!["actor".into(), "user_login".into(), "user_email".into()],
             sweep_interval: Duration::from_secs(5),
             issuers: Vec::new(),
+            admin_listen: None,
+            webhooks: Vec::new(),
         }
     }
 }
@@ -551,6 +596,56 @@ pub struct RoleConfig {
     /// Who may assume the role: any entry may match; inside an entry, all must.
     #[serde(default)]
     pub allow: Vec<AllowRule>,
+    /// Result data kept in evidence for replay.
+    #[serde(default)]
+    pub results: ResultsConfig,
+}
+
+/// `[roles.NAME.results]`: what of each statement's results evidence keeps.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultsConfig {
+    /// `none`, `counts` (column names and row counts) or `rows` (also the rows
+    /// as the client received them, masked values masked).
+    #[serde(default)]
+    pub record: ResultRecord,
+    /// Rows kept per statement (`rows`); the rest are counted, not kept.
+    #[serde(default = "default_result_rows")]
+    pub max_rows: usize,
+    /// Value bytes kept per statement (`rows`).
+    #[serde(default = "default_result_bytes")]
+    pub max_bytes: usize,
+}
+
+impl Default for ResultsConfig {
+    fn default() -> Self {
+        ResultsConfig {
+            record: ResultRecord::None,
+            max_rows: default_result_rows(),
+            max_bytes: default_result_bytes(),
+        }
+    }
+}
+
+/// What [`ResultsConfig::record`] keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultRecord {
+    /// No result data (the statement's completion still counts its rows).
+    #[default]
+    None,
+    /// Column names and the row count of each result set.
+    Counts,
+    /// Also the rows, bounded by `max_rows` and `max_bytes`.
+    Rows,
+}
+
+fn default_result_rows() -> usize {
+    100
+}
+
+fn default_result_bytes() -> usize {
+    64 * 1024
 }
 
 /// One way to be allowed into a role.
@@ -806,11 +901,39 @@ mod tests {
     }
 
     #[test]
+    fn approvals_admin_endpoint_and_webhooks_parse() {
+        let text = format!(
+            "{SAMPLE}\n[approvals]\nadmin_listen = \"127.0.0.1:7433\"\n\
+             [[approvals.webhooks]]\nurl = \"https://hooks.example/x\"\nformat = \"slack\"\n\
+             [[approvals.webhooks]]\nurl = \"https://bots.example/y\"\nattempts = 5\ntimeout = \"2s\"\n"
+        );
+        let cfg = Config::from_toml(&text).unwrap();
+        let a = &cfg.approvals;
+        assert_eq!(a.admin_listen, Some("127.0.0.1:7433".parse().unwrap()));
+        assert_eq!(a.webhooks[0].format, WebhookFormat::Slack);
+        assert_eq!(a.webhooks[0].attempts, 3);
+        assert_eq!(a.webhooks[1].format, WebhookFormat::Generic);
+        assert_eq!(
+            (a.webhooks[1].attempts, a.webhooks[1].timeout),
+            (5, Duration::from_secs(2))
+        );
+        let bad =
+            format!("{SAMPLE}\n[[approvals.webhooks]]\nurl = \"https://x\"\nformat = \"teams\"\n");
+        assert!(Config::from_toml(&bad).is_err());
+    }
+
+    #[test]
     fn the_shipped_example_config_parses() {
         // Keeps deploy/gatehouse.example.toml in step with these structs.
         let text = include_str!("../../deploy/gatehouse.example.toml");
         let cfg = Config::from_toml(text).unwrap();
         assert!(cfg.roles.len() >= 3);
+        let results = cfg.roles["reporting"].results;
+        assert_eq!(
+            (results.record, results.max_rows),
+            (ResultRecord::Rows, 100)
+        );
+        assert_eq!(cfg.roles["etl"].results.record, ResultRecord::None);
         assert!(
             cfg.issuers
                 .iter()

@@ -349,16 +349,7 @@ impl Chain {
     }
 }
 
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(HEX[usize::from(b >> 4)] as char);
-        s.push(HEX[usize::from(b & 15)] as char);
-    }
-    s
-}
+pub use gatehouse_schemas::hex;
 
 /// All-in-one mode: an append-only spool of NDJSON records under `dir/spool`,
 /// fdatasync'd per batch. Durable records are handed on (to the local archiver)

@@ -13,6 +13,7 @@ pub mod evidence;
 pub mod masking;
 pub mod refusal;
 pub mod remote;
+pub mod results;
 pub mod session;
 pub mod tls;
 pub mod tracker;

@@ -55,10 +55,10 @@ impl Refusals {
         self.pending.fetch_add(1, Ordering::Release);
         let mut body = BytesMut::new();
         let (out_tag, sent) = match tag {
-            codec::PARSE | codec::EXECUTE => {
-                // A refused Execute becomes a Parse of a statement named by the
-                // marker: it fails in the same place of the pipeline, and touches
-                // neither the unnamed statement nor any portal.
+            codec::PARSE | codec::EXECUTE | codec::BIND => {
+                // A refused Execute (or held Bind) becomes a Parse of a statement
+                // named by the marker: it fails in the same place of the pipeline,
+                // and touches neither the unnamed statement nor any portal.
                 let name = if tag == codec::PARSE {
                     name
                 } else {

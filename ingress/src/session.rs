@@ -36,8 +36,8 @@ mod hold;
 use crate::upstream::{self, Upstream};
 use gatehouse_schemas::decision::{Decision, Verdict};
 use gatehouse_schemas::evidence::{
-    CiContext, EventBody, Param, SessionEnded, SessionStarted, Statement, StatementCompleted,
-    StatementPath, TlsInfo,
+    CiContext, EventBody, Param, ResultData, SessionEnded, SessionStarted, Statement,
+    StatementCompleted, StatementPath, TlsInfo,
 };
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -82,8 +82,8 @@ struct SessionCtx {
     /// Protocol-level prepared statements the server accepted from us: name to
     /// SQL and verdict, so each `Execute` is recorded as what it runs.
     statements: HashMap<String, Arc<Prepared>>,
-    /// Bound portals: name to statement and parameters.
-    portals: HashMap<String, (Arc<Prepared>, Vec<Param>)>,
+    /// Bound portals by name.
+    portals: HashMap<String, Portal>,
     /// Evidence shared with the backend direction.
     evidence: Arc<Mutex<SessionEvidence>>,
     /// When the session started.
@@ -112,7 +112,9 @@ struct Prepared {
     /// The approval a held `Parse` ran under, and whether an `Execute` used it:
     /// an approval authorizes one execution.
     /// With the parameters it was approved with, when they were known.
-    approval: Option<(String, std::sync::atomic::AtomicBool, Option<Vec<Param>>)>,
+    /// With the digest of the parameters it was approved with, when they were
+    /// bound before the approval ([`params_digest`]).
+    approval: Option<(String, std::sync::atomic::AtomicBool, Option<[u8; 32]>)>,
 }
 
 /// What both directions of a session record into.
@@ -134,7 +136,20 @@ impl SessionEvidence {
     }
 
     fn complete(&mut self, recorder: Option<&Recorder>, done: Vec<Completion>) {
-        for c in done {
+        for mut c in done {
+            // Result data first: replay shows a statement's rows, then how it ended.
+            for set in std::mem::take(&mut c.results) {
+                let body = EventBody::ResultData(ResultData {
+                    statement: c.stmt,
+                    columns: set.columns,
+                    rows: set.rows,
+                    truncated: set.truncated,
+                    row_count: set.count,
+                });
+                if let Some(Err(e)) = self.record(recorder, body) {
+                    tracing::warn!(error = %e, statement = c.stmt, "result_data_not_recorded");
+                }
+            }
             let body = EventBody::StatementCompleted(StatementCompleted {
                 statement: c.stmt,
                 outcome: c.outcome.to_owned(),
@@ -148,6 +163,14 @@ impl SessionEvidence {
             }
         }
     }
+}
+
+/// A bound portal: its statement, its parameters as recorded, and the digest
+/// of their values when the statement runs under an approval.
+struct Portal {
+    prepared: Arc<Prepared>,
+    params: Vec<Param>,
+    digest: Option<[u8; 32]>,
 }
 
 /// Parameter bytes recorded per statement; past this, values are withheld
@@ -419,7 +442,7 @@ async fn startup<D: DecisionPoint>(
                 portals: HashMap::new(),
                 evidence: Arc::new(Mutex::new(SessionEvidence {
                     chain,
-                    tracker: Tracker::default(),
+                    tracker: Tracker::new(rt.config.results),
                     statements: 0,
                     refused: 0,
                 })),
@@ -642,11 +665,16 @@ async fn relay<D: DecisionPoint>(
                         Some(decide(gw, &mut ctx, frame, &buf).await)
                     }
                     codec::EXECUTE => Some(execute(gw, &mut ctx, frame, &buf)),
-                    codec::BIND => {
-                        bind(&mut ctx, frame.body(&buf));
-                        sents.push(Sent::Bind);
-                        None
-                    }
+                    codec::BIND => match bind_needs_approval(&ctx, frame.body(&buf)) {
+                        Some((statement, params)) => {
+                            Some(hold::request_at_bind(gw, &mut ctx, statement, params).await)
+                        }
+                        None => {
+                            bind(&mut ctx, frame.body(&buf));
+                            sents.push(Sent::Bind);
+                            None
+                        }
+                    },
                     codec::CLOSE => {
                         match codec::close_target(frame.body(&buf)) {
                             Some((b'S', name)) => {
@@ -724,7 +752,8 @@ async fn relay<D: DecisionPoint>(
                 // Masking, like the tracker, learns what was sent before any
                 // answer can arrive.
                 let mut masker = ctx.masker.lock().unwrap_or_else(|p| p.into_inner());
-                for (sent, (frame, pending)) in sents.iter().zip(sent_frames.drain(..)) {
+                for (sent, (frame, pending)) in sents.iter().zip(sent_frames.iter_mut()) {
+                    let pending = std::mem::take(pending);
                     if let Some(bytes) = masker.sent(*sent, frame.tag, frame.body(&buf), pending) {
                         ahead.push((frame.start, bytes));
                     }
@@ -733,8 +762,8 @@ async fn relay<D: DecisionPoint>(
             if recorder.is_some() {
                 // The tracker learns what was sent before any answer can arrive.
                 let mut ev = evidence.lock().unwrap_or_else(|p| p.into_inner());
-                for sent in &sents {
-                    ev.tracker.sent(*sent);
+                for (sent, (frame, _)) in sents.iter().zip(&sent_frames) {
+                    ev.tracker.sent_message(*sent, frame.tag, frame.body(&buf));
                 }
             }
             let mut ahead = ahead.iter().peekable();
@@ -779,7 +808,13 @@ async fn relay<D: DecisionPoint>(
                             _ => Ok(()),
                         };
                         match durable {
-                            Ok(()) => (BytesMut::from(&buf[frame.start..frame.end]), sent),
+                            Ok(()) => {
+                                if frame.tag == codec::BIND {
+                                    // The portal of the approved Bind, for its Execute.
+                                    bind(&mut ctx, frame.body(&buf));
+                                }
+                                (BytesMut::from(&buf[frame.start..frame.end]), sent)
+                            }
                             Err(e) => refusals.substitute(
                                 frame.tag,
                                 b"",
@@ -795,12 +830,23 @@ async fn relay<D: DecisionPoint>(
                         refusals.substitute(frame.tag, &name, error)
                     }
                 };
+                // Masking and the tracker pair this message's answers too.
+                let ahead = ctx.masker.lock().unwrap_or_else(|p| p.into_inner()).sent(
+                    sent,
+                    frame.tag,
+                    frame.body(&buf),
+                    std::mem::take(&mut ctx.mask_pending),
+                );
+                if let Some(ahead) = ahead {
+                    // Masking's probe of the released statement goes first.
+                    up_wr.write_all(&ahead).await?;
+                }
                 if recorder.is_some() {
                     evidence
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .tracker
-                        .sent(sent);
+                        .sent_message(sent, frame.tag, frame.body(&buf));
                 }
                 up_wr.write_all(&bytes).await?;
             }
@@ -829,6 +875,12 @@ async fn relay<D: DecisionPoint>(
         // Bytes of the current message still to pass through (header included).
         let mut passing = 0usize;
         let mut done: Vec<Completion> = Vec::new();
+        // Which backend bodies result capture reads (see `Tracker::wants`).
+        let wants = evidence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .tracker
+            .wants();
         loop {
             let mut i = 0;
             loop {
@@ -856,30 +908,49 @@ async fn relay<D: DecisionPoint>(
                 // rewrites rows, COPY data and errors, and swallows the answers
                 // to its own messages.
                 let whole = masker.lock().unwrap_or_else(|p| p.into_inner()).active();
-                // CommandComplete and ErrorResponse are read whole for the
-                // evidence: their tag and SQLSTATE complete a statement's record.
+                // CommandComplete and ErrorResponse are read whole for evidence:
+                // their tag and SQLSTATE complete a statement's record; so are
+                // the RowDescriptions and DataRows its results are kept from.
                 // Every wait for more bytes comes before anything is told of
                 // this message.
-                let for_evidence = recorder.is_some() && matches!(tag, b'C' | b'E');
+                let tracked_whole = recorder.is_some()
+                    && (matches!(tag, b'C' | b'E')
+                        || (tag == b'T' && wants.0)
+                        || (tag == b'D' && wants.1));
                 let refused = tag == b'E' && refusals.pending();
-                if (whole || for_evidence || refused) && buf.len() - i < 1 + len {
+                if (whole || tracked_whole || refused) && buf.len() - i < 1 + len {
                     break;
                 }
                 let end = if whole { i + 1 + len } else { i + 5 };
-                let action = masking::backend(&masker, &catalog, &gw.masking, &buf[i..end]).await;
-                if let masking::Backend::Swallow = action {
-                    // The answer to Gatehouse's own message: the client and
-                    // the evidence never asked for it.
-                    client_wr.write_all(&buf[..i]).await?;
-                    buf.advance(i + 1 + len);
-                    i = 0;
-                    continue;
+                let mut action =
+                    match masking::backend(&masker, &catalog, &gw.masking, &buf[i..end]).await {
+                        masking::Backend::Pass => None,
+                        masking::Backend::Replace(ours) => Some(ours),
+                        masking::Backend::Swallow => {
+                            // The answer to Gatehouse's own message: the client
+                            // and the evidence never asked for it.
+                            client_wr.write_all(&buf[..i]).await?;
+                            buf.advance(i + 1 + len);
+                            i = 0;
+                            continue;
+                        }
+                    };
+                if tag == b'E' && refusals.pending() {
+                    // An error while refusals wait: read it whole and see whether
+                    // it is a substitute's.
+                    if buf.len() - i < 1 + len {
+                        break;
+                    }
+                    if let Some(ours) = refusals.replacement(&buf[i..i + 1 + len]) {
+                        action = Some(ours);
+                    }
                 }
                 if recorder.is_some() {
-                    let body = if for_evidence {
-                        &buf[i + 5..i + 1 + len]
-                    } else {
-                        &[][..]
+                    // The tracker reads what the client receives (masked rows).
+                    let body = match (&action, tracked_whole) {
+                        (Some(ours), true) => &ours[5..],
+                        (None, true) => &buf[i + 5..i + 1 + len],
+                        (_, false) => &[][..],
                     };
                     let mut ev = evidence.lock().unwrap_or_else(|p| p.into_inner());
                     done.clear();
@@ -888,21 +959,7 @@ async fn relay<D: DecisionPoint>(
                         ev.complete(recorder, std::mem::take(&mut done));
                     }
                 }
-                if tag == b'E' && refusals.pending() {
-                    // An error while refusals wait: read it whole and see whether
-                    // it is a substitute's.
-                    if buf.len() - i < 1 + len {
-                        break;
-                    }
-                    if let Some(ours) = refusals.replacement(&buf[i..i + 1 + len]) {
-                        client_wr.write_all(&buf[..i]).await?;
-                        client_wr.write_all(&ours).await?;
-                        buf.advance(i + 1 + len);
-                        i = 0;
-                        continue;
-                    }
-                }
-                if let masking::Backend::Replace(ours) = action {
+                if let Some(ours) = action {
                     client_wr.write_all(&buf[..i]).await?;
                     client_wr.write_all(&ours).await?;
                     buf.advance(i + 1 + len);
@@ -1106,7 +1163,7 @@ async fn decide<'b, D: DecisionPoint>(
     {
         let statement = statement_record(protocol.into(), name, sql, None, Some(&decision), false);
         let params = (protocol == ProtocolKind::Parse)
-            .then(|| bound_params(gw, frame, buf, name))
+            .then(|| bound_params(gw, frame, buf, name, decision.verdict.masks().is_some()))
             .flatten();
         return hold::request(gw, ctx, protocol, statement, params, name, &decision).await;
     }
@@ -1219,7 +1276,7 @@ fn statement_record(
     });
     // A statement under a mask may carry a masked value in a literal
     // (`insert ... values ('123-45-6789')`): evidence keeps its shape only.
-    let masked = decision.is_some_and(|d| matches!(d.verdict, Verdict::Mask { .. }));
+    let masked = decision.is_some_and(|d| d.verdict.masks().is_some());
     Statement {
         path,
         statement_name: (!name.is_empty()).then(|| name.to_owned()),
@@ -1250,9 +1307,22 @@ fn record_statement(
     ctx: &mut SessionCtx,
     statement: Statement,
 ) -> Result<Option<Ticket>, EvidenceError> {
+    record_statement_counted(gw, ctx, statement, true)
+}
+
+/// [`record_statement`]; `count`: whether it is a statement the session's count
+/// has not seen yet (a held statement released is counted when it was held).
+fn record_statement_counted(
+    gw: &Gateway<impl DecisionPoint>,
+    ctx: &mut SessionCtx,
+    statement: Statement,
+    count: bool,
+) -> Result<Option<Ticket>, EvidenceError> {
     let forwarded = statement.forwarded;
     let mut ev = ctx.evidence.lock().unwrap_or_else(|p| p.into_inner());
-    ev.statements += 1;
+    if count {
+        ev.statements += 1;
+    }
     if !forwarded {
         ev.refused += 1;
     }
@@ -1283,10 +1353,11 @@ fn execute<'b, D: DecisionPoint>(
     let approval = ctx
         .portals
         .get(&*String::from_utf8_lossy(portal_name))
-        .and_then(|(p, params)| Some((p.approval.as_ref()?, params)))
-        .map(|((id, used, approved), params)| {
-            // Approved with known parameters: only with those.
-            let other = approved.as_ref().is_some_and(|a| a != params);
+        .and_then(|p| Some((p.prepared.approval.as_ref()?, &p.digest)))
+        .map(|((id, used, approved), digest)| {
+            // Approved with known parameters: only with those (compared by
+            // their values: what the approver saw may be withheld under a mask).
+            let other = approved.is_some_and(|a| *digest != Some(a));
             let used = used.swap(true, std::sync::atomic::Ordering::AcqRel);
             (id.clone(), other || used)
         });
@@ -1312,7 +1383,9 @@ fn execute<'b, D: DecisionPoint>(
         .map(|p| String::from_utf8_lossy(p).into_owned())
         .unwrap_or_default();
     let mut statement = match ctx.portals.get(&portal) {
-        Some((prepared, params)) => Statement {
+        Some(Portal {
+            prepared, params, ..
+        }) => Statement {
             params: Some(params.clone()),
             ..statement_record(
                 StatementPath::Execute,
@@ -1339,7 +1412,7 @@ fn execute<'b, D: DecisionPoint>(
     if let Some(name) = ctx
         .portals
         .get(statement.portal.as_deref().unwrap_or(""))
-        .map(|(p, _)| p.clone())
+        .map(|p| p.prepared.clone())
     {
         statement.statement_name = ctx
             .statements
@@ -1390,9 +1463,63 @@ fn bind(ctx: &mut SessionCtx, body: &[u8]) {
     let masked = prepared
         .decision
         .as_ref()
-        .is_some_and(|d| matches!(d.verdict, Verdict::Mask { .. }));
-    ctx.portals
-        .insert(portal, (prepared, recorded_params(&b, masked)));
+        .is_some_and(|d| d.verdict.masks().is_some());
+    let digest = prepared.approval.is_some().then(|| params_digest(&b));
+    let params = recorded_params(&b, masked);
+    ctx.portals.insert(
+        portal,
+        Portal {
+            prepared,
+            params,
+            digest,
+        },
+    );
+}
+
+/// SHA-256 over a `Bind`'s parameter values (format, length, bytes): what an
+/// approval with parameters is checked against at `Execute`.
+fn params_digest(b: &codec::Bind<'_>) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for (binary, value) in &b.params {
+        h.update([u8::from(*binary)]);
+        match value {
+            None => h.update((-1i64).to_be_bytes()),
+            Some(v) => {
+                h.update((v.len() as i64).to_be_bytes());
+                h.update(v);
+            }
+        }
+    }
+    h.finalize().into()
+}
+
+/// Parameters as an approval request shows them, and the digest of their values
+/// ([`params_digest`]) it is enforced on.
+type BoundParams = (Vec<Param>, [u8; 32]);
+
+/// A `Bind` that needs an approval of its own: its statement was approved at its
+/// `Parse` without parameters (the client bound only after the `Parse` round
+/// trip), and this `Bind` carries some. The approval must cover the parameters
+/// that run, so they are held and requested again. Returns the statement's name
+/// and the parameters.
+fn bind_needs_approval<'b>(ctx: &SessionCtx, body: &'b [u8]) -> Option<(&'b str, BoundParams)> {
+    let b = codec::bind(body)?;
+    if b.params.is_empty() {
+        // Nothing bound: the approved text is exactly what runs.
+        return None;
+    }
+    let name = std::str::from_utf8(b.statement).ok()?;
+    let prepared = ctx.statements.get(name)?;
+    let (_, _, approved) = prepared.approval.as_ref()?;
+    // Under a mask, values are withheld from the request (enforced by digest).
+    let masked = prepared
+        .decision
+        .as_ref()
+        .is_some_and(|d| d.verdict.masks().is_some());
+    approved
+        .is_none()
+        .then(|| (name, (recorded_params(&b, masked), params_digest(&b))))
 }
 
 /// The parameters of the `Bind` of statement `name` that follows its `Parse` in
@@ -1404,7 +1531,8 @@ fn bound_params<D: DecisionPoint>(
     parse: codec::Frame,
     buf: &[u8],
     name: &str,
-) -> Option<Vec<Param>> {
+    masked: bool,
+) -> Option<(Vec<Param>, [u8; 32])> {
     let mut at = parse.end;
     while let Ok(Some(f)) = codec::next_frontend_frame(buf, at, gw.config.ingress.max_message_size)
     {
@@ -1412,7 +1540,8 @@ fn bound_params<D: DecisionPoint>(
         match f.tag {
             codec::BIND => {
                 let b = codec::bind(f.body(buf))?;
-                return (b.statement == name.as_bytes()).then(|| recorded_params(&b, false));
+                return (b.statement == name.as_bytes())
+                    .then(|| (recorded_params(&b, masked), params_digest(&b)));
             }
             codec::DESCRIBE => {}
             _ => return None,
@@ -1530,9 +1659,10 @@ fn tls_info(stream: &ClientStream) -> Option<TlsInfo> {
 
 /// A statement's text as logs show it: literals blanked under a mask.
 fn logged_sql<'a>(d: &Decision, sql: &'a str) -> Cow<'a, str> {
-    match d.verdict {
-        Verdict::Mask { .. } => Cow::Owned(gatehouse_decider::classify::literal_free(sql)),
-        _ => Cow::Borrowed(sql),
+    if d.verdict.masks().is_some() {
+        Cow::Owned(gatehouse_decider::classify::literal_free(sql))
+    } else {
+        Cow::Borrowed(sql)
     }
 }
 
@@ -1547,7 +1677,9 @@ fn refusal_message(d: &Decision) -> Option<String> {
         }),
         // Approval is executed by a component this gateway does not run yet; a
         // statement that needs it is refused rather than let through.
-        Verdict::Approve { reason, approvers } => Some(format!(
+        Verdict::Approve {
+            reason, approvers, ..
+        } => Some(format!(
             "statement requires approval by \"{approvers}\" under policy rule \"{}\" ({reason}); this gateway does not run approvals, so it is refused",
             rule.unwrap_or("?")
         )),

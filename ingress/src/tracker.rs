@@ -15,6 +15,9 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use crate::config::ResultsConfig;
+use crate::results::{Capture, Note, ResultSet};
+
 /// What a tracked client message was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sent {
@@ -52,6 +55,8 @@ pub struct Completion {
     pub duration_us: u64,
     /// The error's SQLSTATE.
     pub sqlstate: Option<String>,
+    /// Its result sets, when the role records result data.
+    pub results: Vec<ResultSet>,
 }
 
 struct Pending {
@@ -63,6 +68,8 @@ struct Pending {
     /// DataRows since the last command tag.
     counted: u64,
     sqlstate: Option<String>,
+    /// What result capture keeps with it.
+    note: Note,
 }
 
 impl Pending {
@@ -83,6 +90,10 @@ impl Pending {
             rows: self.rows,
             duration_us: u64::try_from(self.at.elapsed().as_micros()).unwrap_or(u64::MAX),
             sqlstate: self.sqlstate,
+            results: match self.note {
+                Note::Collect(c) => c.finish(),
+                _ => Vec::new(),
+            },
         })
     }
 }
@@ -101,11 +112,44 @@ pub struct Tracker {
     skipping: bool,
     /// Messages dropped past [`MAX_PENDING`] since the last `ReadyForQuery`.
     overflowed: bool,
+    /// Result data kept for replay, when the role records it.
+    capture: Option<Box<Capture>>,
 }
 
 impl Tracker {
+    /// A tracker for a role that records `results`.
+    pub fn new(results: ResultsConfig) -> Tracker {
+        Tracker {
+            capture: Capture::new(results),
+            ..Tracker::default()
+        }
+    }
+
+    /// Which backend bodies [`Tracker::received`] needs besides `CommandComplete`
+    /// and `ErrorResponse`: `RowDescription` (result capture), `DataRow`
+    /// (rows kept).
+    pub fn wants(&self) -> (bool, bool) {
+        self.capture
+            .as_ref()
+            .map_or((false, false), |c| (true, c.rows()))
+    }
+
     /// A client message was forwarded.
     pub fn sent(&mut self, sent: Sent) {
+        self.push(sent, Note::None);
+    }
+
+    /// A client message of type `tag` with `body` was forwarded: as
+    /// [`Tracker::sent`], and result capture reads it.
+    pub fn sent_message(&mut self, sent: Sent, tag: u8, body: &[u8]) {
+        let note = match self.capture.as_mut() {
+            Some(c) => c.sent(tag, body),
+            None => Note::None,
+        };
+        self.push(sent, note);
+    }
+
+    fn push(&mut self, sent: Sent, note: Note) {
         if self.queue.len() >= MAX_PENDING {
             self.overflowed = true;
             return;
@@ -117,12 +161,14 @@ impl Tracker {
             rows: 0,
             counted: 0,
             sqlstate: None,
+            note,
         });
     }
 
     /// A backend message of type `tag` arrived; `body` is given for
-    /// `CommandComplete` and `ErrorResponse` (the only bodies read). Finished
-    /// statements are pushed to `done`.
+    /// `CommandComplete` and `ErrorResponse`, and for the bodies
+    /// [`Tracker::wants`] (as the client receives them). Finished statements are
+    /// pushed to `done`.
     pub fn received(&mut self, tag: u8, body: &[u8], done: &mut Vec<Completion>) {
         match tag {
             // ParseComplete, BindComplete, CloseComplete.
@@ -133,12 +179,23 @@ impl Tracker {
             // RowDescription belongs to the Query, which stays).
             b'T' | b'n' => {
                 if matches!(self.front(), Some(Sent::Describe)) {
-                    self.queue.pop_front();
+                    let p = self.queue.pop_front().expect("front exists");
+                    if let (Some(c), Note::Describe(d), b'T') = (&mut self.capture, &p.note, tag) {
+                        c.described(d, body);
+                    }
+                } else if let (Some(c), Some(p), b'T') =
+                    (&self.capture, self.queue.front_mut(), tag)
+                    && let Note::Collect(r) = &mut p.note
+                {
+                    c.description(r, body);
                 }
             }
             b'D' => {
                 if let Some(p) = self.queue.front_mut() {
                     p.counted += 1;
+                    if let (Some(c), Note::Collect(r)) = (&self.capture, &mut p.note) {
+                        c.row(r, body);
+                    }
                 }
             }
             b'C' => {
@@ -151,6 +208,9 @@ impl Tracker {
                         done.extend(p.complete("ok"));
                     }
                     Some(p) if matches!(p.sent, Sent::Query { .. }) => {
+                        if let Note::Collect(r) = &mut p.note {
+                            r.close();
+                        }
                         // The tag says how many rows a statement returned or
                         // affected; without a count, the rows seen.
                         let counted = std::mem::take(&mut p.counted);

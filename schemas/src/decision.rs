@@ -145,12 +145,20 @@ pub enum Verdict {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         outputs: Vec<MaskOutput>,
     },
-    /// Hold it until an approver in `approvers` approves.
+    /// Hold it until an approver in `approvers` approves; once approved, run it
+    /// with these result columns masked (a mask rule applies to the caller
+    /// whatever else the statement needs).
     Approve {
         /// Why it needs approval.
         reason: String,
         /// The approver group.
         approvers: String,
+        /// Masked table columns and their methods, as for [`Verdict::Mask`].
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        columns: Vec<MaskColumn>,
+        /// Output columns masked by position, as for [`Verdict::Mask`].
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        outputs: Vec<MaskOutput>,
     },
     /// Refuse it.
     Block {
@@ -167,6 +175,19 @@ impl Verdict {
             Self::Mask { .. } => 1,
             Self::Approve { .. } => 2,
             Self::Block { .. } => 3,
+        }
+    }
+
+    /// The result columns to mask when the statement runs: those of a `mask`
+    /// verdict, and those an `approve` verdict carries (an approved statement's
+    /// results are masked like any other). `None` when nothing is masked.
+    pub fn masks(&self) -> Option<(&[MaskColumn], &[MaskOutput])> {
+        match self {
+            Self::Mask { columns, outputs } => Some((columns, outputs)),
+            Self::Approve {
+                columns, outputs, ..
+            } if !columns.is_empty() || !outputs.is_empty() => Some((columns, outputs)),
+            _ => None,
         }
     }
 

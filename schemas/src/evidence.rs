@@ -325,8 +325,12 @@ pub struct ResultData {
     /// Text-format values as the client received them (`None`: NULL; binary
     /// values are hex).
     pub rows: Vec<Vec<Option<String>>>,
-    /// Whether rows were left out to stay within the role's bound.
+    /// Whether rows were left out to stay within the role's bound (or not
+    /// kept at all: the role records counts only).
     pub truncated: bool,
+    /// Rows the result set returned, kept or not.
+    #[serde(default)]
+    pub row_count: u64,
 }
 
 /// A step of an approval.

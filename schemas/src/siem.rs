@@ -481,11 +481,12 @@ impl Mapped {
             EventBody::ResultData(d) => {
                 self.activity_id = activity::READ;
                 self.activity_name = "Read";
-                self.count = Some(d.rows.len() as u64);
+                self.count = Some(d.row_count.max(d.rows.len() as u64));
                 self.message = format!(
-                    "{} result rows of statement {} kept{}",
-                    d.rows.len(),
+                    "{} result rows of statement {}, {} kept{}",
+                    d.row_count.max(d.rows.len() as u64),
                     d.statement,
+                    d.rows.len(),
                     if d.truncated { " (truncated)" } else { "" }
                 );
             }
@@ -719,6 +720,7 @@ mod tests {
                     columns: vec!["a".into()],
                     rows: vec![vec![Some("1".into())], vec![None]],
                     truncated: false,
+                    row_count: 2,
                 }),
                 (1, "Read", 1),
             ),

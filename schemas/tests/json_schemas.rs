@@ -125,6 +125,24 @@ fn decisions_validate() {
         Verdict::Approve {
             reason: "deletes every row".into(),
             approvers: "dba".into(),
+            columns: Vec::new(),
+            outputs: Vec::new(),
+        },
+        Verdict::Approve {
+            reason: "reads every patient".into(),
+            approvers: "dba".into(),
+            columns: vec![MaskColumn {
+                column: "clinic.patients.ssn".into(),
+                method: MaskMethod::Redact,
+                class: None,
+                rule: "mask-ssn".into(),
+            }],
+            outputs: vec![MaskOutput {
+                statement: 0,
+                position: 1,
+                source: "clinic.patients.ssn".into(),
+                method: MaskMethod::Null,
+            }],
         },
         Verdict::Block {
             reason: "no".into(),

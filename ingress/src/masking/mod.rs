@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use gatehouse_decider::results::{self, CopyFormat, ResultOp};
-use gatehouse_schemas::decision::{Decision, MaskColumn, MaskMethod, MaskOutput, Verdict};
+use gatehouse_schemas::decision::{Decision, MaskColumn, MaskMethod, MaskOutput};
 use wildmatch::WildMatch;
 
 use crate::codec;
@@ -81,9 +81,7 @@ pub struct MaskPlan {
 impl MaskPlan {
     /// The plan of a decision, when it masks.
     pub fn of(d: &Decision) -> Option<Arc<MaskPlan>> {
-        let Verdict::Mask { columns, outputs } = &d.verdict else {
-            return None;
-        };
+        let (columns, outputs) = d.verdict.masks()?;
         let columns = columns
             .iter()
             .filter_map(|c| {
@@ -99,7 +97,7 @@ impl MaskPlan {
             .collect();
         Some(Arc::new(MaskPlan {
             columns: Arc::new(columns),
-            outputs: outputs.clone(),
+            outputs: outputs.to_vec(),
         }))
     }
 

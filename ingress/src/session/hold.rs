@@ -13,9 +13,10 @@ use gatehouse_schemas::{ProtocolKind, SCHEMA_VERSION};
 use tokio::io::AsyncRead;
 use uuid::Uuid;
 
-use super::{Outcome, Prepared, SessionCtx, record_statement, unrecorded_message};
+use super::{Outcome, Prepared, SessionCtx, record_statement_counted, unrecorded_message};
 use crate::Gateway;
 use crate::approval::{self, Resolution};
+use crate::codec;
 use crate::decision::DecisionPoint;
 use crate::error::{Severity, SqlState, error_response, notice_response};
 use crate::evidence::Ticket;
@@ -29,10 +30,15 @@ pub(super) struct Held {
     statement: Statement,
     /// Which message carried it.
     protocol: ProtocolKind,
+    /// The digest of the parameters bound with it, if any.
+    digest: Option<[u8; 32]>,
     /// Its `Parse` name.
     name: String,
     /// Its verdict.
     decision: Arc<Decision>,
+    /// Held at a `Bind` of a statement approved at its `Parse` without
+    /// parameters: released, it carries this approval with these parameters.
+    at_bind: bool,
 }
 
 /// What the relay sends upstream once the hold ends.
@@ -52,11 +58,18 @@ pub(super) async fn request<'b, D: DecisionPoint>(
     ctx: &mut SessionCtx,
     protocol: ProtocolKind,
     statement: Statement,
-    params: Option<Vec<Param>>,
+    params: Option<(Vec<Param>, [u8; 32])>,
     name: &'b str,
     decision: &Arc<Decision>,
 ) -> Outcome<'b> {
-    let (Verdict::Approve { reason, approvers }, Some(store)) = (&decision.verdict, &gw.approvals)
+    // Shown to approvers as recorded (withheld under a mask); enforced by digest.
+    let (params, digest) = params.unzip();
+    let (
+        Verdict::Approve {
+            reason, approvers, ..
+        },
+        Some(store),
+    ) = (&decision.verdict, &gw.approvals)
     else {
         // Not reached: the caller checks both. Refused rather than let through.
         return refuse(
@@ -131,9 +144,64 @@ pub(super) async fn request<'b, D: DecisionPoint>(
         record,
         statement,
         protocol,
+        digest,
         name: name.to_owned(),
         decision: decision.clone(),
+        at_bind: false,
     }))
+}
+
+/// Holds the `Bind` of prepared statement `name` (approved at its `Parse`
+/// without parameters) for a new approval of the statement with `params`.
+pub(super) async fn request_at_bind<'b, D: DecisionPoint>(
+    gw: &Gateway<D>,
+    ctx: &mut SessionCtx,
+    name: &'b str,
+    params: (Vec<Param>, [u8; 32]),
+) -> Outcome<'b> {
+    let Some(prepared) = ctx.statements.get(name).cloned() else {
+        return refuse(
+            SqlState::InsufficientPrivilege,
+            "statement requires an approval of its parameters".into(),
+            name,
+        );
+    };
+    let Some(decision) = prepared.decision.clone() else {
+        return refuse(
+            SqlState::InsufficientPrivilege,
+            "statement requires an approval of its parameters".into(),
+            name,
+        );
+    };
+    let statement = super::statement_record(
+        ProtocolKind::Parse.into(),
+        name,
+        &prepared.sql,
+        None,
+        Some(&decision),
+        false,
+    );
+    let statement = Statement {
+        params: Some(params.0.clone()),
+        ..statement
+    };
+    match request(
+        gw,
+        ctx,
+        ProtocolKind::Parse,
+        statement,
+        Some(params),
+        name,
+        &decision,
+    )
+    .await
+    {
+        Outcome::Hold(mut h) => {
+            h.at_bind = true;
+            Outcome::Hold(h)
+        }
+        other => other,
+    }
 }
 
 /// The client's NOTICE while its statement waits.
@@ -235,7 +303,8 @@ pub(super) async fn release<D: DecisionPoint, R: AsyncRead + Unpin>(
                 approval: Some(id.to_string()),
                 ..held.statement
             };
-            let ticket = match record_statement(gw, ctx, statement) {
+            // Counted in the session's statements when it was held, not again.
+            let ticket = match record_statement_counted(gw, ctx, statement, false) {
                 Ok(t) => t,
                 Err(e) => {
                     return refused_release(
@@ -246,18 +315,41 @@ pub(super) async fn release<D: DecisionPoint, R: AsyncRead + Unpin>(
                 }
             };
             tracing::info!(request = %id, "approved_statement_released");
+            // Masking learns the statement as it would have at its decision: an
+            // approved statement's results are masked like any other's.
+            let tag = match held.protocol {
+                ProtocolKind::Parse => codec::PARSE,
+                _ => codec::QUERY,
+            };
+            ctx.mask_pending = ctx
+                .masker
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .decided(tag, &held.name, &record.request.sql, &held.decision);
             match held.protocol {
+                ProtocolKind::Parse if held.at_bind => {
+                    // This approval, with its parameters, replaces the one of
+                    // the text: the Bind's Execute runs once under it.
+                    ctx.statements.insert(
+                        held.name.clone(),
+                        Arc::new(Prepared {
+                            sql: record.request.sql.clone(),
+                            decision: Some(held.decision.clone()),
+                            approval: Some((id.to_string(), AtomicBool::new(false), held.digest)),
+                        }),
+                    );
+                    Release::Run {
+                        sent: Sent::Bind,
+                        ticket,
+                    }
+                }
                 ProtocolKind::Parse => {
                     ctx.statements.insert(
                         held.name.clone(),
                         Arc::new(Prepared {
                             sql: record.request.sql.clone(),
                             decision: Some(held.decision.clone()),
-                            approval: Some((
-                                id.to_string(),
-                                AtomicBool::new(false),
-                                record.request.params.clone(),
-                            )),
+                            approval: Some((id.to_string(), AtomicBool::new(false), held.digest)),
                         }),
                     );
                     Release::Run {

@@ -1,0 +1,532 @@
+//! Result data kept for replay (`[roles.NAME.results]`): per statement, the
+//! column names and row count of each result set and, with `record = "rows"`,
+//! the rows themselves as the client received them (after masking), bounded
+//! per statement by `max_rows` and `max_bytes`.
+//!
+//! The tracker pairs backend messages with the statements that caused them;
+//! this module keeps what it needs to name and decode their rows: the column
+//! names a `Describe` of a prepared statement or portal answered with, and the
+//! result formats each `Bind` asked for (an `Execute`'s rows carry no
+//! description of their own).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::codec;
+use crate::config::{ResultRecord, ResultsConfig};
+use crate::masking::wire;
+
+/// Names kept per session; past this the maps start over (a later `Execute`
+/// of a forgotten statement names its columns `column1`, `column2`, ...).
+const MAX_NAMES: usize = 10_000;
+
+/// One finished result set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResultSet {
+    /// Column names.
+    pub columns: Vec<String>,
+    /// Kept rows: text values as sent; binary ones decoded for text, integer
+    /// and boolean types, else `\x` hex; `None` is NULL.
+    pub rows: Vec<Vec<Option<String>>>,
+    /// Rows returned, kept or not.
+    pub count: u64,
+    /// Whether rows were left out.
+    pub truncated: bool,
+}
+
+/// What a `Bind` bound: the statement and the result formats it asked for.
+#[derive(Debug, Clone)]
+struct Bound {
+    statement: String,
+    formats: Arc<[i16]>,
+}
+
+/// One session's capture state (present only when its role records results).
+#[derive(Debug)]
+pub struct Capture {
+    cfg: ResultsConfig,
+    /// Column names by prepared statement, from `Describe` answers.
+    statements: HashMap<String, Arc<Columns>>,
+    /// Column names by portal, from `Describe` answers.
+    portals_described: HashMap<String, Arc<Columns>>,
+    /// Portals as bound, client direction.
+    portals: HashMap<String, Bound>,
+}
+
+/// A `Describe` awaiting its answer.
+#[derive(Debug, Clone)]
+pub struct Described {
+    portal: bool,
+    name: String,
+}
+
+/// A statement's results, as they arrive.
+#[derive(Debug, Default)]
+pub struct Collecting {
+    /// For an `Execute`: the portal it runs and how it was bound.
+    portal: Option<(String, Option<Bound>)>,
+    /// The open result set: names, formats, rows.
+    open: Option<Open>,
+    done: Vec<ResultSet>,
+    kept_rows: usize,
+    kept_bytes: usize,
+}
+
+#[derive(Debug)]
+struct Open {
+    columns: Columns,
+    formats: Arc<[i16]>,
+    set: ResultSet,
+}
+
+/// A `RowDescription`'s names and type OIDs.
+#[derive(Debug, Clone, Default)]
+struct Columns {
+    names: Vec<String>,
+    types: Vec<u32>,
+}
+
+impl Capture {
+    /// Capture for a role, or `None` when it records no result data.
+    pub fn new(cfg: ResultsConfig) -> Option<Box<Capture>> {
+        (cfg.record != ResultRecord::None).then(|| {
+            Box::new(Capture {
+                cfg,
+                statements: HashMap::new(),
+                portals_described: HashMap::new(),
+                portals: HashMap::new(),
+            })
+        })
+    }
+
+    /// Whether `DataRow` bodies are needed (rows are kept).
+    pub fn rows(&self) -> bool {
+        self.cfg.record == ResultRecord::Rows
+    }
+
+    /// A client message was forwarded: what its answer will need, if anything.
+    pub fn sent(&mut self, tag: u8, body: &[u8]) -> Note {
+        match tag {
+            codec::QUERY => Note::Collect(Box::default()),
+            codec::EXECUTE => {
+                let portal = codec::execute_portal(body).map(lossy).unwrap_or_default();
+                let bound = self.portals.get(&portal).cloned();
+                Note::Collect(Box::new(Collecting {
+                    portal: Some((portal, bound)),
+                    ..Collecting::default()
+                }))
+            }
+            codec::DESCRIBE => match codec::close_target(body) {
+                Some((kind, name)) => Note::Describe(Described {
+                    portal: kind == b'P',
+                    name: lossy(name),
+                }),
+                None => Note::None,
+            },
+            codec::BIND => {
+                if let Some((portal, statement, formats)) = wire::bind_formats(body) {
+                    if self.portals.len() >= MAX_NAMES {
+                        self.portals.clear();
+                    }
+                    self.portals_described.remove(&portal);
+                    self.portals.insert(
+                        portal,
+                        Bound {
+                            statement,
+                            formats: formats.into(),
+                        },
+                    );
+                }
+                Note::None
+            }
+            codec::CLOSE => {
+                match codec::close_target(body) {
+                    Some((b'S', name)) => {
+                        self.statements.remove(&lossy(name));
+                    }
+                    Some((b'P', name)) => {
+                        let name = lossy(name);
+                        self.portals.remove(&name);
+                        self.portals_described.remove(&name);
+                    }
+                    _ => {}
+                }
+                Note::None
+            }
+            _ => Note::None,
+        }
+    }
+
+    /// A `RowDescription` answered `Describe` `d`.
+    pub fn described(&mut self, d: &Described, body: &[u8]) {
+        let Some((columns, _)) = row_description(body) else {
+            return;
+        };
+        let map = if d.portal {
+            &mut self.portals_described
+        } else {
+            &mut self.statements
+        };
+        if map.len() >= MAX_NAMES {
+            map.clear();
+        }
+        map.insert(d.name.clone(), columns.into());
+    }
+
+    /// A `RowDescription` of a `Query`'s next result set.
+    pub fn description(&self, c: &mut Collecting, body: &[u8]) {
+        c.close();
+        if let Some((columns, formats)) = row_description(body) {
+            c.open = Some(Open {
+                columns,
+                formats: formats.into(),
+                set: ResultSet::default(),
+            });
+        }
+    }
+
+    /// A `DataRow` (`body`: empty unless rows are kept).
+    pub fn row(&self, c: &mut Collecting, body: &[u8]) {
+        if c.open.is_none() {
+            // An Execute's rows: named by the Describe of its portal or its
+            // statement, decoded by the formats its Bind asked for.
+            let (names, formats) = match &c.portal {
+                Some((portal, bound)) => {
+                    let names = self.portals_described.get(portal).or_else(|| {
+                        bound
+                            .as_ref()
+                            .and_then(|b| self.statements.get(&b.statement))
+                    });
+                    (
+                        names.map(|n| Columns::clone(n)),
+                        bound
+                            .as_ref()
+                            .map(|b| b.formats.clone())
+                            .unwrap_or_else(|| Arc::from(Vec::new())),
+                    )
+                }
+                None => (None, Arc::from(Vec::new())),
+            };
+            c.open = Some(Open {
+                columns: names.unwrap_or_default(),
+                formats,
+                set: ResultSet::default(),
+            });
+        }
+        let keep = self.rows();
+        let (max_rows, max_bytes) = (self.cfg.max_rows, self.cfg.max_bytes);
+        let Some(open) = c.open.as_mut() else { return };
+        open.set.count += 1;
+        if !keep {
+            open.set.truncated = true;
+            return;
+        }
+        let row = match data_row(body, &open.formats, &open.columns.types) {
+            Some(row) => row,
+            None => {
+                open.set.truncated = true;
+                return;
+            }
+        };
+        let bytes: usize = row.iter().flatten().map(String::len).sum();
+        if c.kept_rows >= max_rows || c.kept_bytes + bytes > max_bytes {
+            open.set.truncated = true;
+            return;
+        }
+        if open.columns.names.is_empty() {
+            open.columns.names = (1..=row.len()).map(|i| format!("column{i}")).collect();
+        }
+        c.kept_rows += 1;
+        c.kept_bytes += bytes;
+        open.set.rows.push(row);
+    }
+}
+
+/// What the tracker keeps with a tracked message for capture.
+#[derive(Debug, Default)]
+pub enum Note {
+    /// Nothing.
+    #[default]
+    None,
+    /// A `Describe`: its answer names columns.
+    Describe(Described),
+    /// A `Query` or `Execute`: its results are collected.
+    Collect(Box<Collecting>),
+}
+
+impl Collecting {
+    /// The open result set ends (a command tag, a suspended portal, an error).
+    pub fn close(&mut self) {
+        if let Some(mut open) = self.open.take() {
+            open.set.columns = open.columns.names;
+            self.done.push(open.set);
+        }
+    }
+
+    /// The finished result sets.
+    pub fn finish(mut self) -> Vec<ResultSet> {
+        self.close();
+        self.done
+    }
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn take<const N: usize>(b: &[u8]) -> Option<([u8; N], &[u8])> {
+    Some((b.get(..N)?.try_into().ok()?, b.get(N..)?))
+}
+
+fn take_cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = b.iter().position(|&c| c == 0)?;
+    Some((&b[..end], &b[end + 1..]))
+}
+
+/// Names and format codes of a `RowDescription` body.
+fn row_description(body: &[u8]) -> Option<(Columns, Vec<i16>)> {
+    let (n, mut rest) = take::<2>(body)?;
+    let n = usize::try_from(i16::from_be_bytes(n)).ok()?;
+    let mut columns = Columns {
+        names: Vec::with_capacity(n),
+        types: Vec::with_capacity(n),
+    };
+    let mut formats = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (name, r) = take_cstr(rest)?;
+        // Table OID and attribute number, then the type OID; size and
+        // modifier, then the format.
+        let (type_oid, r) = take::<4>(r.get(6..)?)?;
+        let (format, r) = take::<2>(r.get(6..)?)?;
+        columns.names.push(lossy(name));
+        columns.types.push(u32::from_be_bytes(type_oid));
+        formats.push(i16::from_be_bytes(format));
+        rest = r;
+    }
+    Some((columns, formats))
+}
+
+/// The values of a `DataRow` body: text as sent; binary ones (by `formats`, as
+/// a `Bind` or `RowDescription` gives them) decoded by type where the type is
+/// text, integer or boolean, else `\x` hex.
+fn data_row(body: &[u8], formats: &[i16], types: &[u32]) -> Option<Vec<Option<String>>> {
+    let (n, mut rest) = take::<2>(body)?;
+    let n = usize::try_from(i16::from_be_bytes(n)).ok()?;
+    let mut row = Vec::with_capacity(n);
+    for i in 0..n {
+        let (len, r) = take::<4>(rest)?;
+        let len = i32::from_be_bytes(len);
+        if len < 0 {
+            row.push(None);
+            rest = r;
+            continue;
+        }
+        let len = usize::try_from(len).ok()?;
+        let value = r.get(..len)?;
+        rest = &r[len..];
+        let binary = match formats.len() {
+            0 => false,
+            1 => formats[0] == 1,
+            _ => formats.get(i).is_some_and(|&f| f == 1),
+        };
+        row.push(Some(if binary {
+            binary_text(value, types.get(i).copied().unwrap_or(0))
+        } else {
+            String::from_utf8_lossy(value).into_owned()
+        }));
+    }
+    Some(row)
+}
+
+/// A binary-format value as text: by its type OID (`pg_type.dat`) where the
+/// binary form is simple, else `\x` hex.
+fn binary_text(value: &[u8], type_oid: u32) -> String {
+    const TEXT_TYPES: [u32; 5] = [25, 1043, 1042, 19, 705];
+    match (type_oid, value.len()) {
+        (t, _) if TEXT_TYPES.contains(&t) => return String::from_utf8_lossy(value).into_owned(),
+        (16, 1) => return if value[0] == 0 { "f" } else { "t" }.to_owned(),
+        (21, 2) => return i16::from_be_bytes([value[0], value[1]]).to_string(),
+        (23, 4) => {
+            return i32::from_be_bytes([value[0], value[1], value[2], value[3]]).to_string();
+        }
+        (20, 8) => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(value);
+            return i64::from_be_bytes(b).to_string();
+        }
+        _ => {}
+    }
+    format!("\\x{}", gatehouse_schemas::hex(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::{BufMut, BytesMut};
+
+    /// Columns of type text, but those named `n` (int4) and `b` (bytea).
+    fn row_desc(cols: &[(&str, i16)]) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        b.put_i16(cols.len() as i16);
+        for (name, format) in cols {
+            b.put_slice(name.as_bytes());
+            b.put_u8(0);
+            b.put_u32(0);
+            b.put_i16(0);
+            b.put_u32(match *name {
+                "n" => 23,
+                "b" => 17,
+                _ => 25,
+            });
+            b.put_i16(-1);
+            b.put_i32(-1);
+            b.put_i16(*format);
+        }
+        b.to_vec()
+    }
+
+    fn data(values: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        b.put_i16(values.len() as i16);
+        for v in values {
+            match v {
+                None => b.put_i32(-1),
+                Some(v) => {
+                    b.put_i32(v.len() as i32);
+                    b.put_slice(v);
+                }
+            }
+        }
+        b.to_vec()
+    }
+
+    fn bind(portal: &str, statement: &str, params: &[&[u8]], formats: &[i16]) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        b.put_slice(portal.as_bytes());
+        b.put_u8(0);
+        b.put_slice(statement.as_bytes());
+        b.put_u8(0);
+        b.put_i16(0);
+        b.put_i16(params.len() as i16);
+        for p in params {
+            b.put_i32(p.len() as i32);
+            b.put_slice(p);
+        }
+        b.put_i16(formats.len() as i16);
+        for f in formats {
+            b.put_i16(*f);
+        }
+        b.to_vec()
+    }
+
+    fn capture(record: ResultRecord, max_rows: usize, max_bytes: usize) -> Box<Capture> {
+        Capture::new(ResultsConfig {
+            record,
+            max_rows,
+            max_bytes,
+        })
+        .unwrap()
+    }
+
+    fn collecting(note: Note) -> Box<Collecting> {
+        match note {
+            Note::Collect(c) => c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn none_captures_nothing() {
+        assert!(Capture::new(ResultsConfig::default()).is_none());
+    }
+
+    #[test]
+    fn query_result_sets_are_kept_within_bounds() {
+        let cap = capture(ResultRecord::Rows, 2, 1024);
+        let mut c = collecting(Note::Collect(Box::default()));
+        cap.description(&mut c, &row_desc(&[("id", 0), ("ssn", 0)]));
+        for (id, ssn) in [(&b"1"[..], &b"***-**-6789"[..]), (b"2", b"x"), (b"3", b"y")] {
+            cap.row(&mut c, &data(&[Some(id), Some(ssn)]));
+        }
+        c.close();
+        cap.description(&mut c, &row_desc(&[("n", 0)]));
+        cap.row(&mut c, &data(&[None]));
+        let sets = c.finish();
+        assert_eq!(sets.len(), 2);
+        assert_eq!(sets[0].columns, ["id", "ssn"]);
+        assert_eq!(
+            sets[0].rows,
+            [
+                vec![Some("1".into()), Some("***-**-6789".into())],
+                vec![Some("2".into()), Some("x".into())]
+            ]
+        );
+        assert_eq!((sets[0].count, sets[0].truncated), (3, true));
+        // The bound is per statement: the second set keeps nothing more.
+        assert_eq!(
+            (sets[1].count, sets[1].truncated, sets[1].rows.len()),
+            (1, true, 0)
+        );
+    }
+
+    #[test]
+    fn byte_bound_and_counts_only() {
+        let cap = capture(ResultRecord::Rows, 100, 4);
+        let mut c = collecting(Note::Collect(Box::default()));
+        cap.description(&mut c, &row_desc(&[("v", 0)]));
+        cap.row(&mut c, &data(&[Some(b"abc")]));
+        cap.row(&mut c, &data(&[Some(b"de")]));
+        let sets = c.finish();
+        assert_eq!(sets[0].rows, [vec![Some("abc".to_owned())]]);
+        assert!(sets[0].truncated);
+
+        let cap = capture(ResultRecord::Counts, 100, 1024);
+        assert!(!cap.rows());
+        let mut c = collecting(Note::Collect(Box::default()));
+        cap.description(&mut c, &row_desc(&[("v", 0)]));
+        cap.row(&mut c, b"");
+        cap.row(&mut c, b"");
+        let sets = c.finish();
+        assert_eq!(sets[0].columns, ["v"]);
+        assert_eq!((sets[0].count, sets[0].rows.len()), (2, 0));
+    }
+
+    #[test]
+    fn execute_rows_are_named_by_describe_and_decoded_by_bind_formats() {
+        let mut cap = capture(ResultRecord::Rows, 100, 1024);
+        let Note::Describe(d) = cap.sent(codec::DESCRIBE, b"Ss1\0") else {
+            panic!()
+        };
+        cap.described(&d, &row_desc(&[("id", 0), ("n", 0), ("s", 0), ("b", 0)]));
+        assert!(matches!(
+            cap.sent(codec::BIND, &bind("", "s1", &[b"42"], &[0, 1, 1, 1])),
+            Note::None
+        ));
+        let mut c = collecting(cap.sent(codec::EXECUTE, b"\0\0\0\0\0"));
+        cap.row(
+            &mut c,
+            &data(&[
+                Some(b"7"),
+                Some(&[0xff, 0xff, 0xff, 0xf7]),
+                Some(b"abc"),
+                Some(&[1, 0xab]),
+            ]),
+        );
+        let sets = c.finish();
+        assert_eq!(sets[0].columns, ["id", "n", "s", "b"]);
+        assert_eq!(
+            sets[0].rows,
+            [vec![
+                Some("7".to_owned()),
+                Some("-9".to_owned()),
+                Some("abc".to_owned()),
+                Some("\\x01ab".to_owned())
+            ]]
+        );
+        // Never described: columns are numbered.
+        cap.sent(codec::BIND, &bind("p", "s2", &[], &[]));
+        let mut c = collecting(cap.sent(codec::EXECUTE, b"p\0\0\0\0\0"));
+        cap.row(&mut c, &data(&[Some(b"a")]));
+        assert_eq!(c.finish()[0].columns, ["column1"]);
+    }
+}
