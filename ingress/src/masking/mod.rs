@@ -889,17 +889,18 @@ impl SessionMasker {
             _ => None,
         };
         match front.op().cloned() {
-            Some(Op::Declare { name, hold }) => {
-                if self.cursors.len() < MAX_NAMES || self.cursors.contains_key(&name) {
-                    self.cursors.insert(
-                        name,
-                        Cursor {
-                            plan,
-                            hold,
-                            committed: false,
-                        },
-                    );
-                }
+            // Past the bound, a cursor is not kept: its rows are then NULL.
+            Some(Op::Declare { name, hold })
+                if self.cursors.len() < MAX_NAMES || self.cursors.contains_key(&name) =>
+            {
+                self.cursors.insert(
+                    name,
+                    Cursor {
+                        plan,
+                        hold,
+                        committed: false,
+                    },
+                );
             }
             Some(Op::Close(Some(name))) => {
                 self.cursors.remove(&name);
