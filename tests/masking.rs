@@ -7,6 +7,7 @@ mod harness;
 
 use std::sync::Arc;
 
+use futures_util::TryStreamExt;
 use gatehouse_archiver::LocalDir;
 use gatehouse_decider::PolicyHandle;
 use gatehouse_ingress::decision::LocalPolicy;
@@ -237,12 +238,56 @@ async fn masked_in_every_path_and_nowhere_in_evidence_or_logs() {
             "{sql}: {message}"
         );
     }
-    // COPY TO STDOUT of a masked table is refused (not masked yet).
+    // COPY TO STDOUT (extended protocol) in text, CSV and binary, of a table
+    // and of a query: masked, the rows otherwise intact.
+    for (sql, want) in [
+        (
+            "copy clinic.patients (id, ssn) to stdout",
+            "1\t***-**-6789\n",
+        ),
+        (
+            "copy clinic.patients to stdout with (format csv, header)",
+            "\"***-**-6789\"",
+        ),
+        (
+            "copy (select id, upper(ssn), email from clinic.patients order by id) to stdout csv",
+            "****@example.org",
+        ),
+        (
+            "copy (select id, ssn from clinic.patients order by id) to stdout with (format binary)",
+            "***-**-4321",
+        ),
+    ] {
+        let stream = client.copy_out(sql).await.unwrap();
+        let chunks: Vec<bytes::Bytes> = stream.try_collect().await.unwrap();
+        let out: Vec<u8> = chunks.concat();
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains(want), "{sql}: {text}");
+        assert_clean(sql, &text);
+    }
+    // A cursor: FETCH results masked with the DECLARE's lineage (simple
+    // protocol; psql covers simple-protocol COPY).
+    let rows = simple_text(
+        &client
+            .simple_query(
+                "begin; declare c cursor for select id, upper(ssn), ssn from clinic.patients order by id; \
+                 fetch 2 from c; fetch all from c; close c; commit",
+            )
+            .await
+            .unwrap(),
+    );
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(rows[0][2].as_deref(), Some("***-**-6789"));
+    assert_clean("cursor rows", &format!("{rows:?}"));
+    // A cursor over what cannot be masked exactly is refused at DECLARE.
     let err = client
-        .simple_query("copy clinic.patients to stdout")
+        .simple_query(
+            "begin; declare d cursor for select id from clinic.patients where ssn like '1%'",
+        )
         .await
         .unwrap_err();
     assert_eq!(db_error(&err).0, "42501");
+    client.simple_query("rollback").await.unwrap();
 
     // An error that would echo the value is scrubbed, its SQLSTATE kept.
     let err = client
@@ -283,6 +328,23 @@ async fn masked_in_every_path_and_nowhere_in_evidence_or_logs() {
     assert!(msgs.iter().any(|m| m.tag == b'D'));
     let bytes: Vec<u8> = msgs.iter().flat_map(|m| m.body.clone()).collect();
     assert_clean("raw bytes", &String::from_utf8_lossy(&bytes));
+    // Parse/Bind/Execute with no Describe: Gatehouse describes the portal
+    // itself; the client sees no RowDescription it did not ask for.
+    let mut ext = Vec::new();
+    ext.extend(harness::message(
+        b'P',
+        b"\0select id, upper(ssn), ssn from clinic.patients where id = 1\0\0\0",
+    ));
+    ext.extend(harness::message(b'B', b"\0\0\0\0\0\0\0\0"));
+    ext.extend(harness::message(b'E', b"\0\0\0\0\0"));
+    ext.extend(harness::message(b'S', b""));
+    raw.send(&ext).await;
+    let msgs = raw.until_ready().await;
+    let tags: Vec<u8> = msgs.iter().map(|m| m.tag).collect();
+    assert_eq!(tags, b"12DCZ", "{msgs:?}");
+    let row = String::from_utf8_lossy(&msgs[2].body).into_owned();
+    assert!(row.contains("***-**-6789"), "{row}");
+    assert_clean("undescribed execute", &row);
 
     // An exempt caller sees the values: the masks above were real.
     let exempt = issuer.token(&[("groups", serde_json::json!(["phi-readers"]))]);
@@ -362,6 +424,15 @@ async fn psql_and_psycopg_get_masked_rows() {
     .await
     .unwrap_err();
     assert!(err.contains("masking could not be guaranteed"), "{err}");
+    for copy in [
+        "\\copy clinic.patients to stdout",
+        "\\copy clinic.patients to stdout csv",
+        "\\copy (select id, ssn, upper(ssn) from clinic.patients) to stdout with (format csv, header)",
+    ] {
+        let out = psql(&ci, &token, copy).await.unwrap();
+        assert!(out.contains("***-**-6789"), "{copy}: {out}");
+        assert_clean(copy, &out);
+    }
 
     let script = r#"
 import json, os, psycopg

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod handle;
 pub mod lineage;
 pub mod policy;
+pub mod results;
 pub mod service;
 pub mod shape;
 

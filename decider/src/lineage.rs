@@ -207,24 +207,66 @@ fn statement(s: &Statement) -> StatementLineage {
             }
         }
         Statement::Declare { stmts } => {
+            // The cursor's rows come back through FETCH, masked with this
+            // statement's output lineage (the ingress keeps it per cursor).
             for d in stmts {
                 if let Some(q) = &d.for_query {
-                    let _ = w.query(q, &[]);
-                    w.out.unsupported = Some("a cursor (FETCH is not masked yet)".into());
+                    w.out.items = w.query(q, &[]);
                 }
             }
         }
-        Statement::Copy { source, to, .. } => {
-            match source {
-                sqlparser::ast::CopySource::Table { table_name, .. } => {
-                    w.out.tables.insert(names::object(table_name));
+        Statement::Copy {
+            source,
+            to,
+            target,
+            options,
+            legacy_options,
+            ..
+        } => {
+            let items = match source {
+                sqlparser::ast::CopySource::Table {
+                    table_name,
+                    columns,
+                } => {
+                    let t = names::object(table_name);
+                    w.out.tables.insert(t.clone());
+                    if columns.is_empty() {
+                        vec![Item::Star(t)]
+                    } else {
+                        columns
+                            .iter()
+                            .map(|c| {
+                                let column = names::ident(c);
+                                Item::Output(Output {
+                                    name: Some(column.clone()),
+                                    reads: BTreeSet::from([Source::Column {
+                                        tables: vec![t.clone()],
+                                        column,
+                                    }]),
+                                    direct: true,
+                                })
+                            })
+                            .collect()
+                    }
                 }
-                sqlparser::ast::CopySource::Query(q) => {
-                    let _ = w.query(q, &[]);
-                }
-            }
+                sqlparser::ast::CopySource::Query(q) => w.query(q, &[]),
+            };
             if *to {
-                w.out.unsupported = Some("COPY ... TO (COPY data is not masked yet)".into());
+                if !matches!(target, sqlparser::ast::CopyTarget::Stdout) {
+                    // A server file or program: the values go where no mask follows.
+                    w.copied(&items);
+                } else if options
+                    .iter()
+                    .any(|o| matches!(o, sqlparser::ast::CopyOption::Encoding(_)))
+                {
+                    // Rows re-encoded by the server: their bytes are not
+                    // Gatehouse's to split.
+                    w.out.unsupported = Some("COPY ... TO with ENCODING".into());
+                } else if crate::results::copy_format(options, legacy_options).is_none() {
+                    w.out.unsupported = Some("COPY ... TO with these options".into());
+                } else {
+                    w.out.items = items;
+                }
             }
         }
         _ => {
@@ -1198,12 +1240,14 @@ mod tests {
         assert!(out(&l, 1).reads.contains(&col("patients", "ssn")));
         let l = one("delete from patients where id = 1 returning *");
         assert!(matches!(l.items[0], Item::Star(_)));
-        assert!(one("copy patients to stdout").unsupported.is_some());
-        assert!(
-            one("declare c cursor for select ssn from patients")
-                .unsupported
-                .is_some()
-        );
+        let l = one("copy patients to stdout");
+        assert!(l.unsupported.is_none());
+        assert!(matches!(l.items[..], [Item::Star(_)]));
+        // To a server file: the values are copied where no mask follows.
+        assert!(!one("copy patients to '/tmp/x'").predicates.is_empty());
+        let l = one("declare c cursor for select upper(ssn) from patients");
+        assert!(l.unsupported.is_none());
+        assert!(out(&l, 0).reads.contains(&col("patients", "ssn")));
         assert!(
             one("select * from generate_series(1, 3)")
                 .unsupported

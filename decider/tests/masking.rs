@@ -197,9 +197,23 @@ fn outputs_that_cannot_be_placed_are_refused() {
         verdict("select *, ssn from clinic.patients"),
         Verdict::Mask { .. }
     ));
-    // Paths not masked yet fail closed.
-    refused("copy clinic.patients to stdout");
-    refused("declare c cursor for select ssn from clinic.patients");
+    // COPY TO STDOUT and cursors are masked by position like their query;
+    // what their query cannot mask exactly is refused.
+    assert_eq!(
+        outputs("copy (select id, upper(ssn) from clinic.patients) to stdout"),
+        [(1, "partial")]
+    );
+    assert_eq!(
+        outputs("copy clinic.patients (id, ssn) to stdout with (format csv)"),
+        [(1, "partial")]
+    );
+    assert_eq!(
+        outputs("declare c cursor for select id, upper(ssn) from clinic.patients"),
+        [(1, "partial")]
+    );
+    refused("declare c cursor for select id from clinic.patients where ssn like '1%'");
+    refused("copy (select id from clinic.patients order by ssn) to stdout");
+    refused("copy clinic.patients to stdout with (encoding 'latin1')");
 }
 
 #[test]

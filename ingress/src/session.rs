@@ -727,7 +727,7 @@ async fn relay<D: DecisionPoint>(
                         // the message itself is replaced.
                         let (substitute, sent) = refusals.substitute(frame.tag, name, error);
                         plan.push(Piece::Raw(forwarded, frame.start));
-                        plan.push(Piece::Sub(substitute));
+                        plan.push(Piece::Sub(frame.start, substitute));
                         sents.push(sent);
                         forwarded = frame.end;
                     }
@@ -745,12 +745,18 @@ async fn relay<D: DecisionPoint>(
                     &mut plan, &mut sents, &buf, &refusals, &evidence, recorder, &e,
                 );
             }
+            // Bytes masking sends upstream ahead of a message (its probes of a
+            // COPY's columns, a Describe), by the offset of that message.
+            let mut ahead: Vec<(usize, BytesMut)> = Vec::new();
             {
                 // Masking, like the tracker, learns what was sent before any
                 // answer can arrive.
                 let mut masker = ctx.masker.lock().unwrap_or_else(|p| p.into_inner());
                 for (sent, (frame, pending)) in sents.iter().zip(sent_frames.iter_mut()) {
-                    masker.sent(*sent, frame.tag, frame.body(&buf), std::mem::take(pending));
+                    let pending = std::mem::take(pending);
+                    if let Some(bytes) = masker.sent(*sent, frame.tag, frame.body(&buf), pending) {
+                        ahead.push((frame.start, bytes));
+                    }
                 }
             }
             if recorder.is_some() {
@@ -760,14 +766,31 @@ async fn relay<D: DecisionPoint>(
                     ev.tracker.sent_message(*sent, frame.tag, frame.body(&buf));
                 }
             }
+            let mut ahead = ahead.iter().peekable();
             for piece in &plan {
                 match piece {
-                    Piece::Raw(from, to) if from < to => up_wr.write_all(&buf[*from..*to]).await?,
+                    Piece::Raw(from, to) if from < to => {
+                        let mut at = *from;
+                        while let Some((start, bytes)) = ahead.next_if(|(s, _)| s < to) {
+                            up_wr.write_all(&buf[at..*start]).await?;
+                            up_wr.write_all(bytes).await?;
+                            at = *start;
+                        }
+                        up_wr.write_all(&buf[at..*to]).await?
+                    }
                     Piece::Raw(..) => {}
                     Piece::Stmt { frame, .. } => {
+                        while let Some((_, bytes)) = ahead.next_if(|(s, _)| *s <= frame.start) {
+                            up_wr.write_all(bytes).await?;
+                        }
                         up_wr.write_all(&buf[frame.start..frame.end]).await?
                     }
-                    Piece::Sub(bytes) => up_wr.write_all(bytes).await?,
+                    Piece::Sub(start, bytes) => {
+                        while let Some((_, bytes)) = ahead.next_if(|(s, _)| s <= start) {
+                            up_wr.write_all(bytes).await?;
+                        }
+                        up_wr.write_all(bytes).await?
+                    }
                 }
             }
             let released = held.is_some();
@@ -808,12 +831,16 @@ async fn relay<D: DecisionPoint>(
                     }
                 };
                 // Masking and the tracker pair this message's answers too.
-                ctx.masker.lock().unwrap_or_else(|p| p.into_inner()).sent(
+                let ahead = ctx.masker.lock().unwrap_or_else(|p| p.into_inner()).sent(
                     sent,
                     frame.tag,
                     frame.body(&buf),
                     std::mem::take(&mut ctx.mask_pending),
                 );
+                if let Some(ahead) = ahead {
+                    // Masking's probe of the released statement goes first.
+                    up_wr.write_all(&ahead).await?;
+                }
                 if recorder.is_some() {
                     evidence
                         .lock()
@@ -877,24 +904,37 @@ async fn relay<D: DecisionPoint>(
                     )));
                 }
                 let tag = buf[i];
-                let masking = masker.lock().unwrap_or_else(|p| p.into_inner()).active();
-                let whole = masking && matches!(tag, b'T' | b'D' | b'E' | b'N');
-                if (whole || (tag == b'E' && refusals.pending())) && buf.len() - i < 1 + len {
-                    break;
-                }
+                // A masking session reads every backend message whole: masking
+                // rewrites rows, COPY data and errors, and swallows the answers
+                // to its own messages.
+                let whole = masker.lock().unwrap_or_else(|p| p.into_inner()).active();
                 // CommandComplete and ErrorResponse are read whole for evidence:
                 // their tag and SQLSTATE complete a statement's record; so are
                 // the RowDescriptions and DataRows its results are kept from.
+                // Every wait for more bytes comes before anything is told of
+                // this message.
                 let tracked_whole = recorder.is_some()
                     && (matches!(tag, b'C' | b'E')
                         || (tag == b'T' && wants.0)
                         || (tag == b'D' && wants.1));
-                if tracked_whole && buf.len() - i < 1 + len {
+                let refused = tag == b'E' && refusals.pending();
+                if (whole || tracked_whole || refused) && buf.len() - i < 1 + len {
                     break;
                 }
                 let end = if whole { i + 1 + len } else { i + 5 };
                 let mut action =
-                    masking::backend(&masker, &catalog, &gw.masking, &buf[i..end]).await;
+                    match masking::backend(&masker, &catalog, &gw.masking, &buf[i..end]).await {
+                        masking::Backend::Pass => None,
+                        masking::Backend::Replace(ours) => Some(ours),
+                        masking::Backend::Swallow => {
+                            // The answer to Gatehouse's own message: the client
+                            // and the evidence never asked for it.
+                            client_wr.write_all(&buf[..i]).await?;
+                            buf.advance(i + 1 + len);
+                            i = 0;
+                            continue;
+                        }
+                    };
                 if tag == b'E' && refusals.pending() {
                     // An error while refusals wait: read it whole and see whether
                     // it is a substitute's.
@@ -1167,7 +1207,7 @@ async fn decide<'b, D: DecisionPoint>(
                     codec::QUERY
                 };
                 let mut masker = ctx.masker.lock().unwrap_or_else(|p| p.into_inner());
-                ctx.mask_pending = masker.decided(tag, name, &decision);
+                ctx.mask_pending = masker.decided(tag, name, sql, &decision);
             }
             let sent = match protocol {
                 ProtocolKind::Parse => {
@@ -1569,7 +1609,7 @@ fn refuse_unrecorded(
         };
         let (substitute, new_sent) = refusals.substitute(frame.tag, name, error);
         sents[*sent] = new_sent;
-        *piece = Piece::Sub(substitute);
+        *piece = Piece::Sub(frame.start, substitute);
         ev.refused += 1;
         if let Some(stmt) = stmt {
             let body = EventBody::StatementCompleted(StatementCompleted {
@@ -1592,8 +1632,8 @@ enum Piece {
     /// A statement that runs: forwarded once its record is durable, else
     /// replaced. `sent` indexes its tracker entry.
     Stmt { frame: codec::Frame, sent: usize },
-    /// A refused message's substitute.
-    Sub(BytesMut),
+    /// A refused message's substitute, standing where the message started.
+    Sub(usize, BytesMut),
 }
 
 /// The client's TLS, for the session's evidence.

@@ -9,8 +9,15 @@
 //! order, with what each message needs resolved at that moment (which statement
 //! a `Bind` binds, which portal an `Execute` runs); the backend direction pairs
 //! each backend message with its cause the way `tracker` does.
+//!
+//! Rows that come without their own description are masked too: a
+//! `COPY ... TO STDOUT` by a probe Gatehouse sends ahead of it (`Parse` and
+//! `Describe` of a query with the same output columns, answers swallowed), a
+//! `FETCH` with the plan its cursor's `DECLARE` had, an `Execute` of a portal
+//! never described after a `Describe` Gatehouse sends itself.
 
 pub mod catalog;
+pub mod copy;
 pub mod method;
 pub mod wire;
 
@@ -18,7 +25,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
+use gatehouse_decider::results::{self, CopyFormat, ResultOp};
 use gatehouse_schemas::decision::{Decision, MaskColumn, MaskMethod, MaskOutput};
 use wildmatch::WildMatch;
 
@@ -27,6 +35,7 @@ use crate::config::Secret;
 use crate::tracker::Sent;
 use crate::upstream::UpstreamTarget;
 use catalog::Catalog;
+use copy::{ColMask, CopyOut};
 use wire::{Field, Kind};
 
 /// Gateway-wide masking state: the hash key and one catalog per upstream.
@@ -65,7 +74,7 @@ impl Masking {
 /// The mask verdict of one SQL text, compiled for matching.
 #[derive(Debug)]
 pub struct MaskPlan {
-    columns: Vec<(WildMatch, WildMatch, WildMatch, MaskColumn)>,
+    columns: Arc<Vec<(WildMatch, WildMatch, WildMatch, MaskColumn)>>,
     outputs: Vec<MaskOutput>,
 }
 
@@ -87,9 +96,39 @@ impl MaskPlan {
             })
             .collect();
         Some(Arc::new(MaskPlan {
-            columns,
+            columns: Arc::new(columns),
             outputs: outputs.to_vec(),
         }))
+    }
+
+    /// The plan of statement `index` alone, as statement 0 (a cursor's rows
+    /// come back through a later FETCH).
+    fn of_statement(&self, index: usize) -> Arc<MaskPlan> {
+        Arc::new(MaskPlan {
+            columns: self.columns.clone(),
+            outputs: self
+                .outputs
+                .iter()
+                .filter(|o| o.statement as usize == index)
+                .map(|o| MaskOutput {
+                    statement: 0,
+                    ..o.clone()
+                })
+                .collect(),
+        })
+    }
+
+    /// Masks by origin only (a statement whose lineage Gatehouse never saw).
+    fn blind() -> Arc<MaskPlan> {
+        Arc::new(MaskPlan {
+            columns: Arc::new(Vec::new()),
+            outputs: Vec::new(),
+        })
+    }
+
+    /// Whether the plan masks anything at all.
+    fn is_empty(&self) -> bool {
+        self.columns.is_empty() && self.outputs.is_empty()
     }
 
     /// The strictest method masking `schema.table.column`, if any.
@@ -110,10 +149,52 @@ impl MaskPlan {
     }
 }
 
+/// What one statement of a text does with rows that arrive without their own
+/// `RowDescription` (see `gatehouse_decider::results`).
+#[derive(Debug, Clone, Default)]
+enum Op {
+    #[default]
+    None,
+    /// `COPY ... TO STDOUT`, its columns learnt by a probe sent ahead of it.
+    Copy {
+        format: CopyFormat,
+        probe: Arc<Probe>,
+    },
+    /// `DECLARE name CURSOR`: on success the cursor keeps this statement's plan.
+    Declare { name: String, hold: bool },
+    /// `FETCH`: rows masked with the cursor's plan.
+    Fetch { name: String },
+    /// `CLOSE name` (`None`: all).
+    Close(Option<String>),
+}
+
+/// What a probe (`Parse`/`Describe`/`Close` of a query with a COPY's output
+/// columns, sent by Gatehouse ahead of the COPY) learnt: each column's mask.
+#[derive(Debug, Default)]
+struct Probe {
+    masks: Mutex<Option<Vec<ColMask>>>,
+}
+
+/// The reserved name of the probe statement; a client statement of that name
+/// makes the probe fail, and the COPY's columns are then all NULL.
+const PROBE_NAME: &str = "gatehouse_mask_probe";
+
+/// A SQL cursor declared through the gateway.
+#[derive(Debug)]
+struct Cursor {
+    /// Its query's plan (`None`: not masked).
+    plan: Option<Arc<MaskPlan>>,
+    /// `WITH HOLD`: outlives its transaction once that commits.
+    hold: bool,
+    /// Its transaction committed.
+    committed: bool,
+}
+
 /// A statement prepared with `Parse` under a mask verdict.
 #[derive(Debug)]
 struct MaskedStatement {
     plan: Arc<MaskPlan>,
+    op: Op,
     /// Its row shape, from the answer to a `Describe` of it, with each field's
     /// column mask resolved.
     fields: Mutex<Option<Arc<Vec<Field>>>>,
@@ -129,6 +210,19 @@ struct MaskedPortal {
     fields: Mutex<Option<Arc<Vec<Field>>>>,
 }
 
+/// How the rows of a simple query's current result set are masked.
+#[derive(Debug)]
+enum Rows {
+    /// No `RowDescription` yet.
+    Undescribed,
+    /// Each column's mask.
+    Masks(Arc<Vec<ColMask>>),
+    /// Nothing to mask (an unmasked cursor's rows).
+    Pass,
+    /// Rows of a cursor Gatehouse does not know: every column NULL.
+    Blind,
+}
+
 /// What a forwarded client message needs the backend direction to know.
 #[derive(Debug)]
 enum Cause {
@@ -137,12 +231,26 @@ enum Cause {
         ddl: bool,
         /// Which statement of the text the next result belongs to.
         index: usize,
-        fields: Option<Arc<Vec<Field>>>,
+        rows: Rows,
+        /// Per statement, what it does with undescribed rows (empty: nothing).
+        ops: Vec<Op>,
+    },
+    /// Gatehouse's own probe of a COPY's columns; every answer to it is
+    /// swallowed. `sync`: it ends with a `Sync` (ahead of a simple query).
+    Probe {
+        plan: Arc<MaskPlan>,
+        statement: usize,
+        binary: bool,
+        probe: Arc<Probe>,
+        sync: bool,
+        failed: bool,
     },
     Parse,
     Bind,
     DescribeStatement(Option<Arc<MaskedStatement>>),
-    DescribePortal(Option<Arc<MaskedPortal>>),
+    /// `true`: Gatehouse's own `Describe`, ahead of an `Execute` of a portal
+    /// never described; its answer is swallowed.
+    DescribePortal(Option<Arc<MaskedPortal>>, bool),
     Execute {
         portal: Option<Arc<MaskedPortal>>,
         /// An unknown statement in a session that masks: every column NULL.
@@ -157,18 +265,35 @@ enum Cause {
 impl Cause {
     fn masked(&self) -> bool {
         match self {
-            Self::Query { plan, .. } => plan.is_some(),
+            Self::Query { plan, ops, .. } => {
+                plan.is_some() || ops.iter().any(|o| matches!(o, Op::Fetch { .. }))
+            }
+            Self::Probe { .. } => true,
             Self::Execute { portal, blind, .. } => portal.is_some() || *blind,
             Self::DescribeStatement(s) => s.is_some(),
-            Self::DescribePortal(p) => p.is_some(),
+            Self::DescribePortal(p, _) => p.is_some(),
             Self::Parse | Self::Bind | Self::Close | Self::Sync | Self::Other => false,
+        }
+    }
+
+    fn op(&self) -> Option<&Op> {
+        match self {
+            Self::Query { ops, index, .. } => ops.get(*index),
+            Self::Execute {
+                portal: Some(p), ..
+            } => Some(&p.statement.op),
+            _ => None,
         }
     }
 }
 
 /// What the client direction knows when it forwards a message.
 #[derive(Debug, Default)]
-pub struct Pending(Option<Cause>);
+pub struct Pending {
+    cause: Option<Cause>,
+    /// Probes to send ahead of the message, and their causes.
+    probes: Vec<(BytesMut, Cause)>,
+}
 
 /// What the backend direction does with one backend message.
 #[derive(Debug)]
@@ -177,6 +302,10 @@ pub enum Action {
     Pass,
     /// Send these bytes instead.
     Replace(BytesMut),
+    /// Send nothing: the answer to Gatehouse's own message (or a row that
+    /// continues in the next `CopyData`). Neither the client nor the evidence
+    /// tracker sees it.
+    Swallow,
     /// Look these relations up in the catalog, then ask again.
     Lookup(Vec<u32>),
 }
@@ -195,10 +324,17 @@ pub struct SessionMasker {
     masking: bool,
     /// Backend direction.
     queue: VecDeque<Cause>,
+    /// SQL cursors declared through the gateway, by name; kept by the backend
+    /// direction as their DECLARE and CLOSE complete.
+    cursors: HashMap<String, Cursor>,
+    /// The COPY TO in flight, when masked.
+    copy: Option<CopyOut>,
+    /// A masked COPY TO whose row format Gatehouse does not know: its rows are
+    /// withheld.
+    copy_withheld: bool,
     /// More than [`MAX_PENDING`] messages awaited answers: pairing is lost for
     /// the rest of the session, so a masking session's rows are all NULL.
     overflowed: bool,
-    skipping: bool,
 }
 
 /// Names beyond this are not tracked; their executions are masked blind.
@@ -206,23 +342,93 @@ const MAX_NAMES: usize = 10_000;
 /// Messages awaiting an answer (as the tracker's bound).
 const MAX_PENDING: usize = 100_000;
 
+/// The bytes of a probe: `Parse`, `Describe` and `Close` of `sql` under
+/// [`PROBE_NAME`], and a `Sync` when `sync` (ahead of a simple query, so a
+/// failed probe does not make the server skip the query).
+fn probe_bytes(sql: &str, sync: bool) -> BytesMut {
+    let mut out = BytesMut::new();
+    let mut msg = |tag: u8, body: &[&[u8]]| {
+        let len: usize = body.iter().map(|b| b.len()).sum();
+        out.put_u8(tag);
+        out.put_u32(u32::try_from(len + 4).unwrap_or(u32::MAX));
+        for b in body {
+            out.put_slice(b);
+        }
+    };
+    let name = [PROBE_NAME.as_bytes(), b"\0"].concat();
+    msg(codec::PARSE, &[&name, sql.as_bytes(), b"\0", &[0, 0]]);
+    msg(codec::DESCRIBE, &[b"S", &name]);
+    msg(codec::CLOSE, &[b"S", &name]);
+    if sync {
+        msg(codec::SYNC, &[]);
+    }
+    out
+}
+
+/// A `Describe` of portal `name`.
+fn describe_portal(name: &str) -> BytesMut {
+    let mut out = BytesMut::new();
+    out.put_u8(codec::DESCRIBE);
+    out.put_u32(u32::try_from(name.len() + 6).unwrap_or(u32::MAX));
+    out.put_u8(b'P');
+    out.put_slice(name.as_bytes());
+    out.put_u8(0);
+    out
+}
+
 impl SessionMasker {
     /// Whether backend messages need reading whole (some cause masks).
     pub fn active(&self) -> bool {
         self.masking
     }
 
-    /// The client direction decided `frame` (a `Query` or `Parse`) with
-    /// `decision` and forwards it: what the backend direction will need.
-    pub fn decided(&mut self, tag: u8, name: &str, decision: &Decision) -> Pending {
+    /// The client direction decided `frame` (a `Query` or `Parse` of `sql`)
+    /// with `decision` and forwards it: what the backend direction will need.
+    pub fn decided(&mut self, tag: u8, name: &str, sql: &str, decision: &Decision) -> Pending {
         let plan = MaskPlan::of(decision);
         let ddl = decision.statements.iter().any(|s| s.class == "ddl");
         self.masking |= plan.is_some();
-        match tag {
+        let mut probes = Vec::new();
+        let ops: Vec<Op> = if self.masking && results::may_have_ops(sql) {
+            results::result_ops(sql)
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+                .map(|(i, op)| match op {
+                    ResultOp::CopyOut { probe, format } => match &plan {
+                        Some(plan) => {
+                            let shared = Arc::new(Probe::default());
+                            let cause = Cause::Probe {
+                                plan: plan.clone(),
+                                statement: i,
+                                binary: format == CopyFormat::Binary,
+                                probe: shared.clone(),
+                                sync: tag == codec::QUERY,
+                                failed: false,
+                            };
+                            probes.push((probe_bytes(&probe, tag == codec::QUERY), cause));
+                            Op::Copy {
+                                format,
+                                probe: shared,
+                            }
+                        }
+                        None => Op::None,
+                    },
+                    ResultOp::Declare { name, hold } => Op::Declare { name, hold },
+                    ResultOp::Fetch { name } => Op::Fetch { name },
+                    ResultOp::Close(name) => Op::Close(name),
+                    ResultOp::Other => Op::None,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let cause = match tag {
             codec::PARSE => {
                 let stmt = plan.map(|plan| {
                     Arc::new(MaskedStatement {
                         plan,
+                        op: ops.into_iter().next().unwrap_or_default(),
                         fields: Mutex::new(None),
                     })
                 });
@@ -237,27 +443,35 @@ impl SessionMasker {
                 } else {
                     self.ddl.remove(name);
                 }
-                Pending(Some(Cause::Parse))
+                Cause::Parse
             }
-            _ => Pending(Some(Cause::Query {
+            _ => Cause::Query {
                 plan,
                 ddl,
                 index: 0,
-                fields: None,
-            })),
+                rows: Rows::Undescribed,
+                ops,
+            },
+        };
+        Pending {
+            cause: Some(cause),
+            probes,
         }
     }
 
     /// The client direction forwards `tag` (`pending`: from [`Self::decided`]);
-    /// `body` is the message body.
-    pub fn sent(&mut self, sent: Sent, tag: u8, body: &[u8], pending: Pending) {
-        let cause = match (sent, pending.0) {
+    /// `body` is the message body. Returns the bytes Gatehouse sends upstream
+    /// just ahead of it (probes, a `Describe`), whose answers it swallows.
+    pub fn sent(&mut self, sent: Sent, tag: u8, body: &[u8], pending: Pending) -> Option<BytesMut> {
+        let mut ahead: Vec<(BytesMut, Cause)> = pending.probes;
+        let cause = match (sent, pending.cause) {
             (_, Some(c)) if tag == codec::QUERY || tag == codec::PARSE => c,
             (Sent::Query { .. }, _) => Cause::Query {
                 plan: None,
                 ddl: false,
                 index: 0,
-                fields: None,
+                rows: Rows::Undescribed,
+                ops: Vec::new(),
             },
             (Sent::Parse, _) => Cause::Parse,
             (Sent::FunctionCall { .. }, _) => Cause::Other,
@@ -271,13 +485,11 @@ impl SessionMasker {
                         })),
                         Some(None) => None,
                         // A statement not prepared through this gateway (SQL
-                        // PREPARE): masked blind if the session masks.
+                        // PREPARE): masked by origin only if the session masks.
                         None if self.masking => Some(Arc::new(MaskedPortal {
                             statement: Arc::new(MaskedStatement {
-                                plan: Arc::new(MaskPlan {
-                                    columns: Vec::new(),
-                                    outputs: Vec::new(),
-                                }),
+                                plan: MaskPlan::blind(),
+                                op: Op::None,
                                 fields: Mutex::new(None),
                             }),
                             formats,
@@ -303,7 +515,7 @@ impl SessionMasker {
                 }
                 Some((_, rest)) => {
                     let name = wire::cstr(rest);
-                    Cause::DescribePortal(self.portals.get(&name).cloned().flatten())
+                    Cause::DescribePortal(self.portals.get(&name).cloned().flatten(), false)
                 }
                 None => Cause::Other,
             },
@@ -313,11 +525,25 @@ impl SessionMasker {
                     .unwrap_or_default();
                 let ddl = self.ddl_portals.contains(&name);
                 match self.portals.get(&name) {
-                    Some(p) => Cause::Execute {
-                        portal: p.clone(),
-                        blind: false,
-                        ddl,
-                    },
+                    Some(p) => {
+                        if let Some(p) = p
+                            && !matches!(p.statement.op, Op::Copy { .. })
+                            && lock(&p.fields).is_none()
+                            && lock(&p.statement.fields).is_none()
+                        {
+                            // Never described: Gatehouse describes the portal
+                            // itself, so its rows are masked by their shape.
+                            ahead.push((
+                                describe_portal(&name),
+                                Cause::DescribePortal(Some(p.clone()), true),
+                            ));
+                        }
+                        Cause::Execute {
+                            portal: p.clone(),
+                            blind: false,
+                            ddl,
+                        }
+                    }
                     // A cursor's portal or one past the bound: blind when masking.
                     None => Cause::Execute {
                         portal: None,
@@ -332,7 +558,10 @@ impl SessionMasker {
                         self.statements.remove(&*String::from_utf8_lossy(name));
                     }
                     Some((_, name)) => {
-                        self.portals.remove(&*String::from_utf8_lossy(name));
+                        let name = String::from_utf8_lossy(name);
+                        self.portals.remove(&*name);
+                        // A SQL cursor is a portal too.
+                        self.cursors.remove(&*name);
                     }
                     None => {}
                 }
@@ -345,11 +574,19 @@ impl SessionMasker {
             self.statements.remove("");
             self.portals.remove("");
         }
-        if self.queue.len() >= MAX_PENDING {
+        if self.queue.len() + ahead.len() >= MAX_PENDING {
             self.overflowed = true;
-            return;
+            return None;
+        }
+        let mut bytes: Option<BytesMut> = None;
+        for (b, c) in ahead {
+            bytes
+                .get_or_insert_with(BytesMut::new)
+                .extend_from_slice(&b);
+            self.queue.push_back(c);
         }
         self.queue.push_back(cause);
+        bytes
     }
 
     /// A whole backend message (`msg`: tag, length, body). `catalog` resolves
@@ -357,76 +594,60 @@ impl SessionMasker {
     pub fn backend(&mut self, msg: &[u8], catalog: &Catalog, key: &[u8]) -> Action {
         let tag = msg[0];
         let body = &msg[5..];
+        if let Some(Cause::Probe { .. }) = self.queue.front() {
+            return self.probe(tag, body, catalog);
+        }
         match tag {
             b'1' | b'2' | b'3' => {
                 self.queue.pop_front();
                 Action::Pass
             }
-            b'T' => {
-                let Some(front) = self.queue.front_mut() else {
-                    return Action::Pass;
-                };
-                if !front.masked() {
-                    if matches!(
-                        front,
-                        Cause::DescribeStatement(_) | Cause::DescribePortal(_)
-                    ) {
-                        self.queue.pop_front();
-                    }
-                    return Action::Pass;
-                }
-                let Some(mut fields) = wire::row_description(body) else {
-                    return Action::Pass;
-                };
-                let missing: Vec<u32> = fields
-                    .iter()
-                    .filter(|f| f.table != 0 && catalog.get(f.table).is_none())
-                    .map(|f| f.table)
-                    .collect();
-                if !missing.is_empty() {
-                    return Action::Lookup(missing);
-                }
-                let plan = match &*front {
-                    Cause::Query { plan, .. } => plan.clone(),
-                    Cause::DescribeStatement(Some(s)) => Some(s.plan.clone()),
-                    Cause::DescribePortal(Some(p)) => Some(p.statement.plan.clone()),
-                    _ => None,
-                };
-                if let Some(plan) = &plan {
-                    resolve_origins(&mut fields, plan, catalog);
-                }
-                let fields = Arc::new(fields);
-                match front {
-                    Cause::Query { fields: f, .. } => *f = Some(fields),
-                    Cause::DescribeStatement(Some(s)) => {
-                        *s.fields.lock().unwrap_or_else(|p| p.into_inner()) = Some(fields);
-                        self.queue.pop_front();
-                    }
-                    Cause::DescribePortal(Some(p)) => {
-                        *p.fields.lock().unwrap_or_else(|p| p.into_inner()) = Some(fields);
-                        self.queue.pop_front();
-                    }
-                    _ => {}
-                }
-                Action::Pass
-            }
-            b'n' => {
-                if matches!(
-                    self.queue.front(),
-                    Some(Cause::DescribeStatement(_) | Cause::DescribePortal(_))
-                ) {
+            b'T' => self.row_description(body, catalog),
+            b'n' => match self.queue.front() {
+                Some(Cause::DescribePortal(_, true)) => {
                     self.queue.pop_front();
+                    Action::Swallow
                 }
+                Some(Cause::DescribeStatement(_) | Cause::DescribePortal(..)) => {
+                    self.queue.pop_front();
+                    Action::Pass
+                }
+                _ => Action::Pass,
+            },
+            b'D' => self.data_row(msg, key),
+            b'H' => {
+                self.copy_out(body);
                 Action::Pass
             }
-            b'D' => self.data_row(msg, key),
+            b'd' => {
+                if self.copy_withheld {
+                    return Action::Swallow;
+                }
+                match self.copy.as_mut().map(|c| c.data(body, key)) {
+                    None | Some(None) => Action::Pass,
+                    Some(Some(v)) if v.is_empty() => Action::Swallow,
+                    Some(Some(v)) => Action::Replace(copy::copy_data(&v)),
+                }
+            }
+            b'c' => {
+                if let Some(c) = self.copy.take()
+                    && c.leftover() > 0
+                {
+                    tracing::warn!(bytes = c.leftover(), "masking_copy_row_incomplete");
+                }
+                self.copy_withheld = false;
+                Action::Pass
+            }
             b'C' | b'I' => {
+                if tag == b'C' {
+                    self.completed(&wire::cstr(body));
+                }
                 match self.queue.front_mut() {
                     Some(Cause::Query {
-                        index, fields, ddl, ..
+                        index, rows, ddl, ..
                     }) => {
                         *index += 1;
-                        *fields = None;
+                        *rows = Rows::Undescribed;
                         if *ddl {
                             catalog.invalidate();
                         }
@@ -450,11 +671,12 @@ impl SessionMasker {
             b'E' | b'N' => {
                 let masked = self.queue.front().is_some_and(Cause::masked);
                 if tag == b'E' {
+                    self.copy = None;
+                    self.copy_withheld = false;
                     match self.queue.front() {
                         Some(Cause::Query { .. } | Cause::Other | Cause::Sync) | None => {}
                         Some(_) => {
                             self.queue.pop_front();
-                            self.skipping = true;
                         }
                     }
                 }
@@ -477,10 +699,219 @@ impl SessionMasker {
                         _ => {}
                     }
                 }
-                self.skipping = false;
+                if body.first() == Some(&b'I') {
+                    // Out of any transaction: cursors without hold are gone,
+                    // those with hold are committed.
+                    self.cursors.retain(|_, c| c.hold);
+                    for c in self.cursors.values_mut() {
+                        c.committed = true;
+                    }
+                }
                 Action::Pass
             }
             _ => Action::Pass,
+        }
+    }
+
+    /// An answer to Gatehouse's own probe (the front cause).
+    fn probe(&mut self, tag: u8, body: &[u8], catalog: &Catalog) -> Action {
+        let Some(Cause::Probe {
+            plan,
+            statement,
+            binary,
+            probe,
+            sync,
+            failed,
+        }) = self.queue.front_mut()
+        else {
+            return Action::Pass;
+        };
+        match tag {
+            b'T' => {
+                let Some(mut fields) = wire::row_description(body) else {
+                    return Action::Swallow;
+                };
+                if let Some(missing) = missing_relations(&fields, catalog) {
+                    return Action::Lookup(missing);
+                }
+                resolve_origins(&mut fields, plan, catalog);
+                let format = [i16::from(*binary)];
+                let masks = field_masks(&fields, Some(&format), plan, *statement);
+                *lock(&probe.masks) = Some(masks);
+                Action::Swallow
+            }
+            b'n' => {
+                *lock(&probe.masks) = Some(Vec::new());
+                Action::Swallow
+            }
+            b'3' if !*sync => {
+                self.queue.pop_front();
+                Action::Swallow
+            }
+            b'Z' => {
+                self.queue.pop_front();
+                Action::Swallow
+            }
+            b'E' if *sync || *failed => {
+                // The COPY's columns stay unknown: all NULL. The COPY itself
+                // runs (or fails) on its own.
+                *failed = true;
+                Action::Swallow
+            }
+            b'E' => {
+                // Ahead of an extended-protocol message: the server now skips
+                // to the client's Sync, so this error stands for that
+                // message's (scrubbed: it may quote the query).
+                self.queue.pop_front();
+                Action::Replace(wire::scrub_error(tag, body))
+            }
+            // ParseComplete, ParameterDescription, CloseComplete, notices.
+            _ => Action::Swallow,
+        }
+    }
+
+    /// A `RowDescription`: each column's mask, for the rows that follow.
+    fn row_description(&mut self, body: &[u8], catalog: &Catalog) -> Action {
+        let Some(front) = self.queue.front_mut() else {
+            return Action::Pass;
+        };
+        let swallow = matches!(front, Cause::DescribePortal(_, true));
+        let done = |q: &mut VecDeque<Cause>| {
+            q.pop_front();
+            if swallow {
+                Action::Swallow
+            } else {
+                Action::Pass
+            }
+        };
+        if !front.masked() {
+            if matches!(
+                front,
+                Cause::DescribeStatement(_) | Cause::DescribePortal(..)
+            ) {
+                return done(&mut self.queue);
+            }
+            return Action::Pass;
+        }
+        // A FETCH reads with its cursor's plan (`None`: a cursor Gatehouse
+        // does not know).
+        let fetch = match &*front {
+            Cause::Query { ops, index, .. } => match ops.get(*index) {
+                Some(Op::Fetch { name }) => Some(self.cursors.get(name).map(|c| c.plan.clone())),
+                _ => None,
+            },
+            _ => None,
+        };
+        let (plan, statement) = match (fetch, &*front) {
+            (Some(Some(plan)), _) => (plan, 0),
+            (Some(None), _) => {
+                if let Cause::Query { rows, .. } = front {
+                    *rows = Rows::Blind;
+                }
+                return Action::Pass;
+            }
+            (None, Cause::Query { plan, index, .. }) => (plan.clone(), *index),
+            (None, Cause::DescribeStatement(Some(s))) => (Some(s.plan.clone()), 0),
+            (None, Cause::DescribePortal(Some(p), _)) => (Some(p.statement.plan.clone()), 0),
+            (None, _) => (None, 0),
+        };
+        let Some(mut fields) = wire::row_description(body) else {
+            return Action::Pass;
+        };
+        if plan.is_some()
+            && let Some(missing) = missing_relations(&fields, catalog)
+        {
+            return Action::Lookup(missing);
+        }
+        if let Some(plan) = &plan {
+            resolve_origins(&mut fields, plan, catalog);
+        }
+        match front {
+            Cause::Query { rows, .. } => {
+                *rows = match &plan {
+                    Some(plan) => {
+                        Rows::Masks(Arc::new(field_masks(&fields, None, plan, statement)))
+                    }
+                    None => Rows::Pass,
+                };
+                Action::Pass
+            }
+            Cause::DescribeStatement(Some(s)) => {
+                *lock(&s.fields) = Some(Arc::new(fields));
+                done(&mut self.queue)
+            }
+            Cause::DescribePortal(Some(p), _) => {
+                *lock(&p.fields) = Some(Arc::new(fields));
+                done(&mut self.queue)
+            }
+            _ => Action::Pass,
+        }
+    }
+
+    /// A `CopyOutResponse`: the COPY's rows are masked from here to `CopyDone`.
+    fn copy_out(&mut self, body: &[u8]) {
+        self.copy = None;
+        self.copy_withheld = false;
+        let Some(front) = self.queue.front() else {
+            return;
+        };
+        if !front.masked() {
+            return;
+        }
+        let columns = body.get(1..3).map_or(0, |n| {
+            usize::try_from(i16::from_be_bytes([n[0], n[1]])).unwrap_or(0)
+        });
+        match front.op() {
+            Some(Op::Copy { format, probe }) => {
+                let masks = lock(&probe.masks).clone();
+                self.copy = Some(CopyOut::new(format.clone(), columns, masks.as_deref()));
+            }
+            // A COPY Gatehouse did not recognise under a mask: its format and
+            // columns are unknown, so none of its rows is shown.
+            _ => self.copy_withheld = true,
+        }
+    }
+
+    /// A statement completed with command tag `tag`: cursors opened or closed.
+    fn completed(&mut self, tag: &str) {
+        let Some(front) = self.queue.front() else {
+            return;
+        };
+        let plan = match front {
+            Cause::Query {
+                plan: Some(plan),
+                index,
+                ..
+            } => Some(plan.of_statement(*index)),
+            Cause::Execute {
+                portal: Some(p), ..
+            } => Some(p.statement.plan.clone()),
+            _ => None,
+        };
+        match front.op().cloned() {
+            // Past the bound, a cursor is not kept: its rows are then NULL.
+            Some(Op::Declare { name, hold })
+                if self.cursors.len() < MAX_NAMES || self.cursors.contains_key(&name) =>
+            {
+                self.cursors.insert(
+                    name,
+                    Cursor {
+                        plan,
+                        hold,
+                        committed: false,
+                    },
+                );
+            }
+            Some(Op::Close(Some(name))) => {
+                self.cursors.remove(&name);
+            }
+            Some(Op::Close(None)) => self.cursors.clear(),
+            _ => {}
+        }
+        if tag == "ROLLBACK" {
+            // Cursors of the rolled-back work are gone (those of an outer
+            // savepoint too, as far as Gatehouse knows: their rows are then NULL).
+            self.cursors.retain(|_, c| c.hold && c.committed);
         }
     }
 
@@ -491,39 +922,41 @@ impl SessionMasker {
         let Some(front) = self.queue.front() else {
             return Action::Pass;
         };
-        let masks: Vec<Option<(MaskMethod, Kind)>> = match front {
-            Cause::Query {
-                plan: Some(plan),
-                index,
-                fields,
-                ..
-            } => match fields {
-                Some(f) => field_masks(f, None, plan, *index),
-                // Rows without a description (a FETCH of a binary cursor...):
-                // nothing is known, so nothing is shown.
-                None => return Action::Replace(wire::all_null(msg)),
+        let owned;
+        let masks: &[ColMask] = match front {
+            Cause::Query { rows, plan, .. } => match rows {
+                Rows::Masks(m) => m,
+                Rows::Pass => return Action::Pass,
+                Rows::Blind => return Action::Replace(wire::all_null(msg)),
+                // Rows without a description: nothing is known, so nothing is
+                // shown.
+                Rows::Undescribed if plan.is_some() => {
+                    return Action::Replace(wire::all_null(msg));
+                }
+                Rows::Undescribed => return Action::Pass,
             },
             Cause::Execute {
                 portal: Some(p), ..
             } => {
-                let from_portal = p.fields.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let plan = match &p.statement.op {
+                    Op::Fetch { name } => match self.cursors.get(name) {
+                        Some(Cursor {
+                            plan: Some(plan), ..
+                        }) => plan.clone(),
+                        Some(Cursor { plan: None, .. }) => return Action::Pass,
+                        None => return Action::Replace(wire::all_null(msg)),
+                    },
+                    _ => p.statement.plan.clone(),
+                };
+                let from_portal = lock(&p.fields).clone();
                 let (fields, formats) = match from_portal {
                     Some(f) => (Some(f), None),
-                    None => (
-                        p.statement
-                            .fields
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .clone(),
-                        Some(&p.formats[..]),
-                    ),
+                    None => (lock(&p.statement.fields).clone(), Some(&p.formats[..])),
                 };
                 match fields {
-                    Some(f)
-                        if !p.statement.plan.columns.is_empty()
-                            || !p.statement.plan.outputs.is_empty() =>
-                    {
-                        field_masks(&f, formats, &p.statement.plan, 0)
+                    Some(f) if !plan.is_empty() => {
+                        owned = field_masks(&f, formats, &plan, 0);
+                        &owned
                     }
                     _ => return Action::Replace(wire::all_null(msg)),
                 }
@@ -531,32 +964,53 @@ impl SessionMasker {
             Cause::Execute { blind: true, .. } => return Action::Replace(wire::all_null(msg)),
             _ => return Action::Pass,
         };
-        match wire::rewrite_data_row(msg, &masks, key) {
+        match wire::rewrite_data_row(msg, masks, key) {
             Some(out) => Action::Replace(out),
             None => Action::Pass,
         }
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Relations of `fields` the catalog does not hold yet.
+fn missing_relations(fields: &[Field], catalog: &Catalog) -> Option<Vec<u32>> {
+    let missing: Vec<u32> = fields
+        .iter()
+        .filter(|f| f.table != 0 && catalog.get(f.table).is_none())
+        .map(|f| f.table)
+        .collect();
+    (!missing.is_empty()).then_some(missing)
+}
+
+/// What the relay does with one backend message.
+pub enum Backend {
+    /// Forward it (the tracker sees it).
+    Pass,
+    /// Send these bytes instead (the tracker sees the original).
+    Replace(BytesMut),
+    /// Neither the client nor the tracker sees it.
+    Swallow,
+}
+
 /// Hands one backend message (whole when masking reads it, else its header)
 /// to the session's masker, looking relations up in the catalog when it asks.
-/// `Some`: the bytes to send instead. Cancel safety: dropping it mid-look-up
-/// loses only the look-up (the masker changes nothing before it completes).
+/// Cancel safety: dropping it mid-look-up loses only the look-up (the masker
+/// changes nothing before it completes).
 pub async fn backend(
     masker: &Mutex<SessionMasker>,
     catalog: &Catalog,
     masking: &Masking,
     msg: &[u8],
-) -> Option<BytesMut> {
+) -> Backend {
     loop {
-        let action =
-            masker
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .backend(msg, catalog, masking.key());
+        let action = lock(masker).backend(msg, catalog, masking.key());
         match action {
-            Action::Pass => return None,
-            Action::Replace(bytes) => return Some(bytes),
+            Action::Pass => return Backend::Pass,
+            Action::Replace(bytes) => return Backend::Replace(bytes),
+            Action::Swallow => return Backend::Swallow,
             Action::Lookup(oids) => {
                 if let Err(e) = catalog.load(&oids).await {
                     // Fail closed: columns of relations not found are NULL.
@@ -575,7 +1029,7 @@ fn field_masks(
     formats: Option<&[i16]>,
     plan: &MaskPlan,
     statement: usize,
-) -> Vec<Option<(MaskMethod, Kind)>> {
+) -> Vec<ColMask> {
     fields
         .iter()
         .enumerate()

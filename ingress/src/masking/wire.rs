@@ -132,7 +132,7 @@ pub fn bind_formats(body: &[u8]) -> Option<(String, String, Vec<i16>)> {
 }
 
 /// The masked value of one column, as it goes on the wire (`None`: NULL).
-fn masked_value(value: &[u8], method: &MaskMethod, kind: Kind, key: &[u8]) -> Option<Vec<u8>> {
+pub fn masked_value(value: &[u8], method: &MaskMethod, kind: Kind, key: &[u8]) -> Option<Vec<u8>> {
     let text = match kind {
         Kind::Other => return None,
         Kind::Jsonb { binary: true } => String::from_utf8_lossy(value.get(1..).unwrap_or_default()),

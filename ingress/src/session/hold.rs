@@ -325,7 +325,7 @@ pub(super) async fn release<D: DecisionPoint, R: AsyncRead + Unpin>(
                 .masker
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .decided(tag, &held.name, &held.decision);
+                .decided(tag, &held.name, &record.request.sql, &held.decision);
             match held.protocol {
                 ProtocolKind::Parse if held.at_bind => {
                     // This approval, with its parameters, replaces the one of
