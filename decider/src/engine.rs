@@ -356,10 +356,10 @@ impl Policy {
         lineage: Result<&StatementLineage, &str>,
         masking: &[(&CompiledRule, &MaskTarget)],
     ) -> (Verdict, Option<String>) {
-        let applicable: Vec<&(&CompiledRule, &MaskTarget)> = masking
-            .iter()
-            .filter(|(r, _)| r.rule.classes.is_empty() || r.rule.classes.contains(&a.class))
-            .collect();
+        // Every mask rule that applies to the caller masks every statement it
+        // runs: a rule's `classes` and `objects` say what it allows, not what it
+        // masks (a COPY or FETCH allowed by another rule is masked too).
+        let applicable: Vec<&(&CompiledRule, &MaskTarget)> = masking.iter().collect();
         if applicable.is_empty()
             || !matches!(
                 verdict,

@@ -272,3 +272,46 @@ fn a_statement_held_for_approval_carries_its_masks() {
         Verdict::Block { .. }
     ));
 }
+
+#[test]
+fn a_mask_rules_classes_do_not_limit_what_it_masks() {
+    // The mask rule allows reads only; another rule allows COPY and cursors.
+    let policy = Policy::parse(
+        r#"
+version = "classes"
+
+[[rules]]
+id = "exports"
+roles = ["etl"]
+classes = ["copy-out", "cursor", "write"]
+objects = ["clinic.*"]
+verdict = "allow"
+
+[[rules]]
+id = "mask-ssn"
+roles = ["etl"]
+classes = ["read"]
+objects = ["clinic.*"]
+verdict = "mask"
+
+[[rules.mask]]
+column = "clinic.patients.ssn"
+method = "null"
+"#,
+        "test",
+    )
+    .unwrap();
+    for sql in [
+        "copy (select id, upper(ssn) from clinic.patients) to stdout",
+        "declare c cursor for select id, upper(ssn) from clinic.patients",
+        "update clinic.patients set name = 'x' where id = 1 returning id, upper(ssn)",
+    ] {
+        match policy.decide(&req(sql, &[])).verdict {
+            Verdict::Mask { outputs, .. } => {
+                let placed: Vec<_> = outputs.iter().map(|o| o.position).collect();
+                assert_eq!(placed, [1], "{sql}");
+            }
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+}
