@@ -72,6 +72,14 @@ fn bench(c: &mut Criterion) {
     c.bench_function("decide pgbench -S statement (uncached)", |b| {
         b.iter(|| policy.decide(query(black_box(short))))
     });
+    // The ingress's verdict-cache key for a text it has not seen: the scanner,
+    // and the tokenizer it replaced.
+    c.bench_function("shape pgbench -S statement", |b| {
+        b.iter(|| gatehouse_decider::shape(black_box(short)))
+    });
+    c.bench_function("tokenizer shape pgbench -S statement", |b| {
+        b.iter(|| gatehouse_decider::shape::tokenizer_shape(black_box(short)))
+    });
 }
 
 criterion_group!(benches, bench);

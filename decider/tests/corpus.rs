@@ -807,3 +807,99 @@ fn mangled_statements_never_panic() {
     assert!(count >= 300, "only {count} variants");
     assert_eq!(PANICS.load(Ordering::SeqCst), 0, "analyze panicked");
 }
+
+/// The verdict cache shares a verdict among texts of one shape
+/// (`gatehouse_decider::shape`, a scanner of its own). Sound only if the
+/// scanner never puts together texts that sqlparser's tokenizer tells apart:
+/// checked over the corpus, its SELECTs with their literals changed, and
+/// byte-level mutations of them.
+#[test]
+fn shapes_never_merge_texts_the_tokenizer_tells_apart() {
+    use gatehouse_decider::shape::{shape, tokenizer_shape};
+    use std::collections::HashMap;
+
+    const PIECES: &[&[u8]] = &[
+        b"'",
+        b"''",
+        b"\"",
+        b"$",
+        b"$1",
+        b"$$",
+        b"1",
+        b"1.5",
+        b"e5",
+        b".",
+        b"::",
+        b"-",
+        b"--",
+        b"/*",
+        b"*",
+        b"\\",
+        b" ",
+        b"\n",
+        b";",
+        b"E",
+        b"U&",
+        b"x",
+        b"_",
+        b"\xc2\xa0",
+    ];
+    let mut texts: Vec<String> = corpus().iter().map(|c| c.sql.to_owned()).collect();
+    texts.extend(
+        [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 48213",
+            "select a from t where b = 'x' and c = $2 and d = 1e5",
+            "select \"A\".b, 'x'::text, f(1, 'y') from \"A\"",
+            "select a from t where b = E'x'",
+            "select a from t where b = 'x' 'y'",
+            "select a from t where b = 'x'\n'y'",
+            "select a from t where b =- 1",
+            "select a from t where b = - 1",
+            "select 1 from t limit $1",
+            "select a$1 from t",
+        ]
+        .map(str::to_owned),
+    );
+    let mut rng = Rng(0x5eed_cafe_f00d_d00d);
+    let selects: Vec<String> = texts
+        .iter()
+        .filter(|t| t.trim_start().to_ascii_lowercase().starts_with("select"))
+        .cloned()
+        .collect();
+    for text in &selects {
+        for _ in 0..30 {
+            let mut b = text.clone().into_bytes();
+            // Literal values changed (digits), and bytes spliced in.
+            for c in b.iter_mut() {
+                if c.is_ascii_digit() && rng.below(2) == 0 {
+                    *c = b'0' + rng.below(10) as u8;
+                }
+            }
+            if rng.below(2) == 0 {
+                let at = rng.below(b.len() + 1);
+                let piece = PIECES[rng.below(PIECES.len())];
+                b.splice(at..at, piece.iter().copied());
+            }
+            texts.push(String::from_utf8_lossy(&b).into_owned());
+        }
+    }
+    let mut by_shape: HashMap<String, (String, Option<String>)> = HashMap::new();
+    let mut shaped = 0;
+    let mut failures = Vec::new();
+    for text in &texts {
+        let Some(s) = shape(text) else { continue };
+        shaped += 1;
+        let reference = tokenizer_shape(text);
+        match by_shape.get(&s) {
+            Some((first, r)) if *r != reference => failures.push(format!(
+                "{first:?} and {text:?} share shape {s:?}, the tokenizer says {r:?} and {reference:?}"
+            )),
+            Some(_) => {}
+            None => {
+                by_shape.insert(s, (text.clone(), reference));
+            }
+        }
+    }
+    assert!(shaped >= 1000, "only {shaped} texts have a shape");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
