@@ -331,7 +331,7 @@ async fn policy_check_explain_and_test() {
         "test",
         &format!("{repo}/deploy/policy.example.tests.toml"),
     ]);
-    assert!(run(cmd).await.unwrap().contains("9 passed, 0 failed"));
+    assert!(run(cmd).await.unwrap().contains("11 passed, 0 failed"));
     std::fs::copy(&policy, dir.path().join("policy.toml")).unwrap();
     let cases = dir.path().join("cases.toml");
     std::fs::write(
