@@ -284,6 +284,8 @@ async fn policy_check_explain_and_test() {
         "mask:    clinic.patients.ssn (partial, keep first 0 and last 4) by rule research-masked, class pii.ssn",
         "masked:  statement 1 output column 2: reads clinic.patients.ssn -> partial",
         "masked:  statement 1 output column 3: reads clinic.*.email -> email",
+        // The content detectors in force, and where they scan.
+        "mask:    clinic.*.notes (detectors ssn, pan, email, phone) by rule research-masked",
     ] {
         assert!(out.contains(needle), "{needle} in:\n{out}");
     }

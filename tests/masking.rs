@@ -634,6 +634,85 @@ async fn values_sent_to_masked_columns_are_masked_in_evidence() {
     }
 }
 
+/// Cursors: FETCH through the extended protocol (tokio-postgres, binary
+/// results), a `BINARY` cursor fetched with a simple query, and a `WITH HOLD`
+/// cursor fetched after its transaction committed: all masked.
+#[tokio::test]
+async fn cursors_stay_masked_in_every_mode() {
+    let Setup {
+        _pg,
+        issuer,
+        gw,
+        _dir,
+    } = setup().await;
+    let token = issuer.token(&[]);
+    let mut client = connect(&gw.url("app", &token)).await.unwrap();
+
+    // Extended protocol: FETCH prepared, described and executed; binary rows.
+    let tx = client.transaction().await.unwrap();
+    tx.batch_execute(
+        "declare c cursor for select id, ssn, upper(ssn), email from clinic.patients order by id",
+    )
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        for row in tx.query("fetch 2 from c", &[]).await.unwrap() {
+            let id: i32 = row.get(0);
+            let values: (Option<String>, Option<String>, Option<String>) =
+                (row.get(1), row.get(2), row.get(3));
+            seen.push((id, values));
+        }
+    }
+    tx.commit().await.unwrap();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[0].1.0.as_deref(), Some("***-**-6789"));
+    assert_eq!(seen[1].1.0.as_deref(), Some("***-**-4321"));
+    assert_eq!(seen[0].1.2.as_deref(), Some("****@example.org"));
+    assert_clean("extended FETCH", &format!("{seen:?}"));
+
+    // A BINARY cursor: rows in binary format through the simple protocol.
+    let mut raw = Raw::login(gw.addr, "app", &token).await;
+    let msgs = raw
+        .query(
+            "begin; declare b binary cursor for select id, ssn, card_number from clinic.patients order by id; \
+             fetch all from b; close b; commit",
+        )
+        .await;
+    let rows: Vec<&Msg> = msgs.iter().filter(|m| m.tag == b'D').collect();
+    assert_eq!(rows.len(), 3, "{msgs:?}");
+    let first = String::from_utf8_lossy(&rows[0].body).into_owned();
+    assert!(first.contains("***-**-6789"), "{first}");
+    let bytes: Vec<u8> = msgs.iter().flat_map(|m| m.body.clone()).collect();
+    assert_clean("binary cursor", &String::from_utf8_lossy(&bytes));
+
+    // WITH HOLD: the cursor outlives its transaction, still masked.
+    let msgs = raw
+        .query(
+            "begin; declare h cursor with hold for select id, ssn, upper(ssn) from clinic.patients order by id; commit",
+        )
+        .await;
+    assert!(!msgs.iter().any(|m| m.tag == b'E'), "{msgs:?}");
+    let msgs = raw.query("fetch all from h").await;
+    let rows: Vec<&Msg> = msgs.iter().filter(|m| m.tag == b'D').collect();
+    assert_eq!(rows.len(), 3, "{msgs:?}");
+    assert!(
+        String::from_utf8_lossy(&rows[1].body).contains("***-**-4321"),
+        "{:?}",
+        rows[1]
+    );
+    let bytes: Vec<u8> = msgs.iter().flat_map(|m| m.body.clone()).collect();
+    assert_clean("held cursor", &String::from_utf8_lossy(&bytes));
+    let msgs = raw.query("close h").await;
+    assert!(!msgs.iter().any(|m| m.tag == b'E'), "{msgs:?}");
+    drop(raw);
+    drop(client);
+
+    let evidence = evidence_text(gw).await;
+    assert_clean("evidence", &evidence);
+    assert_clean("logs", &gatehouse_logs());
+}
+
 fn assert_no_visit_raw(what: &str, text: &str) {
     for raw in VISIT1_RAW {
         assert!(!text.contains(raw), "{raw} reached {what}: {text}");
