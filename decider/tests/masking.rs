@@ -392,6 +392,14 @@ fn values_sent_towards_masked_columns_are_placed() {
         ),
         Verdict::Block { .. }
     ));
+    // Whether a row conflicts on a masked column tells whether a value is
+    // stored: refused.
+    assert!(matches!(
+        verdict(
+            "insert into clinic.patients (id, ssn) values (6, '1') on conflict (ssn) do nothing"
+        ),
+        Verdict::Block { .. }
+    ));
     // A refused comparison: its value is masked in the record of the refusal.
     let (masked, clear, _) =
         placed("select id from clinic.patients where ssn = '123-45-6789' and id > 7");

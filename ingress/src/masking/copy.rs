@@ -501,6 +501,39 @@ mod tests {
         assert_eq!(a, format!("{b}\n").into_bytes());
     }
 
+    #[test]
+    fn detectors_rewrite_only_copy_rows_with_a_match() {
+        use gatehouse_schemas::decision::Detector;
+        let detect = MaskMethod::Detect {
+            detectors: vec![Detector::Ssn, Detector::Pan],
+        };
+        let masks = [None, Some((detect.clone(), Kind::Text))];
+        let mut c = CopyOut::new(text(), 2, Some(&masks));
+        // Nothing found: the message passes as it came.
+        assert_eq!(c.data(b"1\troom 12\\tfloor 3\n", KEY), None);
+        // Only the matches are starred; escapes are kept intact.
+        assert_eq!(
+            c.data(b"2\tssn 123-45-6789\\tcard 4111-1111-1111-1111\n", KEY)
+                .unwrap(),
+            // (a tab in a value is written as backslash-tab, which COPY
+            // reads back as the same tab)
+            b"2\tssn ***-**-****\\\tcard ****-****-****-****\n"
+        );
+        let csv = CopyFormat::Csv {
+            delimiter: b',',
+            null: Vec::new(),
+            quote: b'"',
+            escape: b'"',
+            header: false,
+        };
+        let mut c = CopyOut::new(csv, 2, Some(&masks));
+        assert_eq!(c.data(b"1,\"a, b\"\n", KEY), None);
+        assert_eq!(
+            c.data(b"2,\"x 123-45-6789, \"\"y\"\"\"\n", KEY).unwrap(),
+            b"2,\"x ***-**-****, \"\"y\"\"\"\n"
+        );
+    }
+
     fn method_hash(v: &str) -> String {
         super::super::method::apply(&MaskMethod::Hash, v, KEY).unwrap()
     }
