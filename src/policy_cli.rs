@@ -162,8 +162,15 @@ fn method_text(m: &gatehouse_schemas::decision::MaskMethod) -> String {
             keep_first,
             keep_last,
         } => format!("partial, keep first {keep_first} and last {keep_last}"),
+        gatehouse_schemas::decision::MaskMethod::Detect { detectors } => {
+            format!("detectors {}", detector_names(detectors))
+        }
         other => other.name().to_owned(),
     }
+}
+
+fn detector_names(d: &[gatehouse_schemas::decision::Detector]) -> String {
+    d.iter().map(|d| d.name()).collect::<Vec<_>>().join(", ")
 }
 
 fn render(e: &gatehouse_decider::Explanation) -> String {
@@ -209,6 +216,26 @@ fn render(e: &gatehouse_decider::Explanation) -> String {
         out.push_str(
             "         (any other result column whose table column matches is masked too, found by its table OID at run time)\n",
         );
+        let detect = d.verdict.detectors();
+        if !detect.is_empty() {
+            out.push_str(&format!(
+                "detect:  {} in every text output column (what they find is starred out)\n",
+                detector_names(detect)
+            ));
+        }
+    }
+    if let Some(v) = &d.values {
+        let params: Vec<String> = v
+            .params
+            .iter()
+            .map(|p| format!("${} -> {} ({})", p.index, p.column, method_text(&p.method)))
+            .collect();
+        if !params.is_empty() {
+            out.push_str(&format!(
+                "values:  parameters sent towards masked columns, recorded masked: {}\n",
+                params.join(", ")
+            ));
+        }
     }
     if let Some(err) = &e.parse_error {
         out.push_str(&format!("unparsed: {err}\n"));

@@ -918,15 +918,18 @@ async fn an_approved_statement_runs_with_its_results_masked() {
         })
         .collect();
     assert_eq!(rows, [Some("***-**-6789".to_owned())]);
-    // Parameters bound with a held statement under a mask are withheld from
-    // the approver, and the approval still binds their values.
+    // Parameters bound with a held statement under a mask are shown to the
+    // approver masked (this one goes to the masked column), and the approval
+    // still binds their values.
     let mut raw = Raw::login(gw.addr, "app", &s.issuer.token(&[])).await;
     raw.send(&exec_params("update public.p set ssn = $1", "555-55-5555"))
         .await;
     let req = next_request(&mut announced).await;
     assert_eq!(
         req.params,
-        Some(vec![gatehouse_schemas::evidence::Param::Withheld(11)])
+        Some(vec![gatehouse_schemas::evidence::Param::Masked(
+            "***-**-5555".into()
+        )])
     );
     let r = s.decide(&req, &s.dba("alice"), Choice::Approve, None).await;
     assert!(r.accepted, "{r:?}");

@@ -284,6 +284,8 @@ async fn policy_check_explain_and_test() {
         "mask:    clinic.patients.ssn (partial, keep first 0 and last 4) by rule research-masked, class pii.ssn",
         "masked:  statement 1 output column 2: reads clinic.patients.ssn -> partial",
         "masked:  statement 1 output column 3: reads clinic.*.email -> email",
+        // The content detectors in force, and where they scan.
+        "mask:    clinic.*.notes (detectors ssn, pan, email, phone) by rule research-masked",
     ] {
         assert!(out.contains(needle), "{needle} in:\n{out}");
     }
@@ -331,7 +333,7 @@ async fn policy_check_explain_and_test() {
         "test",
         &format!("{repo}/deploy/policy.example.tests.toml"),
     ]);
-    assert!(run(cmd).await.unwrap().contains("9 passed, 0 failed"));
+    assert!(run(cmd).await.unwrap().contains("11 passed, 0 failed"));
     std::fs::copy(&policy, dir.path().join("policy.toml")).unwrap();
     let cases = dir.path().join("cases.toml");
     std::fs::write(

@@ -22,6 +22,39 @@ const CARD: &str = "4111111111111111";
 /// A value written through the gateway (a bind parameter, a literal).
 const SSN_NEW: &str = "555-12-3456";
 const SSN_LIT: &str = "555-99-0000";
+/// Free text holding identifiers only content detectors find.
+const VISIT1: &str = "called 415-555-2671 re SSN 123-45-6789; paid 4111 1111 1111 1111; mail visit.secret@example.net";
+const VISIT1_SCRUBBED: &str = "called ***-***-**** re SSN ***-**-****; paid **** **** **** ****; mail *****.******@*******.***";
+const VISIT2: &str = "no identifiers here: room 12, 3 visits, card ending 1111";
+/// The raw identifiers of `VISIT1`.
+const VISIT1_RAW: [&str; 4] = [
+    "415-555-2671",
+    "123-45-6789",
+    "4111 1111 1111 1111",
+    "visit.secret@example.net",
+];
+
+/// [`POLICY`] with content detectors: SSN and card numbers in the visits'
+/// summaries (and what is derived from them), e-mail addresses and phone
+/// numbers in every text column.
+fn detector_policy() -> String {
+    format!(
+        r#"{POLICY}
+[[rules]]
+id = "scan-summaries"
+roles = ["app"]
+verdict = "mask"
+detectors = ["ssn", "pan"]
+detect_columns = ["clinic.visits.summary"]
+
+[[rules]]
+id = "scan-all-text"
+roles = ["app"]
+verdict = "mask"
+detectors = ["email", "phone"]
+"#
+    )
+}
 
 const POLICY: &str = r#"
 version = "mask-e2e"
@@ -33,7 +66,7 @@ columns = ["clinic.patients.ssn"]
 [[rules]]
 id = "app-work"
 roles = ["app"]
-classes = ["read", "write", "transaction", "prepared", "cursor", "copy-out", "session", "utility"]
+classes = ["read", "write", "transaction", "prepared", "cursor", "copy-out", "copy-in", "session", "utility"]
 objects = ["clinic.*", "pg_catalog.*"]
 verdict = "allow"
 
@@ -72,7 +105,11 @@ fn setup_db(pg: &Pg) {
                (2, 'Bob', '{SSN2}', 'bob@example.com', '{CARD}', 1980, null), \
                (3, 'Cy', null, null, null, null, null); \
              create view clinic.patient_view as select id, ssn from clinic.patients; \
-             alter table clinic.patients owner to app; alter view clinic.patient_view owner to app"
+             create table clinic.visits (id int primary key, summary text, code int); \
+             insert into clinic.visits values \
+               (1, '{VISIT1}', 4111), (2, '{VISIT2}', 2671), (3, null, null); \
+             alter table clinic.patients owner to app; alter view clinic.patient_view owner to app; \
+             alter table clinic.visits owner to app"
         ),
     );
 }
@@ -85,11 +122,15 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(POLICY).await
+}
+
+async fn setup_with(policy: &str) -> Setup {
     let pg = Pg::start();
     setup_db(&pg);
     let issuer = Issuer::new();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
+    std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
     let policy = LocalPolicy::new(Arc::new(
         PolicyHandle::load(&dir.path().join("policy.toml")).unwrap(),
     ));
@@ -131,7 +172,7 @@ async fn masked_in_every_path_and_nowhere_in_evidence_or_logs() {
     let Setup {
         _pg,
         issuer,
-        mut gw,
+        gw,
         _dir,
     } = setup().await;
     let token = issuer.token(&[]);
@@ -361,6 +402,22 @@ async fn masked_in_every_path_and_nowhere_in_evidence_or_logs() {
 
     // Evidence and logs: statement records are durable before their
     // statements run, so the spool holds them all now; the archive after a stop.
+    let evidence = evidence_text(gw).await;
+    assert!(evidence.contains("clinic.patients"), "evidence was read");
+    for raw in [SSN_NEW, SSN_LIT] {
+        assert!(!evidence.contains(raw), "{raw} reached the evidence");
+    }
+    assert_clean("evidence", &evidence);
+    let logs = gatehouse_logs();
+    assert!(logs.contains("statement"), "logs were read");
+    for raw in [SSN_NEW, SSN_LIT] {
+        assert!(!logs.contains(raw), "{raw} reached the logs");
+    }
+    assert_clean("logs", &logs);
+}
+
+/// Everything the gateway's evidence holds, spool and archive (it is stopped).
+async fn evidence_text(mut gw: Gw<LocalPolicy>) -> String {
     let ev = gw.evidence.take().unwrap();
     let mut evidence = String::new();
     for (_, p) in gatehouse_ingress::evidence::spool_files(&ev.dir.path().join("spool")).unwrap() {
@@ -380,23 +437,373 @@ async fn masked_in_every_path_and_nowhere_in_evidence_or_logs() {
             evidence.push_str(&String::from_utf8_lossy(&r));
         }
     }
-    assert!(evidence.contains("clinic.patients"), "evidence was read");
-    for raw in [SSN_NEW, SSN_LIT] {
-        assert!(!evidence.contains(raw), "{raw} reached the evidence");
-    }
-    assert_clean("evidence", &evidence);
-    // Gatehouse's own log lines (the test's tokio-postgres client logs its
-    // parameters in the same process).
-    let logs: String = captured_logs()
+    evidence
+}
+
+/// Gatehouse's own log lines (the test's tokio-postgres client logs its
+/// parameters in the same process).
+fn gatehouse_logs() -> String {
+    captured_logs()
         .lines()
         .filter(|l| l.contains(" gatehouse"))
         .collect::<Vec<_>>()
-        .join("\n");
-    assert!(logs.contains("statement"), "logs were read");
-    for raw in [SSN_NEW, SSN_LIT] {
-        assert!(!logs.contains(raw), "{raw} reached the logs");
+        .join("\n")
+}
+
+/// Values a masked caller sends towards a masked column, by every path that
+/// writes one (and by a statement refused for comparing with one): none reaches
+/// the evidence or the logs, while the values bound for unmasked columns are
+/// recorded as they are.
+#[tokio::test]
+async fn values_sent_to_masked_columns_are_masked_in_evidence() {
+    let Setup {
+        _pg,
+        issuer,
+        gw,
+        _dir,
+    } = setup().await;
+    let token = issuer.token(&[]);
+    let client = connect(&gw.url("app", &token)).await.unwrap();
+    // Each value a distinct SSN, so that each path is told apart.
+    let ssn = |i: u32| format!("555-{i:02}-{:04}", 7000 + i);
+
+    // A literal, simple protocol.
+    client
+        .simple_query(&format!(
+            "insert into clinic.patients (id, name, ssn) values (20, 'name-twenty', '{}')",
+            ssn(1)
+        ))
+        .await
+        .unwrap();
+    // Bound parameters, extended protocol.
+    client
+        .execute(
+            "insert into clinic.patients (id, name, ssn) values ($1, $2, $3)",
+            &[&21i32, &"name-twenty-one", &ssn(2)],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "update clinic.patients set ssn = $1 where id = $2",
+            &[&ssn(3), &21i32],
+        )
+        .await
+        .unwrap();
+    // The caller's own value copied on conflict, into the same column.
+    client
+        .simple_query(&format!(
+            "insert into clinic.patients (id, ssn) values (20, '{}') \
+             on conflict (id) do update set ssn = excluded.ssn",
+            ssn(4)
+        ))
+        .await
+        .unwrap();
+    // Several rows; no column list (the table's own order).
+    client
+        .simple_query(&format!(
+            "insert into clinic.patients (id, ssn, name) values (22, '{}', 'n22'), (23, '{}', 'n23')",
+            ssn(5),
+            ssn(6)
+        ))
+        .await
+        .unwrap();
+    client
+        .simple_query(&format!(
+            "insert into clinic.patients values (24, 'n24', '{}', null, null, null, null)",
+            ssn(7)
+        ))
+        .await
+        .unwrap();
+    // Text-format parameters (tokio-postgres binds in binary, whose values
+    // are withheld: their type is not known here): shown masked or as sent.
+    let mut raw = Raw::login(gw.addr, "app", &token).await;
+    let mut bind = b"\0\0\0\0\0\x02".to_vec();
+    for v in [ssn(12), "22".to_owned()] {
+        bind.extend((v.len() as i32).to_be_bytes());
+        bind.extend(v.as_bytes());
     }
-    assert_clean("logs", &logs);
+    bind.extend(b"\0\0");
+    let mut ext = Vec::new();
+    ext.extend(harness::message(
+        b'P',
+        b"\0update clinic.patients set ssn = $1 where id = $2\0\0\0",
+    ));
+    ext.extend(harness::message(b'B', &bind));
+    ext.extend(harness::message(b'E', b"\0\0\0\0\0"));
+    ext.extend(harness::message(b'S', b""));
+    raw.send(&ext).await;
+    let tags: Vec<u8> = raw.until_ready().await.iter().map(|m| m.tag).collect();
+    assert_eq!(tags, b"12CZ");
+    drop(raw);
+    // COPY FROM STDIN: its rows are not recorded; a row the server rejects
+    // is not echoed back in the error's context.
+    let sink = client
+        .copy_in::<_, bytes::Bytes>("copy clinic.patients (id, ssn) from stdin")
+        .await
+        .unwrap();
+    futures_util::pin_mut!(sink);
+    futures_util::SinkExt::send(&mut sink, bytes::Bytes::from(format!("25\t{}\n", ssn(8))))
+        .await
+        .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 1);
+    let sink = client
+        .copy_in::<_, bytes::Bytes>("copy clinic.patients (id, ssn, birth_year) from stdin")
+        .await
+        .unwrap();
+    futures_util::pin_mut!(sink);
+    futures_util::SinkExt::send(
+        &mut sink,
+        bytes::Bytes::from(format!("26\t{}\tnot-a-year\n", ssn(9))),
+    )
+    .await
+    .unwrap();
+    let err = sink.finish().await.unwrap_err();
+    assert_eq!(db_error(&err).0, "22P02");
+    assert!(!format!("{err:?}").contains(&ssn(9)), "{err:?}");
+    // A comparison with a masked column is refused, and its value is not
+    // recorded with the refusal.
+    let err = client
+        .simple_query(&format!(
+            "select id from clinic.patients where ssn = '{}'",
+            ssn(10)
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(db_error(&err).0, "42501");
+    let err = client
+        .query("select id from clinic.patients where ssn = $1", &[&ssn(11)])
+        .await
+        .unwrap_err();
+    assert_eq!(db_error(&err).0, "42501");
+    // The values did arrive (an exempt caller reads them).
+    let exempt = issuer.token(&[("groups", serde_json::json!(["phi-readers"]))]);
+    let c2 = connect(&gw.url("app", &exempt)).await.unwrap();
+    let rows = c2
+        .query(
+            "select id, ssn from clinic.patients where id >= 20 order by id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(i32, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        got,
+        vec![
+            (20, ssn(4)),
+            (21, ssn(3)),
+            (22, ssn(12)),
+            (23, ssn(6)),
+            (24, ssn(7)),
+            (25, ssn(8))
+        ]
+    );
+    drop(c2);
+    drop(client);
+
+    let evidence = evidence_text(gw).await;
+    let logs = gatehouse_logs();
+    assert!(evidence.contains("clinic.patients"), "evidence was read");
+    let leaks: Vec<String> = (1..=12)
+        .flat_map(|i| {
+            [("evidence", &evidence), ("logs", &logs)]
+                .into_iter()
+                .filter(move |(_, text)| text.contains(&ssn(i)))
+                .map(move |(what, _)| format!("value {i} reached the {what}"))
+        })
+        .collect();
+    assert!(leaks.is_empty(), "{leaks:?}");
+    // Exactly those values are masked: the others are recorded as sent, the
+    // masked ones as the rule's method shows them.
+    for shown in [
+        "values (20, 'name-twenty', '***-**-7001')",
+        // Binary: the unmasked column's value in hex, the masked one withheld.
+        r#"[{"binary":"00000015"},{"binary":"6e616d652d7477656e74792d6f6e65"},{"withheld":11}]"#,
+        r#"[{"masked":"***-**-7012"},{"text":"22"}]"#,
+        "where ssn = '***-**-7010'",
+    ] {
+        assert!(
+            evidence.contains(shown),
+            "{shown} not in the evidence: {}",
+            evidence
+                .lines()
+                .filter(|l| l.contains("name-twenty") || l.contains("7010"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
+
+/// Cursors: FETCH through the extended protocol (tokio-postgres, binary
+/// results), a `BINARY` cursor fetched with a simple query, and a `WITH HOLD`
+/// cursor fetched after its transaction committed: all masked.
+#[tokio::test]
+async fn cursors_stay_masked_in_every_mode() {
+    let Setup {
+        _pg,
+        issuer,
+        gw,
+        _dir,
+    } = setup().await;
+    let token = issuer.token(&[]);
+    let mut client = connect(&gw.url("app", &token)).await.unwrap();
+
+    // Extended protocol: FETCH prepared, described and executed; binary rows.
+    let tx = client.transaction().await.unwrap();
+    tx.batch_execute(
+        "declare c cursor for select id, ssn, upper(ssn), email from clinic.patients order by id",
+    )
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        for row in tx.query("fetch 2 from c", &[]).await.unwrap() {
+            let id: i32 = row.get(0);
+            let values: (Option<String>, Option<String>, Option<String>) =
+                (row.get(1), row.get(2), row.get(3));
+            seen.push((id, values));
+        }
+    }
+    tx.commit().await.unwrap();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[0].1.0.as_deref(), Some("***-**-6789"));
+    assert_eq!(seen[1].1.0.as_deref(), Some("***-**-4321"));
+    assert_eq!(seen[0].1.2.as_deref(), Some("****@example.org"));
+    assert_clean("extended FETCH", &format!("{seen:?}"));
+
+    // A BINARY cursor: rows in binary format through the simple protocol.
+    let mut raw = Raw::login(gw.addr, "app", &token).await;
+    let msgs = raw
+        .query(
+            "begin; declare b binary cursor for select id, ssn, card_number from clinic.patients order by id; \
+             fetch all from b; close b; commit",
+        )
+        .await;
+    let rows: Vec<&Msg> = msgs.iter().filter(|m| m.tag == b'D').collect();
+    assert_eq!(rows.len(), 3, "{msgs:?}");
+    let first = String::from_utf8_lossy(&rows[0].body).into_owned();
+    assert!(first.contains("***-**-6789"), "{first}");
+    let bytes: Vec<u8> = msgs.iter().flat_map(|m| m.body.clone()).collect();
+    assert_clean("binary cursor", &String::from_utf8_lossy(&bytes));
+
+    // WITH HOLD: the cursor outlives its transaction, still masked.
+    let msgs = raw
+        .query(
+            "begin; declare h cursor with hold for select id, ssn, upper(ssn) from clinic.patients order by id; commit",
+        )
+        .await;
+    assert!(!msgs.iter().any(|m| m.tag == b'E'), "{msgs:?}");
+    let msgs = raw.query("fetch all from h").await;
+    let rows: Vec<&Msg> = msgs.iter().filter(|m| m.tag == b'D').collect();
+    assert_eq!(rows.len(), 3, "{msgs:?}");
+    assert!(
+        String::from_utf8_lossy(&rows[1].body).contains("***-**-4321"),
+        "{:?}",
+        rows[1]
+    );
+    let bytes: Vec<u8> = msgs.iter().flat_map(|m| m.body.clone()).collect();
+    assert_clean("held cursor", &String::from_utf8_lossy(&bytes));
+    let msgs = raw.query("close h").await;
+    assert!(!msgs.iter().any(|m| m.tag == b'E'), "{msgs:?}");
+    drop(raw);
+    drop(client);
+
+    let evidence = evidence_text(gw).await;
+    assert_clean("evidence", &evidence);
+    assert_clean("logs", &gatehouse_logs());
+}
+
+fn assert_no_visit_raw(what: &str, text: &str) {
+    for raw in VISIT1_RAW {
+        assert!(!text.contains(raw), "{raw} reached {what}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn content_detectors_rewrite_free_text_in_every_path() {
+    let Setup {
+        _pg,
+        issuer,
+        gw,
+        _dir,
+    } = setup_with(&detector_policy()).await;
+    // The values are really there.
+    let direct = _pg.psql_admin_db(APP_DB, "select summary from clinic.visits where id = 1");
+    assert!(direct.contains("123-45-6789"), "{direct}");
+    let token = issuer.token(&[]);
+    let client = connect(&gw.url("app", &token)).await.unwrap();
+
+    // Simple query, text format: the matches starred, the rest as it was; a
+    // row with nothing to find comes back as it is.
+    let rows = simple_text(
+        &client
+            .simple_query("select id, summary, code from clinic.visits order by id")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(rows[0][1].as_deref(), Some(VISIT1_SCRUBBED));
+    assert_eq!(rows[0][2].as_deref(), Some("4111"), "a number is no text");
+    assert_eq!(rows[1][1].as_deref(), Some(VISIT2));
+    assert_eq!(rows[2][1], None);
+    // Extended protocol, binary format, a derived value.
+    let stmt = client
+        .prepare("select summary, upper(summary), summary || '' from clinic.visits where id = $1")
+        .await
+        .unwrap();
+    for id in [1i32, 1, 2] {
+        let row = client.query_one(&stmt, &[&id]).await.unwrap();
+        let (a, b, c): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+        if id == 1 {
+            assert_eq!(a, VISIT1_SCRUBBED);
+            assert!(b.contains("***-**-****"), "{b}");
+        } else {
+            assert_eq!(a, VISIT2);
+            assert_eq!(c, VISIT2);
+        }
+        assert_no_visit_raw("binary rows", &format!("{a} {b} {c}"));
+    }
+    // COPY TO STDOUT, CSV and text.
+    for sql in [
+        "copy (select id, summary from clinic.visits order by id) to stdout csv",
+        "copy clinic.visits to stdout",
+    ] {
+        let stream = client.copy_out(sql).await.unwrap();
+        let chunks: Vec<bytes::Bytes> = stream.try_collect().await.unwrap();
+        let text = String::from_utf8_lossy(&chunks.concat()).into_owned();
+        assert!(text.contains("SSN ***-**-****"), "{sql}: {text}");
+        assert!(text.contains(VISIT2), "{sql}: {text}");
+        assert_no_visit_raw(sql, &text);
+    }
+    // Raw protocol bytes.
+    let mut raw = Raw::login(gw.addr, "app", &token).await;
+    let msgs = raw
+        .query("select summary, lower(summary) from clinic.visits")
+        .await;
+    assert!(msgs.iter().any(|m| m.tag == b'D'));
+    let bytes: Vec<u8> = msgs.iter().flat_map(|m| m.body.clone()).collect();
+    assert_no_visit_raw("raw bytes", &String::from_utf8_lossy(&bytes));
+    drop(raw);
+    // psql.
+    let ci = format!(
+        "host=127.0.0.1 port={} user=app dbname={APP_DB} sslmode=disable",
+        gw.addr.port()
+    );
+    let out = psql(
+        &ci,
+        &token,
+        "select id, summary from clinic.visits order by id",
+    )
+    .await
+    .unwrap();
+    assert!(out.contains(VISIT1_SCRUBBED), "{out}");
+    assert!(out.contains(VISIT2), "{out}");
+    assert_no_visit_raw("psql", &out);
+    drop(client);
+
+    let evidence = evidence_text(gw).await;
+    assert!(evidence.contains("clinic.visits"), "evidence was read");
+    assert_no_visit_raw("evidence", &evidence);
+    assert_no_visit_raw("logs", &gatehouse_logs());
 }
 
 #[tokio::test]

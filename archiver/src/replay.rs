@@ -346,6 +346,7 @@ pub fn render_transcript(events: &[Event], out: &mut impl Write) -> std::io::Res
                             Param::Text(t) => format!("${}={t:?}", i + 1),
                             Param::Binary(h) => format!("${}=\\x{h}", i + 1),
                             Param::Withheld(n) => format!("${}=<withheld, {n} bytes>", i + 1),
+                            Param::Masked(m) => format!("${}=<masked {m:?}>", i + 1),
                         })
                         .collect();
                     writeln!(out, "        params: {}", shown.join(" "))?;

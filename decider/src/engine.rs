@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use gatehouse_schemas::decision::{
-    Decision, DecisionRequest, MaskColumn, MaskOutput, ShadowHit, StatementSummary, Verdict,
+    Decision, DecisionRequest, Detector, MaskColumn, MaskOutput, ShadowHit, StatementSummary,
+    ValueMask, ValueMasks, Verdict,
 };
 use gatehouse_schemas::{Identity, ProtocolKind, SCHEMA_VERSION};
 use wildmatch::WildMatch;
@@ -89,6 +90,32 @@ impl Policy {
         let applicable = |r: &&CompiledRule| self.identity_fits(r, req);
         let candidates: Vec<&CompiledRule> = self.rules.iter().filter(applicable).collect();
 
+        // Mask rules that apply to this caller (not exempt), whatever
+        // the statement turns out to be.
+        let masking: Vec<(&CompiledRule, &MaskTarget)> = candidates
+            .iter()
+            .filter(|r| {
+                r.rule.verdict == RuleVerdict::Mask
+                    && r.rule.enforce
+                    && (r.rule.exempt.is_empty()
+                        || !all_match(&r.rule.exempt, &req.identity.claims))
+            })
+            .flat_map(|r| r.masks.iter().map(move |m| (*r, m)))
+            .collect();
+        // Mask rules with content detectors that apply to this caller.
+        let detecting: Vec<&CompiledRule> = candidates
+            .iter()
+            .copied()
+            .filter(|r| {
+                r.rule.verdict == RuleVerdict::Mask
+                    && r.rule.enforce
+                    && !r.rule.detectors.is_empty()
+                    && (r.rule.exempt.is_empty()
+                        || !all_match(&r.rule.exempt, &req.identity.claims))
+            })
+            .collect();
+        let masked_caller = !masking.is_empty() || !detecting.is_empty();
+
         let mut has_shape = false;
         let (analyses, parse_error) = match req.protocol {
             ProtocolKind::FunctionCall => {
@@ -139,6 +166,8 @@ impl Policy {
                     shadow: Vec::new(),
                     cacheable: false,
                     shape_cacheable: false,
+                    // Nothing of an unread text is known: every value withheld.
+                    values: masked_caller.then(|| self.value_masks(req.sql, None, &masking)),
                 },
                 statements: vec![StatementExplanation {
                     analysis: None,
@@ -150,19 +179,8 @@ impl Policy {
             };
         }
 
-        // Mask rules that apply to this caller (not exempt), and the lineage of
-        // the text when there are any: computed only for masked callers.
-        let masking: Vec<(&CompiledRule, &MaskTarget)> = candidates
-            .iter()
-            .filter(|r| {
-                r.rule.verdict == RuleVerdict::Mask
-                    && r.rule.enforce
-                    && (r.rule.exempt.is_empty()
-                        || !all_match(&r.rule.exempt, &req.identity.claims))
-            })
-            .flat_map(|r| r.masks.iter().map(move |m| (*r, m)))
-            .collect();
-        let lineages = if masking.is_empty() {
+        // The lineage of the text, when a mask rule applies to the caller.
+        let lineages = if !masked_caller {
             None
         } else {
             Some(crate::lineage::lineage(req.sql))
@@ -236,7 +254,7 @@ impl Policy {
                     };
                     let resolved = self.resolved(d);
                     let (v, masked_by) =
-                        self.mask_statement(index, verdict, &resolved, l, &masking);
+                        self.mask_statement(index, verdict, &resolved, l, &masking, &detecting);
                     let rule = match (&v, masked_by) {
                         (Verdict::Block { .. }, Some(r)) => Some(r),
                         (Verdict::Mask { .. }, Some(r))
@@ -289,6 +307,7 @@ impl Policy {
         let mut rule = None;
         let mut masks: Vec<MaskColumn> = Vec::new();
         let mut masked_outputs: Vec<MaskOutput> = Vec::new();
+        let mut detectors: BTreeSet<Detector> = BTreeSet::new();
         for e in &explained {
             if let Some((columns, outputs)) = e.verdict.masks() {
                 for c in columns {
@@ -298,6 +317,7 @@ impl Policy {
                 }
                 masked_outputs.extend(outputs.iter().cloned());
             }
+            detectors.extend(e.verdict.detectors());
             if e.verdict.rank() > verdict.rank() {
                 verdict = e.verdict.clone();
                 rule = e.rule.clone();
@@ -307,13 +327,21 @@ impl Policy {
         }
         // The masks of every statement go with the text's verdict: a text held
         // for approval runs masked once approved.
-        if let Verdict::Mask { columns, outputs }
+        if let Verdict::Mask {
+            columns,
+            outputs,
+            detect,
+        }
         | Verdict::Approve {
-            columns, outputs, ..
+            columns,
+            outputs,
+            detect,
+            ..
         } = &mut verdict
         {
             *columns = masks;
             *outputs = masked_outputs;
+            *detect = detectors.into_iter().collect();
         }
         Explanation {
             decision: Decision {
@@ -325,6 +353,15 @@ impl Policy {
                 shadow,
                 cacheable,
                 shape_cacheable: shape_cacheable && cacheable,
+                values: masked_caller.then(|| {
+                    self.value_masks(
+                        req.sql,
+                        lineages
+                            .as_ref()
+                            .filter(|_| req.protocol != ProtocolKind::FunctionCall),
+                        &masking,
+                    )
+                }),
             },
             statements: explained,
             parse_error: None,
@@ -355,12 +392,13 @@ impl Policy {
         a: &StatementAnalysis,
         lineage: Result<&StatementLineage, &str>,
         masking: &[(&CompiledRule, &MaskTarget)],
+        detecting: &[&CompiledRule],
     ) -> (Verdict, Option<String>) {
         // Every mask rule that applies to the caller masks every statement it
         // runs: a rule's `classes` and `objects` say what it allows, not what it
         // masks (a COPY or FETCH allowed by another rule is masked too).
         let applicable: Vec<&(&CompiledRule, &MaskTarget)> = masking.iter().collect();
-        if applicable.is_empty()
+        if (applicable.is_empty() && detecting.is_empty())
             || !matches!(
                 verdict,
                 Verdict::Allow | Verdict::Mask { .. } | Verdict::Approve { .. }
@@ -383,18 +421,44 @@ impl Policy {
             } => Some((reason, approvers)),
             _ => None,
         };
+        // Detectors of rules that name no columns for them scan every text
+        // output column; the others scan theirs (as columns with the
+        // `detect` method, which only masks what the detectors find).
+        let detect: Vec<Detector> = detecting
+            .iter()
+            .filter(|r| r.detect.is_empty())
+            .flat_map(|r| r.rule.detectors.iter().copied())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let masked = move |columns, outputs| match hold {
             Some((reason, approvers)) => Verdict::Approve {
                 reason,
                 approvers,
                 columns,
                 outputs,
+                detect,
             },
-            None => Verdict::Mask { columns, outputs },
+            None => Verdict::Mask {
+                columns,
+                outputs,
+                detect,
+            },
         };
-        let rule_of_first = applicable[0].0.rule.id.clone();
+        let rule_of_first = applicable
+            .first()
+            .map(|(r, _)| r)
+            .or(detecting.first())
+            .map(|r| r.rule.id.clone())
+            .unwrap_or_default();
         let columns: Vec<MaskColumn> = applicable
             .iter()
+            .map(|p| (p.0, p.1))
+            .chain(
+                detecting
+                    .iter()
+                    .flat_map(|r| r.detect.iter().map(move |m| (*r, m))),
+            )
             .map(|(r, m)| MaskColumn {
                 column: m.pattern.clone(),
                 method: m.method.clone(),
@@ -415,12 +479,7 @@ impl Policy {
             applicable
                 .iter()
                 .copied()
-                .filter(|(_, m)| match s {
-                    Source::Column { tables, column } => {
-                        tables.iter().any(|t| m.matches(&self.resolve(t), column))
-                    }
-                    Source::WholeRow(t) => m.may_match_table(&self.resolve(t)),
-                })
+                .filter(|(_, m)| self.carries(m, s))
                 .collect()
         };
         let touches = |tables: &std::collections::BTreeSet<crate::ObjectRef>| {
@@ -500,12 +559,120 @@ impl Policy {
                                 );
                             }
                         }
+                    } else if let Some(p) = position {
+                        // A value derived from a column whose text detectors
+                        // scan is scanned too (not placeable after a `*`:
+                        // detectors are defence in depth, not an exact mask).
+                        for (r, m) in detecting
+                            .iter()
+                            .flat_map(|r| r.detect.iter().map(move |m| (r, m)))
+                        {
+                            if !o.direct && o.reads.iter().any(|s| self.carries(m, s)) {
+                                outputs.push(MaskOutput {
+                                    statement: u32::try_from(index).unwrap_or(u32::MAX),
+                                    position: p,
+                                    source: format!("{} (rule {})", m.pattern, r.rule.id),
+                                    method: m.method.clone(),
+                                });
+                            }
+                        }
                     }
                     position = position.map(|p| p + 1);
                 }
             }
         }
         (masked(columns, outputs), Some(rule_of_first))
+    }
+
+    /// Whether values from (or towards) `s` may be masked by `m`.
+    fn carries(&self, m: &MaskTarget, s: &Source) -> bool {
+        match s {
+            Source::Column { tables, column } => {
+                tables.iter().any(|t| m.matches(&self.resolve(t), column))
+            }
+            Source::WholeRow(t) => m.may_match_table(&self.resolve(t)),
+        }
+    }
+
+    /// What evidence may show of the text's values (see [`ValueMasks`]): a
+    /// value the lineage places towards a masked column is masked with the
+    /// strictest method there; one it places only towards other columns is
+    /// clear; one it does not place (or a text it cannot read) is withheld.
+    fn value_masks(
+        &self,
+        sql: &str,
+        lineages: Option<&Result<Vec<StatementLineage>, String>>,
+        masking: &[(&CompiledRule, &MaskTarget)],
+    ) -> ValueMasks {
+        let Ok(tokens) = crate::values::value_tokens(sql) else {
+            return ValueMasks::default();
+        };
+        let mut out = ValueMasks {
+            values: u32::try_from(tokens.len()).unwrap_or(u32::MAX),
+            ..ValueMasks::default()
+        };
+        let Some(Ok(lineages)) = lineages else {
+            return out;
+        };
+        let n = tokens.len();
+        let mut seen = vec![false; n];
+        let mut masked: Vec<Option<&MaskTarget>> = vec![None; n];
+        for (sources, ordinals) in lineages.iter().flat_map(|l| &l.values) {
+            let strictest = sources
+                .iter()
+                .flat_map(|s| {
+                    masking
+                        .iter()
+                        .filter(move |(_, m)| self.carries(m, s))
+                        .map(|(_, m)| *m)
+                })
+                .max_by_key(|m| m.method.strictness());
+            for &o in ordinals {
+                let Some(i) = usize::try_from(o).ok().filter(|i| *i < n) else {
+                    continue;
+                };
+                seen[i] = true;
+                if let Some(m) = strictest
+                    && masked[i].is_none_or(|p| m.method.strictness() > p.method.strictness())
+                {
+                    masked[i] = Some(m);
+                }
+            }
+        }
+        let mask = |index: u32, m: &MaskTarget| ValueMask {
+            index,
+            column: m.pattern.clone(),
+            method: m.method.clone(),
+        };
+        // Per parameter: clear only if every use of it is; masked if any is.
+        let mut params: BTreeMap<u32, (bool, Option<&MaskTarget>)> = BTreeMap::new();
+        for ((i, t), index) in tokens.iter().enumerate().zip(0u32..) {
+            match t.param {
+                Some(p) => {
+                    let e = params.entry(p).or_insert((true, None));
+                    e.0 &= seen[i] && masked[i].is_none();
+                    if let Some(m) = masked[i]
+                        && e.1
+                            .is_none_or(|q| m.method.strictness() > q.method.strictness())
+                    {
+                        e.1 = Some(m);
+                    }
+                }
+                None => match masked[i] {
+                    Some(m) => out.literals.push(mask(index, m)),
+                    None if seen[i] => out.clear_literals.push(index),
+                    None => {}
+                },
+            }
+        }
+        for (p, (clear, m)) in params {
+            match m {
+                Some(m) => out.params.push(mask(p, m)),
+                None if clear => out.clear_params.push(p),
+                None => {}
+            }
+        }
+        out
     }
 
     fn decide_statement(
@@ -575,12 +742,14 @@ fn rule_verdict(r: &CompiledRule) -> Verdict {
             approvers: r.rule.approvers.clone().unwrap_or_default(),
             columns: Vec::new(),
             outputs: Vec::new(),
+            detect: Vec::new(),
         },
         // The columns are filled in by `mask_statement`, from every mask rule
         // that applies to the caller.
         RuleVerdict::Mask => Verdict::Mask {
             columns: Vec::new(),
             outputs: Vec::new(),
+            detect: Vec::new(),
         },
     }
 }

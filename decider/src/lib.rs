@@ -11,6 +11,7 @@ pub mod policy;
 pub mod results;
 pub mod service;
 pub mod shape;
+pub mod values;
 
 pub use analysis::*;
 pub use classify::analyze;

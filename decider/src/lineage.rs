@@ -8,14 +8,16 @@
 //! belong to any of them: the lineage then names all of them (the safe reading
 //! for masking: it may mask or refuse more, never less).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::ControlFlow;
+use std::rc::Rc;
 
 use sqlparser::ast::{
-    Distinct, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Join,
-    JoinConstraint, JoinOperator, ObjectName, OrderByKind, Query, Select, SelectItem,
+    AssignmentTarget, ConflictTarget, Distinct, Expr, FunctionArg, FunctionArgExpr,
+    FunctionArguments, GroupByExpr, Join, JoinConstraint, JoinOperator, ObjectName,
+    OnConflictAction, OnInsert, OrderByKind, Query, Select, SelectItem,
     SelectItemQualifiedWildcardKind, SetExpr, SetOperator, SetQuantifier, Statement, TableFactor,
-    TableObject, TableWithJoins, Value, Visit, Visitor,
+    TableObject, TableWithJoins, Value, ValueWithSpan, Visit, Visitor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -85,12 +87,132 @@ pub struct StatementLineage {
     /// Set when the statement holds something the lineage cannot follow; a
     /// statement that may touch a masked column is then refused.
     pub unsupported: Option<String>,
+    /// Where the text's values go: each entry names the columns a group of
+    /// value tokens (by ordinal, see [`crate::values`]) is written to, compared
+    /// with or computed with. A value in no entry goes somewhere the lineage
+    /// does not follow (a function's argument, an option, a statement of
+    /// another kind), and evidence withholds it under a mask.
+    pub values: Vec<(BTreeSet<Source>, Vec<u32>)>,
 }
 
 /// Lineage of each statement of a text. `Err`: the text does not parse.
 pub fn lineage(sql: &str) -> Result<Vec<StatementLineage>, String> {
-    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| e.to_string())?;
-    Ok(statements.iter().map(statement).collect())
+    let tokens = crate::values::tokenize(sql)?;
+    let at: HashMap<(u64, u64), u32> = crate::values::values_of(sql, &tokens)
+        .iter()
+        .zip(0u32..)
+        .map(|(v, i)| (v.location, i))
+        .collect();
+    let at = Rc::new(at);
+    let dialect = PostgreSqlDialect {};
+    let statements = Parser::new(&dialect)
+        .with_tokens_with_locations(tokens)
+        .parse_statements()
+        .map_err(|e| e.to_string())?;
+    Ok(statements.iter().map(|s| statement(s, &at)).collect())
+}
+
+/// Value tokens by where the tokenizer put them.
+type ValuesAt = Rc<HashMap<(u64, u64), u32>>;
+
+/// Functions known to compute a value from their arguments and do nothing
+/// else with them: a value passed to any other function may be stored or sent
+/// anywhere, so evidence withholds it under a mask.
+const PURE_FUNCTIONS: &[&str] = &[
+    "lower",
+    "upper",
+    "initcap",
+    "trim",
+    "btrim",
+    "ltrim",
+    "rtrim",
+    "length",
+    "char_length",
+    "octet_length",
+    "substr",
+    "substring",
+    "left",
+    "right",
+    "lpad",
+    "rpad",
+    "replace",
+    "concat",
+    "concat_ws",
+    "coalesce",
+    "nullif",
+    "greatest",
+    "least",
+    "abs",
+    "round",
+    "ceil",
+    "floor",
+    "trunc",
+    "mod",
+    "now",
+    "date_trunc",
+    "date_part",
+    "extract",
+    "to_char",
+    "to_date",
+    "to_timestamp",
+    "to_number",
+    "make_date",
+    "age",
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "string_agg",
+    "array_agg",
+    "format",
+    "split_part",
+    "strpos",
+    "position",
+    "md5",
+];
+
+/// Collects the value tokens of a tree, except those passed to a function not
+/// in [`PURE_FUNCTIONS`].
+struct ValueCollector<'a> {
+    at: &'a HashMap<(u64, u64), u32>,
+    out: Vec<u32>,
+    opaque: usize,
+}
+
+fn opaque_call(e: &Expr) -> bool {
+    match e {
+        Expr::Function(f) => {
+            let name = names::function(&f.name);
+            let name = name.strip_prefix("pg_catalog.").unwrap_or(&name);
+            !PURE_FUNCTIONS.contains(&name)
+        }
+        _ => false,
+    }
+}
+
+impl Visitor for ValueCollector<'_> {
+    type Break = ();
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+        if opaque_call(e) {
+            self.opaque += 1;
+        }
+        ControlFlow::Continue(())
+    }
+    fn post_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+        if opaque_call(e) {
+            self.opaque -= 1;
+        }
+        ControlFlow::Continue(())
+    }
+    fn pre_visit_value(&mut self, v: &ValueWithSpan) -> ControlFlow<()> {
+        if self.opaque == 0
+            && let Some(i) = self.at.get(&(v.span.start.line, v.span.start.column))
+        {
+            self.out.push(*i);
+        }
+        ControlFlow::Continue(())
+    }
 }
 
 /// A named thing in a FROM clause.
@@ -112,10 +234,15 @@ struct Walker {
     out: StatementLineage,
     /// Visible CTEs, innermost last.
     ctes: Vec<BTreeMap<String, Vec<Item>>>,
+    /// The text's value tokens.
+    at: ValuesAt,
 }
 
-fn statement(s: &Statement) -> StatementLineage {
-    let mut w = Walker::default();
+fn statement(s: &Statement, at: &ValuesAt) -> StatementLineage {
+    let mut w = Walker {
+        at: at.clone(),
+        ..Walker::default()
+    };
     match s {
         Statement::Query(q) => {
             w.out.items = w.query(q, &[]);
@@ -124,23 +251,86 @@ fn statement(s: &Statement) -> StatementLineage {
             if let TableObject::TableName(name) = &ins.table {
                 let t = names::object(name);
                 w.out.tables.insert(t.clone());
+                // Where each value goes: the listed columns, else the table's
+                // own order, which only the catalog knows (any of its columns).
+                let listed: Vec<Source> = ins
+                    .columns
+                    .iter()
+                    .map(|c| Source::Column {
+                        tables: vec![t.clone()],
+                        column: names::parts(c).pop().unwrap_or_default(),
+                    })
+                    .collect();
+                let whole = Source::WholeRow(t.clone());
+                let target = |i: usize| listed.get(i).cloned().unwrap_or_else(|| whole.clone());
                 if let Some(src) = &ins.source {
                     // Whatever the source reads is copied into the table.
                     let items = w.query(src, &[]);
                     w.copied(&items);
+                    match &*src.body {
+                        SetExpr::Values(v) if src.with.is_none() => {
+                            for row in &v.rows {
+                                for (i, e) in row.content.iter().enumerate() {
+                                    w.record_values(e, [target(i)].into());
+                                }
+                            }
+                        }
+                        _ => {
+                            let all: BTreeSet<Source> = if listed.is_empty() {
+                                [whole.clone()].into()
+                            } else {
+                                listed.iter().cloned().collect()
+                            };
+                            w.record_values(&**src, all);
+                        }
+                    }
                 }
                 let scope = vec![Entry {
                     alias: ins
                         .table_alias
                         .as_ref()
                         .map_or(t.name.clone(), |a| names::ident(&a.alias)),
-                    kind: EntryKind::Table(t),
+                    kind: EntryKind::Table(t.clone()),
                 }];
                 for a in &ins.assignments {
                     w.predicate(&a.value, &[&scope], Use::Other);
+                    w.record_values(&a.value, assignment_targets(&a.target, &t));
                 }
-                if let Some(on) = &ins.on {
-                    w.unsupported_if_reads(on, &[&scope], "INSERT ... ON CONFLICT");
+                match &ins.on {
+                    Some(OnInsert::OnConflict(oc)) => {
+                        // Whether a row conflicts tells whether a value is there.
+                        if let Some(ConflictTarget::Columns(cols)) = &oc.conflict_target {
+                            for c in cols {
+                                w.out.predicates.insert((
+                                    Source::Column {
+                                        tables: vec![t.clone()],
+                                        column: names::ident(c),
+                                    },
+                                    Use::Other,
+                                ));
+                            }
+                        }
+                        if let OnConflictAction::DoUpdate(du) = &oc.action {
+                            // `excluded` is the row the caller proposed: its own
+                            // values, which read no stored column.
+                            let mut scope = scope.clone();
+                            scope.push(Entry {
+                                alias: "excluded".into(),
+                                kind: EntryKind::Derived(Vec::new()),
+                            });
+                            for a in &du.assignments {
+                                w.predicate(&a.value, &[&scope], Use::Other);
+                                w.record_values(&a.value, assignment_targets(&a.target, &t));
+                            }
+                            if let Some(sel) = &du.selection {
+                                w.predicate(sel, &[&scope], Use::Other);
+                            }
+                        }
+                    }
+                    Some(on) => {
+                        w.unsupported_if_reads(on, &[&scope], "INSERT ... ON DUPLICATE KEY")
+                    }
+                    None => {}
                 }
                 if let Some(r) = &ins.returning {
                     w.out.items = w.projection(r, &scope, &[]);
@@ -156,8 +346,15 @@ fn statement(s: &Statement) -> StatementLineage {
             {
                 scope.extend(w.from(f, &[]));
             }
+            let target = match scope.first().map(|e| &e.kind) {
+                Some(EntryKind::Table(t)) => Some(t.clone()),
+                _ => None,
+            };
             for a in &u.assignments {
                 w.predicate(&a.value, &[&scope], Use::Other);
+                if let Some(t) = &target {
+                    w.record_values(&a.value, assignment_targets(&a.target, t));
+                }
             }
             if let Some(sel) = &u.selection {
                 w.predicate(sel, &[&scope], Use::Other);
@@ -199,8 +396,9 @@ fn statement(s: &Statement) -> StatementLineage {
         } => {
             // EXPLAIN prints a plan, not values; EXPLAIN ANALYZE runs it, and
             // a write among it may copy values.
-            let inner = self::statement(statement);
+            let inner = self::statement(statement, at);
             w.out.tables = inner.tables;
+            w.out.values = inner.values;
             if *analyze {
                 w.out.predicates = inner.predicates;
                 w.out.unsupported = inner.unsupported;
@@ -306,7 +504,36 @@ impl Visitor for ParamFinder<'_> {
     }
 }
 
+/// The columns an assignment's value is written to.
+fn assignment_targets(target: &AssignmentTarget, t: &ObjectRef) -> BTreeSet<Source> {
+    let names: Vec<&ObjectName> = match target {
+        AssignmentTarget::ColumnName(n) => vec![n],
+        AssignmentTarget::Tuple(ns) => ns.iter().collect(),
+    };
+    names
+        .into_iter()
+        .map(|n| Source::Column {
+            tables: vec![t.clone()],
+            column: names::parts(n).pop().unwrap_or_default(),
+        })
+        .collect()
+}
+
 impl Walker {
+    /// Records that the values of `node` go towards (or are computed with)
+    /// `sources`.
+    fn record_values<V: Visit>(&mut self, node: &V, sources: BTreeSet<Source>) {
+        let mut c = ValueCollector {
+            at: &self.at,
+            out: Vec::new(),
+            opaque: 0,
+        };
+        let _ = node.visit(&mut c);
+        if !c.out.is_empty() {
+            self.out.values.push((sources, c.out));
+        }
+    }
+
     /// Every source an output list reads becomes a predicate use (its values are
     /// copied somewhere the mask does not follow).
     fn copied(&mut self, items: &[Item]) {
@@ -473,6 +700,7 @@ impl Walker {
                 for row in &v.rows {
                     for (i, e) in row.content.iter().enumerate() {
                         let (reads, _) = self.expr(e, &[], outer);
+                        self.record_values(e, reads.clone());
                         if let Some(o) = items.get_mut(i) {
                             o.reads.extend(reads);
                         }
@@ -492,8 +720,9 @@ impl Walker {
                 vec![Item::Star(obj)]
             }
             SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) | SetExpr::Merge(s) => {
-                let inner = statement(s);
+                let inner = statement(s, &self.at);
                 self.out.tables.extend(inner.tables);
+                self.out.values.extend(inner.values);
                 self.out.predicates.extend(inner.predicates);
                 if inner.unsupported.is_some() {
                     self.out.unsupported = inner.unsupported;
@@ -704,6 +933,7 @@ impl Walker {
             match item {
                 SelectItem::UnnamedExpr(e) => {
                     let (reads, direct) = self.expr(e, scope, outer);
+                    self.record_values(e, reads.clone());
                     out.push(Item::Output(Output {
                         name: output_name(e),
                         reads,
@@ -712,6 +942,7 @@ impl Walker {
                 }
                 SelectItem::ExprWithAlias { expr, alias } => {
                     let (reads, direct) = self.expr(expr, scope, outer);
+                    self.record_values(expr, reads.clone());
                     out.push(Item::Output(Output {
                         name: Some(names::ident(alias)),
                         reads,
@@ -720,6 +951,7 @@ impl Walker {
                 }
                 SelectItem::ExprWithAliases { expr, .. } => {
                     let (reads, _) = self.expr(expr, scope, outer);
+                    self.record_values(expr, reads.clone());
                     out.push(Item::Output(Output {
                         name: None,
                         reads,
@@ -781,6 +1013,7 @@ impl Walker {
             return self.predicate(inner, scopes, u);
         }
         let (reads, _) = self.expr(e, &[], scopes);
+        self.record_values(e, reads.clone());
         for s in reads {
             self.out.predicates.insert((s, u));
         }

@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use gatehouse_schemas::decision::MaskMethod;
+use gatehouse_schemas::decision::{Detector, MaskMethod};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use wildmatch::WildMatch;
@@ -185,9 +185,18 @@ pub struct Rule {
     pub reason: Option<String>,
     /// Approver group (required for `approve`).
     pub approvers: Option<String>,
-    /// Masked columns (required for `mask`).
+    /// Masked columns (`mask` rules need these or `detectors`).
     #[serde(default)]
     pub mask: Vec<MaskSpec>,
+    /// `mask` rules: content detectors (`ssn`, `pan`, `email`, `phone`) that
+    /// star out what they find inside text output values, as defence in depth
+    /// beside the masked columns.
+    #[serde(default)]
+    pub detectors: Vec<Detector>,
+    /// `schema.table.column` patterns (globs) whose text values the detectors
+    /// scan; empty: every text output column of the statements the rule masks.
+    #[serde(default)]
+    pub detect_columns: Vec<String>,
     /// `mask` rules: callers whose claims meet all of these (a need-to-know
     /// group) see the values; the rule then yields `allow`.
     #[serde(default)]
@@ -282,6 +291,9 @@ pub struct CompiledRule {
     pub(crate) functions: Vec<WildMatch>,
     /// `mask` rules: the columns masked, data classes expanded.
     pub masks: Vec<MaskTarget>,
+    /// `mask` rules: the columns its detectors scan (`detect_columns`), each
+    /// with method [`MaskMethod::Detect`].
+    pub detect: Vec<MaskTarget>,
 }
 
 /// A loaded policy.
@@ -339,9 +351,9 @@ impl Policy {
                 RuleVerdict::Approve if rule.reason.is_none() || rule.approvers.is_none() => {
                     return Err(invalid("an approve rule needs a reason and approvers"));
                 }
-                RuleVerdict::Mask if rule.mask.is_empty() => {
+                RuleVerdict::Mask if rule.mask.is_empty() && rule.detectors.is_empty() => {
                     return Err(invalid(
-                        "a mask rule needs at least one [[rules.mask]] column",
+                        "a mask rule needs at least one [[rules.mask]] column or detectors",
                     ));
                 }
                 _ => {}
@@ -351,6 +363,14 @@ impl Policy {
                     "mask columns only make sense with verdict = \"mask\"",
                 ));
             }
+            if (!rule.detectors.is_empty() || !rule.detect_columns.is_empty())
+                && rule.verdict != RuleVerdict::Mask
+            {
+                return Err(invalid("detectors only make sense with verdict = \"mask\""));
+            }
+            if !rule.detect_columns.is_empty() && rule.detectors.is_empty() {
+                return Err(invalid("detect_columns needs detectors"));
+            }
             if rule.allow_unparsed && rule.verdict != RuleVerdict::Allow {
                 return Err(invalid("allow_unparsed needs verdict = \"allow\""));
             }
@@ -358,6 +378,24 @@ impl Policy {
                 return Err(invalid("exempt only makes sense with verdict = \"mask\""));
             }
             let masks = mask_targets(&rule.mask, &file.data_classes).map_err(|m| invalid(&m))?;
+            let mut detectors = rule.detectors.clone();
+            detectors.sort();
+            detectors.dedup();
+            let detect = rule
+                .detect_columns
+                .iter()
+                .map(|c| {
+                    column_target(
+                        c,
+                        None,
+                        MaskMethod::Detect {
+                            detectors: detectors.clone(),
+                        },
+                        false,
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|m| invalid(&m))?;
             claim_paths.extend(rule.claims.keys().cloned());
             claim_paths.extend(rule.exempt.keys().cloned());
             let pats = |v: &[String]| v.iter().map(|p| ObjectPattern::new(p)).collect();
@@ -372,6 +410,7 @@ impl Policy {
                     .map(|f| WildMatch::new(&f.to_lowercase()))
                     .collect(),
                 masks,
+                detect,
                 rule,
             });
         }
@@ -436,23 +475,38 @@ fn mask_targets(specs: &[MaskSpec], classes: &[DataClass]) -> Result<Vec<MaskTar
             _ => return Err("a [[rules.mask]] entry names exactly one of column or class".into()),
         }
         for (pattern, class) in patterns {
-            let parts: Vec<&str> = pattern.split('.').collect();
-            let [schema, table, column] = parts[..] else {
-                return Err(format!(
-                    "mask column {pattern:?} must be schema.table.column (globs allowed: *.*.ssn)"
-                ));
-            };
-            out.push(MaskTarget {
-                table: ObjectPattern::new(&format!("{schema}.{table}")),
-                column: WildMatch::new(&column.to_lowercase()),
-                pattern,
-                method: method.clone(),
+            out.push(column_target(
+                &pattern,
                 class,
-                allow_equality: spec.allow_equality,
-            });
+                method.clone(),
+                spec.allow_equality,
+            )?);
         }
     }
     Ok(out)
+}
+
+/// One `schema.table.column` pattern, compiled.
+fn column_target(
+    pattern: &str,
+    class: Option<String>,
+    method: MaskMethod,
+    allow_equality: bool,
+) -> Result<MaskTarget, String> {
+    let parts: Vec<&str> = pattern.split('.').collect();
+    let [schema, table, column] = parts[..] else {
+        return Err(format!(
+            "mask column {pattern:?} must be schema.table.column (globs allowed: *.*.ssn)"
+        ));
+    };
+    Ok(MaskTarget {
+        table: ObjectPattern::new(&format!("{schema}.{table}")),
+        column: WildMatch::new(&column.to_lowercase()),
+        pattern: pattern.to_owned(),
+        method,
+        class,
+        allow_equality,
+    })
 }
 
 /// The line where `id = "<id>"` appears, for error messages.

@@ -64,7 +64,9 @@ fn verdict(sql: &str) -> Verdict {
 /// Masked output positions and method names.
 fn outputs(sql: &str) -> Vec<(u32, &'static str)> {
     match verdict(sql) {
-        Verdict::Mask { outputs, columns } => {
+        Verdict::Mask {
+            outputs, columns, ..
+        } => {
             assert!(!columns.is_empty());
             outputs
                 .iter()
@@ -91,7 +93,9 @@ fn refused(sql: &str) -> String {
 #[test]
 fn masked_callers_get_mask_verdicts_with_columns_from_classes_and_patterns() {
     match verdict("select id, ssn, email from clinic.patients") {
-        Verdict::Mask { columns, outputs } => {
+        Verdict::Mask {
+            columns, outputs, ..
+        } => {
             let ssn = columns
                 .iter()
                 .find(|c| c.column == "clinic.patients.ssn")
@@ -313,5 +317,227 @@ method = "null"
             }
             other => panic!("{sql}: {other:?}"),
         }
+    }
+}
+
+/// The value tokens of `sql` each decision lists (masked, clear), by text.
+fn placed(
+    sql: &str,
+) -> (
+    Vec<(String, String)>,
+    Vec<String>,
+    gatehouse_schemas::decision::ValueMasks,
+) {
+    let d = policy().decide(&req(sql, &[]));
+    let v = d
+        .values
+        .expect("a masked caller's decision places its values");
+    let tokens = gatehouse_decider::values::value_tokens(sql).unwrap();
+    let text = |i: u32| {
+        let t = &tokens[i as usize];
+        sql[t.start..t.end].to_owned()
+    };
+    let masked = v
+        .literals
+        .iter()
+        .map(|m| (text(m.index), m.method.name().to_owned()))
+        .collect();
+    let clear = v.clear_literals.iter().map(|i| text(*i)).collect();
+    (masked, clear, v)
+}
+
+#[test]
+fn values_sent_towards_masked_columns_are_placed() {
+    let s = |v: &str| v.to_owned();
+    let p = |v: &str, m: &str| (v.to_owned(), m.to_owned());
+    // INSERT: by the column list; several rows.
+    let (masked, clear, _) = placed(
+        "insert into clinic.patients (id, name, ssn) values (1, 'ann', '123-45-6789'), (2, 'bob', '987-65-4321')",
+    );
+    assert_eq!(
+        masked,
+        [p("'123-45-6789'", "partial"), p("'987-65-4321'", "partial")]
+    );
+    assert_eq!(clear, [s("1"), s("'ann'"), s("2"), s("'bob'")]);
+    // No column list: any column of a table with masked ones (the strictest).
+    let (masked, clear, _) = placed("insert into clinic.patients values (3, 'cy', '111-22-3333')");
+    assert_eq!(masked.len(), 3, "{masked:?}");
+    assert!(clear.is_empty());
+    // UPDATE SET, and a WHERE on an unmasked column.
+    let (masked, clear, v) =
+        placed("update clinic.patients set ssn = $1, name = 'x' where id = $2");
+    assert!(masked.is_empty());
+    assert_eq!(clear, [s("'x'")]);
+    assert_eq!(v.params.len(), 1);
+    assert_eq!(v.params[0].index, 1);
+    assert_eq!(v.params[0].column, "clinic.patients.ssn");
+    assert_eq!(v.clear_params, [2]);
+    // ON CONFLICT ... excluded: the caller's own values, into the same column.
+    let sql = "insert into clinic.patients (id, ssn) values (4, '222-33-4444') \
+               on conflict (id) do update set ssn = excluded.ssn, email = 'a@b.org'";
+    let (masked, clear, _) = placed(sql);
+    assert_eq!(
+        masked,
+        [p("'222-33-4444'", "partial"), p("'a@b.org'", "email")]
+    );
+    assert_eq!(clear, [s("4")]);
+    assert!(matches!(
+        policy().decide(&req(sql, &[])).verdict,
+        Verdict::Mask { .. }
+    ));
+    // Copying a stored masked value on conflict is still refused.
+    assert!(matches!(
+        verdict(
+            "insert into clinic.patients (id) values (5) on conflict (id) do update set name = clinic.patients.ssn"
+        ),
+        Verdict::Block { .. }
+    ));
+    // Whether a row conflicts on a masked column tells whether a value is
+    // stored: refused.
+    assert!(matches!(
+        verdict(
+            "insert into clinic.patients (id, ssn) values (6, '1') on conflict (ssn) do nothing"
+        ),
+        Verdict::Block { .. }
+    ));
+    // A refused comparison: its value is masked in the record of the refusal.
+    let (masked, clear, _) =
+        placed("select id from clinic.patients where ssn = '123-45-6789' and id > 7");
+    assert_eq!(masked, [p("'123-45-6789'", "partial")]);
+    assert_eq!(clear, [s("7")]);
+    // A value passed to a function Gatehouse does not know is withheld.
+    let (masked, clear, v) =
+        placed("select set_ssn(1, '123-45-6789'), upper('x') from clinic.visits");
+    assert!(masked.is_empty());
+    assert_eq!(clear, [s("'x'")]);
+    assert_eq!(v.values, 3);
+    // Unparsed text: nothing placed, everything withheld.
+    let d = policy().decide(&req(
+        "insert into clinic.patients values ('123-45-6789' ,,",
+        &[],
+    ));
+    let v = d.values.unwrap();
+    assert!(v.literals.is_empty() && v.clear_literals.is_empty());
+}
+
+#[test]
+fn an_exempt_or_unmasked_caller_gets_no_value_placement() {
+    let d = policy().decide(&req(
+        "insert into clinic.patients (ssn) values ('1')",
+        &["phi-readers"],
+    ));
+    assert!(d.values.is_none());
+    let mut claims = serde_json::Map::new();
+    claims.insert("repository".into(), json!("acme/etl"));
+    let d = policy().decide(&common::request("other", "job", claims, "select 1"));
+    assert!(d.values.is_none());
+}
+
+#[test]
+fn detectors_scan_named_columns_or_every_text_column() {
+    let policy = Policy::parse(
+        r#"
+version = "detect"
+
+[[rules]]
+id = "reads"
+roles = ["etl"]
+classes = ["read"]
+objects = ["clinic.*"]
+verdict = "allow"
+
+[[rules]]
+id = "scan-notes"
+roles = ["etl"]
+verdict = "mask"
+detectors = ["ssn", "pan"]
+detect_columns = ["clinic.*.notes"]
+
+[[rules]]
+id = "scan-all"
+roles = ["etl"]
+verdict = "mask"
+detectors = ["phone", "email", "phone"]
+"#,
+        "test",
+    )
+    .unwrap();
+    match policy
+        .decide(&req("select id, notes from clinic.patients", &[]))
+        .verdict
+    {
+        Verdict::Mask {
+            columns, detect, ..
+        } => {
+            use gatehouse_schemas::decision::Detector;
+            assert_eq!(detect, [Detector::Email, Detector::Phone]);
+            assert_eq!(columns.len(), 1);
+            assert_eq!(columns[0].column, "clinic.*.notes");
+            assert_eq!(
+                columns[0].method,
+                MaskMethod::Detect {
+                    detectors: vec![Detector::Ssn, Detector::Pan]
+                }
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // A value derived from a scanned column is scanned by position.
+    match policy
+        .decide(&req("select id, upper(notes) from clinic.patients", &[]))
+        .verdict
+    {
+        Verdict::Mask { outputs, .. } => {
+            assert_eq!(outputs.len(), 1);
+            assert_eq!(outputs[0].position, 1);
+            assert!(matches!(outputs[0].method, MaskMethod::Detect { .. }));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Detectors are no exact mask: no statement is refused for them.
+    assert!(matches!(
+        policy
+            .decide(&req(
+                "select id from clinic.patients where notes like '%1%'",
+                &[]
+            ))
+            .verdict,
+        Verdict::Mask { .. }
+    ));
+}
+
+#[test]
+fn detector_names_are_checked_with_their_line() {
+    let err = Policy::parse(
+        r#"
+[[rules]]
+id = "scan"
+verdict = "mask"
+detectors = ["ssn", "iban"]
+"#,
+        "p.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("line 5"), "{err}");
+    assert!(err.contains("iban") && err.contains("pan"), "{err}");
+    for (body, want) in [
+        (
+            "verdict = \"allow\"\ndetectors = [\"ssn\"]",
+            "detectors only make sense",
+        ),
+        (
+            "verdict = \"mask\"\ndetect_columns = [\"a.b.c\"]",
+            "column or detectors",
+        ),
+        (
+            "verdict = \"mask\"\ndetectors = [\"ssn\"]\ndetect_columns = [\"notes\"]",
+            "schema.table.column",
+        ),
+    ] {
+        let err = Policy::parse(&format!("[[rules]]\nid = \"r\"\n{body}\n"), "p.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{body}: {err}");
     }
 }

@@ -106,6 +106,7 @@ mod tests {
             shadow: vec![],
             cacheable: true,
             shape_cacheable: false,
+            values: None,
         })
     }
 

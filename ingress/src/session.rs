@@ -27,6 +27,7 @@ use crate::error::{
     ProtocolError, Severity, SqlState, StartupError, UserFacing, error_response, fatal,
 };
 use crate::evidence::{Chain, EvidenceError, Recorder, Ticket};
+use crate::masking::values::{ParamView, recorded_params};
 use crate::masking::{self, SessionMasker};
 use crate::refusal::Refusals;
 use crate::tls::{ClientStream, MaybeTls};
@@ -96,6 +97,10 @@ struct SessionCtx {
     mask_pending: masking::Pending,
     /// Woken by this session's `CancelRequest`: withdraws a held statement.
     withdraw: Arc<tokio::sync::Notify>,
+    /// A mask rule applied to the caller in a verdict of this session: the
+    /// parameters of a statement decided without one (SQL `PREPARE`) are
+    /// withheld.
+    masked_caller: bool,
 }
 
 impl SessionCtx {
@@ -450,6 +455,7 @@ async fn startup<D: DecisionPoint>(
                 last_recorded: 0,
                 masker: Arc::default(),
                 mask_pending: masking::Pending::default(),
+                masked_caller: false,
                 withdraw: guard.withdrawals(),
             };
             Some((stream, buf, upstream, ctx, guard))
@@ -665,16 +671,18 @@ async fn relay<D: DecisionPoint>(
                         Some(decide(gw, &mut ctx, frame, &buf).await)
                     }
                     codec::EXECUTE => Some(execute(gw, &mut ctx, frame, &buf)),
-                    codec::BIND => match bind_needs_approval(&ctx, frame.body(&buf)) {
-                        Some((statement, params)) => {
-                            Some(hold::request_at_bind(gw, &mut ctx, statement, params).await)
+                    codec::BIND => {
+                        match bind_needs_approval(&ctx, frame.body(&buf), gw.masking.key()) {
+                            Some((statement, params)) => {
+                                Some(hold::request_at_bind(gw, &mut ctx, statement, params).await)
+                            }
+                            None => {
+                                bind(&mut ctx, frame.body(&buf), gw.masking.key());
+                                sents.push(Sent::Bind);
+                                None
+                            }
                         }
-                        None => {
-                            bind(&mut ctx, frame.body(&buf));
-                            sents.push(Sent::Bind);
-                            None
-                        }
-                    },
+                    }
                     codec::CLOSE => {
                         match codec::close_target(frame.body(&buf)) {
                             Some((b'S', name)) => {
@@ -811,7 +819,7 @@ async fn relay<D: DecisionPoint>(
                             Ok(()) => {
                                 if frame.tag == codec::BIND {
                                     // The portal of the approved Bind, for its Execute.
-                                    bind(&mut ctx, frame.body(&buf));
+                                    bind(&mut ctx, frame.body(&buf), gw.masking.key());
                                 }
                                 (BytesMut::from(&buf[frame.start..frame.end]), sent)
                             }
@@ -1127,10 +1135,13 @@ async fn decide<'b, D: DecisionPoint>(
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(seq = ctx.seq, error = %e, "statement_refused_unavailable");
+            // Without a verdict it is not known whether a mask applies to the
+            // caller: the text is recorded with its literals withheld.
             let statement = Statement {
                 verdict: "block".into(),
                 reason: Some(e.to_string()),
-                ..statement_record(protocol.into(), name, sql, function_oid, None, false)
+                sql: gatehouse_decider::classify::literal_free(sql),
+                ..statement_record(protocol.into(), name, "", function_oid, None, false, b"")
             };
             // Refused either way; a failed record is logged inside.
             let _ = record_statement(gw, ctx, statement);
@@ -1151,9 +1162,10 @@ async fn decide<'b, D: DecisionPoint>(
         verdict = decision.verdict.name(),
         rule = decision.rule.as_deref().unwrap_or(""),
         policy = %decision.policy_version,
-        sql = %logged_sql(&decision, sql),
+        sql = %masking::values::shown_sql(&decision, sql, gw.masking.key()),
         "statement"
     );
+    ctx.masked_caller |= masking::values::masked_caller(&decision);
     for hit in &decision.shadow {
         tracing::info!(seq = ctx.seq, rule = %hit.rule, would = hit.verdict.name(), "shadow_rule_matched");
     }
@@ -1161,9 +1173,20 @@ async fn decide<'b, D: DecisionPoint>(
         && gw.approvals.is_some()
         && protocol != ProtocolKind::FunctionCall
     {
-        let statement = statement_record(protocol.into(), name, sql, None, Some(&decision), false);
+        let statement = statement_record(
+            protocol.into(),
+            name,
+            sql,
+            None,
+            Some(&decision),
+            false,
+            gw.masking.key(),
+        );
         let params = (protocol == ProtocolKind::Parse)
-            .then(|| bound_params(gw, frame, buf, name, decision.verdict.masks().is_some()))
+            .then(|| {
+                let view = ParamView::of(Some(&decision), ctx.masked_caller);
+                bound_params(gw, frame, buf, name, view)
+            })
             .flatten();
         return hold::request(gw, ctx, protocol, statement, params, name, &decision).await;
     }
@@ -1187,6 +1210,7 @@ async fn decide<'b, D: DecisionPoint>(
         function_oid,
         Some(&decision),
         refusal.is_none(),
+        gw.masking.key(),
     );
     let ticket = match record_statement(gw, ctx, statement) {
         Ok(ticket) => ticket,
@@ -1261,7 +1285,8 @@ fn unrecorded_message(e: &EvidenceError) -> String {
     )
 }
 
-/// A statement event's body, without parameters.
+/// A statement event's body, without parameters. `key` keys the `hash`
+/// method for values shown masked.
 fn statement_record(
     path: StatementPath,
     name: &str,
@@ -1269,22 +1294,22 @@ fn statement_record(
     function_oid: Option<u32>,
     decision: Option<&Decision>,
     forwarded: bool,
+    key: &[u8],
 ) -> Statement {
     let reason = decision.and_then(|d| match &d.verdict {
         Verdict::Block { reason } | Verdict::Approve { reason, .. } => Some(reason.clone()),
         _ => None,
     });
-    // A statement under a mask may carry a masked value in a literal
-    // (`insert ... values ('123-45-6789')`): evidence keeps its shape only.
-    let masked = decision.is_some_and(|d| d.verdict.masks().is_some());
+    // A masked caller's statement may carry a masked value in a literal
+    // (`insert ... values ('123-45-6789')`), whatever its verdict: evidence
+    // shows it masked (see `masking::values`).
     Statement {
         path,
         statement_name: (!name.is_empty()).then(|| name.to_owned()),
         portal: None,
-        sql: if masked {
-            gatehouse_decider::classify::literal_free(sql)
-        } else {
-            sql.to_owned()
+        sql: match decision {
+            Some(d) => masking::values::shown_sql(d, sql, key).into_owned(),
+            None => sql.to_owned(),
         },
         function_oid,
         params: None,
@@ -1394,6 +1419,7 @@ fn execute<'b, D: DecisionPoint>(
                 None,
                 prepared.decision.as_deref(),
                 true,
+                gw.masking.key(),
             )
         },
         // A portal Gatehouse did not bind: a SQL cursor (`DECLARE`), whose query
@@ -1404,7 +1430,7 @@ fn execute<'b, D: DecisionPoint>(
             reason: Some(
                 "portal not bound through the gateway (a SQL cursor, decided at DECLARE)".into(),
             ),
-            ..statement_record(StatementPath::Execute, "", "", None, None, true)
+            ..statement_record(StatementPath::Execute, "", "", None, None, true, b"")
         },
     };
     statement.portal = (!portal.is_empty()).then_some(portal);
@@ -1440,7 +1466,8 @@ fn execute<'b, D: DecisionPoint>(
 }
 
 /// A `Bind`: remembers the portal's statement and parameters for its `Execute`.
-fn bind(ctx: &mut SessionCtx, body: &[u8]) {
+/// `key` keys the `hash` method for parameters shown masked.
+fn bind(ctx: &mut SessionCtx, body: &[u8], key: &[u8]) {
     let Some(b) = codec::bind(body) else { return };
     let statement = String::from_utf8_lossy(b.statement);
     let prepared = match ctx.statements.get(&*statement) {
@@ -1460,12 +1487,9 @@ fn bind(ctx: &mut SessionCtx, body: &[u8]) {
         // Its Execute is then recorded without its statement text.
         return;
     }
-    let masked = prepared
-        .decision
-        .as_ref()
-        .is_some_and(|d| d.verdict.masks().is_some());
     let digest = prepared.approval.is_some().then(|| params_digest(&b));
-    let params = recorded_params(&b, masked);
+    let view = ParamView::of(prepared.decision.as_deref(), ctx.masked_caller);
+    let params = recorded_params(&b, view, MAX_RECORDED_PARAMS, key);
     ctx.portals.insert(
         portal,
         Portal {
@@ -1503,7 +1527,11 @@ type BoundParams = (Vec<Param>, [u8; 32]);
 /// trip), and this `Bind` carries some. The approval must cover the parameters
 /// that run, so they are held and requested again. Returns the statement's name
 /// and the parameters.
-fn bind_needs_approval<'b>(ctx: &SessionCtx, body: &'b [u8]) -> Option<(&'b str, BoundParams)> {
+fn bind_needs_approval<'b>(
+    ctx: &SessionCtx,
+    body: &'b [u8],
+    key: &[u8],
+) -> Option<(&'b str, BoundParams)> {
     let b = codec::bind(body)?;
     if b.params.is_empty() {
         // Nothing bound: the approved text is exactly what runs.
@@ -1512,14 +1540,13 @@ fn bind_needs_approval<'b>(ctx: &SessionCtx, body: &'b [u8]) -> Option<(&'b str,
     let name = std::str::from_utf8(b.statement).ok()?;
     let prepared = ctx.statements.get(name)?;
     let (_, _, approved) = prepared.approval.as_ref()?;
-    // Under a mask, values are withheld from the request (enforced by digest).
-    let masked = prepared
-        .decision
-        .as_ref()
-        .is_some_and(|d| d.verdict.masks().is_some());
-    approved
-        .is_none()
-        .then(|| (name, (recorded_params(&b, masked), params_digest(&b))))
+    // Under a mask, values are masked or withheld in the request (enforced by
+    // digest).
+    let view = ParamView::of(prepared.decision.as_deref(), ctx.masked_caller);
+    approved.is_none().then(|| {
+        let shown = recorded_params(&b, view, MAX_RECORDED_PARAMS, key);
+        (name, (shown, params_digest(&b)))
+    })
 }
 
 /// The parameters of the `Bind` of statement `name` that follows its `Parse` in
@@ -1531,7 +1558,7 @@ fn bound_params<D: DecisionPoint>(
     parse: codec::Frame,
     buf: &[u8],
     name: &str,
-    masked: bool,
+    view: ParamView<'_>,
 ) -> Option<(Vec<Param>, [u8; 32])> {
     let mut at = parse.end;
     while let Ok(Some(f)) = codec::next_frontend_frame(buf, at, gw.config.ingress.max_message_size)
@@ -1540,38 +1567,16 @@ fn bound_params<D: DecisionPoint>(
         match f.tag {
             codec::BIND => {
                 let b = codec::bind(f.body(buf))?;
-                return (b.statement == name.as_bytes())
-                    .then(|| (recorded_params(&b, masked), params_digest(&b)));
+                return (b.statement == name.as_bytes()).then(|| {
+                    let shown = recorded_params(&b, view, MAX_RECORDED_PARAMS, gw.masking.key());
+                    (shown, params_digest(&b))
+                });
             }
             codec::DESCRIBE => {}
             _ => return None,
         }
     }
     None
-}
-
-/// A `Bind`'s parameters as evidence records them (values past
-/// [`MAX_RECORDED_PARAMS`] withheld, their lengths kept). `masked`: the
-/// statement is under a mask, so a parameter may be a masked value: lengths only.
-fn recorded_params(b: &codec::Bind<'_>, masked: bool) -> Vec<Param> {
-    let mut budget = MAX_RECORDED_PARAMS;
-    b.params
-        .iter()
-        .map(|(binary, value)| match value {
-            None => Param::Null,
-            Some(v) if masked => Param::Withheld(u32::try_from(v.len()).unwrap_or(u32::MAX)),
-            Some(v) if v.len() > budget => {
-                Param::Withheld(u32::try_from(v.len()).unwrap_or(u32::MAX))
-            }
-            Some(v) => {
-                budget -= v.len();
-                match (binary, std::str::from_utf8(v)) {
-                    (false, Ok(text)) => Param::Text(text.to_owned()),
-                    _ => Param::Binary(crate::evidence::hex(v)),
-                }
-            }
-        })
-        .collect()
 }
 
 /// The record of a batch's statements could not be made durable: each statement
@@ -1655,15 +1660,6 @@ fn tls_info(stream: &ClientStream) -> Option<TlsInfo> {
             .to_owned(),
         sni: conn.server_name().map(str::to_owned),
     })
-}
-
-/// A statement's text as logs show it: literals blanked under a mask.
-fn logged_sql<'a>(d: &Decision, sql: &'a str) -> Cow<'a, str> {
-    if d.verdict.masks().is_some() {
-        Cow::Owned(gatehouse_decider::classify::literal_free(sql))
-    } else {
-        Cow::Borrowed(sql)
-    }
 }
 
 /// The client's message for a verdict that does not let the statement run.

@@ -81,6 +81,7 @@ pub fn statement_hash(session: Uuid, sql: &str, params: Option<&[Param]>) -> Str
                     Param::Text(t) => ("t", t.clone()),
                     Param::Binary(b) => ("b", b.clone()),
                     Param::Withheld(n) => ("w", n.to_string()),
+                    Param::Masked(m) => ("m", m.clone()),
                 };
                 field(kind.as_bytes());
                 field(value.as_bytes());

@@ -69,6 +69,48 @@ pub enum MaskMethod {
     Hash,
     /// Keep the domain of an e-mail address: `****@example.org`.
     Email,
+    /// Not a policy method: what content detectors give a text column (see
+    /// [`Detector`]). Only what they find inside a value is masked, every
+    /// letter and digit of each match shown as `*`; the rest of the value,
+    /// and a value of any other type, stays as it is.
+    Detect {
+        /// The detectors that scan the value.
+        detectors: Vec<Detector>,
+    },
+}
+
+/// A content detector: finds one kind of sensitive value inside free text.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Detector {
+    /// US social security numbers written `123-45-6789`.
+    Ssn,
+    /// Payment card numbers: 13 to 19 digits, in groups separated by single
+    /// spaces or dashes or none, that pass the Luhn check.
+    Pan,
+    /// E-mail addresses (`local@domain.tld`).
+    Email,
+    /// Phone numbers: E.164 (`+14155552671`, `+44 20 7946 0958`) and North
+    /// American forms with separators (`(415) 555-2671`, `415-555-2671`,
+    /// `1 415 555 2671`).
+    Phone,
+}
+
+impl Detector {
+    /// Every detector, in the order of their names.
+    pub const ALL: [Detector; 4] = [Self::Ssn, Self::Pan, Self::Email, Self::Phone];
+
+    /// The detector's name in policies.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ssn => "ssn",
+            Self::Pan => "pan",
+            Self::Email => "email",
+            Self::Phone => "phone",
+        }
+    }
 }
 
 impl MaskMethod {
@@ -80,6 +122,7 @@ impl MaskMethod {
             Self::Partial { .. } => "partial",
             Self::Hash => "hash",
             Self::Email => "email",
+            Self::Detect { .. } => "detect",
         }
     }
 
@@ -92,6 +135,7 @@ impl MaskMethod {
             Self::Hash => 3,
             Self::Email => 2,
             Self::Partial { .. } => 1,
+            Self::Detect { .. } => 0,
         }
     }
 }
@@ -131,6 +175,45 @@ pub struct MaskOutput {
     pub method: MaskMethod,
 }
 
+/// A value a statement sends towards a masked column (a bind parameter, or a
+/// literal of its text), and how evidence shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ValueMask {
+    /// `n` of a parameter `$n`; for a literal, its ordinal (0-based) among the
+    /// text's value tokens (literals and `$n` placeholders, in order).
+    pub index: u32,
+    /// The masked column it targets (the pattern that matched).
+    pub column: String,
+    /// How evidence shows it.
+    #[serde(flatten)]
+    pub method: MaskMethod,
+}
+
+/// For a caller a mask rule applies to: what evidence and logs may show of the
+/// values the statement text carries. A value listed in `literals` or `params`
+/// targets (is written to, compared with, or computed with) a masked column and
+/// is shown masked; one listed as clear is known to target none and is shown as
+/// it is; any other is withheld (the decider could not tell where it goes).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct ValueMasks {
+    /// How many value tokens (literals and `$n` placeholders) the decided text
+    /// has. A text with another count (one sharing a cached verdict) is
+    /// recorded with every literal withheld.
+    pub values: u32,
+    /// Value tokens that target a masked column.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub literals: Vec<ValueMask>,
+    /// Value tokens known to target no masked column.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clear_literals: Vec<u32>,
+    /// Parameters that target a masked column.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<ValueMask>,
+    /// Parameters (`n` of `$n`) known to target no masked column.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clear_params: Vec<u32>,
+}
+
 /// What happens to a statement. Ordered from least to most strict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "verdict")]
@@ -144,6 +227,9 @@ pub enum Verdict {
         /// Output columns masked by position (derived values).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         outputs: Vec<MaskOutput>,
+        /// Content detectors that scan every text output column.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        detect: Vec<Detector>,
     },
     /// Hold it until an approver in `approvers` approves; once approved, run it
     /// with these result columns masked (a mask rule applies to the caller
@@ -159,6 +245,9 @@ pub enum Verdict {
         /// Output columns masked by position, as for [`Verdict::Mask`].
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         outputs: Vec<MaskOutput>,
+        /// Content detectors, as for [`Verdict::Mask`].
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        detect: Vec<Detector>,
     },
     /// Refuse it.
     Block {
@@ -183,11 +272,27 @@ impl Verdict {
     /// results are masked like any other). `None` when nothing is masked.
     pub fn masks(&self) -> Option<(&[MaskColumn], &[MaskOutput])> {
         match self {
-            Self::Mask { columns, outputs } => Some((columns, outputs)),
-            Self::Approve {
+            Self::Mask {
                 columns, outputs, ..
-            } if !columns.is_empty() || !outputs.is_empty() => Some((columns, outputs)),
+            } => Some((columns, outputs)),
+            Self::Approve {
+                columns,
+                outputs,
+                detect,
+                ..
+            } if !columns.is_empty() || !outputs.is_empty() || !detect.is_empty() => {
+                Some((columns, outputs))
+            }
             _ => None,
+        }
+    }
+
+    /// The content detectors that scan every text output column when the
+    /// statement runs (empty when none, or nothing is masked).
+    pub fn detectors(&self) -> &[Detector] {
+        match self {
+            Self::Mask { detect, .. } | Self::Approve { detect, .. } => detect,
+            _ => &[],
         }
     }
 
@@ -250,6 +355,11 @@ pub struct Decision {
     /// blanked): a single plain read whose analysis reads no literal value.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shape_cacheable: bool,
+    /// Present when a mask rule applies to the caller, whatever the verdict
+    /// (a refused statement's values are recorded too): which of the text's
+    /// values evidence shows masked, clear or withheld.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<ValueMasks>,
 }
 
 /// A decider announcing the policy it decides with.
@@ -296,8 +406,10 @@ mod tests {
                 source: "clinic.patients.ssn".into(),
                 method: MaskMethod::Hash,
             }],
+            detect: vec![Detector::Ssn, Detector::Pan],
         };
         let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(json["detect"][1], "pan");
         assert_eq!(json["columns"][0]["method"], "partial");
         assert_eq!(json["columns"][0]["keep_last"], 4);
         assert_eq!(json["outputs"][0]["method"], "hash");
@@ -325,6 +437,7 @@ mod tests {
             }],
             cacheable: true,
             shape_cacheable: false,
+            values: None,
         };
         let json = serde_json::to_value(&d).unwrap();
         assert_eq!(json["verdict"]["verdict"], "block");

@@ -248,6 +248,9 @@ pub enum Param {
     Binary(String),
     /// Withheld by policy (masked): only its length in bytes is recorded.
     Withheld(u32),
+    /// Sent towards a masked column: recorded as the mask rule's method shows
+    /// it (`***-**-6789`), never as sent.
+    Masked(String),
 }
 
 /// A statement and its verdict, recorded before it runs (or is refused).

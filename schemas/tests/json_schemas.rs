@@ -121,12 +121,14 @@ fn decisions_validate() {
                     keep_last: 0,
                 },
             }],
+            detect: vec![gatehouse_schemas::decision::Detector::Phone],
         },
         Verdict::Approve {
             reason: "deletes every row".into(),
             approvers: "dba".into(),
             columns: Vec::new(),
             outputs: Vec::new(),
+            detect: Vec::new(),
         },
         Verdict::Approve {
             reason: "reads every patient".into(),
@@ -143,6 +145,7 @@ fn decisions_validate() {
                 source: "clinic.patients.ssn".into(),
                 method: MaskMethod::Null,
             }],
+            detect: Vec::new(),
         },
         Verdict::Block {
             reason: "no".into(),
@@ -174,6 +177,7 @@ fn decisions_validate() {
             }],
             cacheable: true,
             shape_cacheable: false,
+            values: None,
         };
         let value = serde_json::to_value(&d).unwrap();
         assert!(v.is_valid(&value), "{value}");

@@ -305,6 +305,7 @@ pub fn allow() -> Arc<Decision> {
         shadow: Vec::new(),
         cacheable: false,
         shape_cacheable: false,
+        values: None,
     })
 }
 

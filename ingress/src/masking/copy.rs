@@ -10,7 +10,7 @@ use bytes::{BufMut, BytesMut};
 use gatehouse_decider::results::CopyFormat;
 use gatehouse_schemas::decision::MaskMethod;
 
-use super::wire::{Kind, masked_value};
+use super::wire::{Kind, Replacement, replacement};
 
 /// One column's mask, as it travels (`None`: shown as it is).
 pub type ColMask = Option<(MaskMethod, Kind)>;
@@ -172,33 +172,35 @@ impl CopyOut {
             out.push(b'\n');
             return Some(out);
         }
-        let touched = fields
+        let reps: Vec<Replacement> = fields
             .iter()
             .zip(&self.masks)
-            .any(|(f, m)| m.is_some() && !is_null(f));
-        if !touched {
-            return None;
-        }
-        let mut out = Vec::new();
-        for (i, (f, m)) in fields.iter().zip(&self.masks).enumerate() {
-            if i > 0 {
-                out.push(delimiter);
-            }
-            match m {
+            .map(|(f, m)| match m {
                 Some((method, kind)) if !is_null(f) => {
                     let value = match csv {
                         None => unescape_text(f),
                         Some((q, e)) => unquote_csv(f, q, e),
                     };
-                    match masked_value(&value, method, *kind, key) {
-                        None => out.extend_from_slice(null),
-                        Some(v) => match csv {
-                            None => escape_text(&v, delimiter, &mut out),
-                            Some((q, e)) => quote_csv(&v, q, e, &mut out),
-                        },
-                    }
+                    replacement(&value, method, *kind, key)
                 }
-                _ => out.extend_from_slice(f),
+                _ => None,
+            })
+            .collect();
+        if reps.iter().all(Option::is_none) {
+            return None;
+        }
+        let mut out = Vec::new();
+        for (i, (f, r)) in fields.iter().zip(&reps).enumerate() {
+            if i > 0 {
+                out.push(delimiter);
+            }
+            match r {
+                None => out.extend_from_slice(f),
+                Some(None) => out.extend_from_slice(null),
+                Some(Some(v)) => match csv {
+                    None => escape_text(v, delimiter, &mut out),
+                    Some((q, e)) => quote_csv(v, q, e, &mut out),
+                },
             }
         }
         out.push(b'\n');
@@ -240,29 +242,39 @@ impl CopyOut {
             }
         }
         let shape_ok = cols.len() == self.masks.len();
-        let touched = !shape_ok
-            || cols
-                .iter()
+        let reps: Vec<Replacement> = if shape_ok {
+            cols.iter()
                 .zip(&self.masks)
-                .any(|(c, m)| c.is_some() && m.is_some());
-        if !touched {
+                .map(|(c, m)| match (c, m) {
+                    (Some(v), Some((method, kind))) => replacement(v, method, *kind, key),
+                    _ => None,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if shape_ok && reps.iter().all(Option::is_none) {
             return Some((at, None));
         }
         let mut out = BytesMut::new();
         out.put_i16(i16::try_from(self.masks.len()).unwrap_or(i16::MAX));
-        for (i, m) in self.masks.iter().enumerate() {
-            let value = match (shape_ok.then(|| cols[i]).flatten(), m) {
-                (None, _) => None,
-                (Some(v), None) => Some(Cow::Borrowed(v)),
-                (Some(v), Some((method, kind))) => {
-                    masked_value(v, method, *kind, key).map(Cow::Owned)
-                }
+        for i in 0..self.masks.len() {
+            // Not the row shape announced: every column NULL.
+            let col = if shape_ok {
+                cols.get(i).copied().flatten()
+            } else {
+                None
+            };
+            let value: Option<&[u8]> = match (col, reps.get(i)) {
+                (None, _) | (Some(_), Some(Some(None))) => None,
+                (Some(v), None | Some(None)) => Some(v),
+                (Some(_), Some(Some(Some(new)))) => Some(new.as_slice()),
             };
             match value {
                 None => out.put_i32(-1),
                 Some(v) => {
                     out.put_i32(i32::try_from(v.len()).unwrap_or(i32::MAX));
-                    out.put_slice(&v);
+                    out.put_slice(v);
                 }
             }
         }
@@ -487,6 +499,39 @@ mod tests {
         let a = c.data(b"12\\t3\n", KEY).unwrap();
         let b = method_hash("12\t3");
         assert_eq!(a, format!("{b}\n").into_bytes());
+    }
+
+    #[test]
+    fn detectors_rewrite_only_copy_rows_with_a_match() {
+        use gatehouse_schemas::decision::Detector;
+        let detect = MaskMethod::Detect {
+            detectors: vec![Detector::Ssn, Detector::Pan],
+        };
+        let masks = [None, Some((detect.clone(), Kind::Text))];
+        let mut c = CopyOut::new(text(), 2, Some(&masks));
+        // Nothing found: the message passes as it came.
+        assert_eq!(c.data(b"1\troom 12\\tfloor 3\n", KEY), None);
+        // Only the matches are starred; escapes are kept intact.
+        assert_eq!(
+            c.data(b"2\tssn 123-45-6789\\tcard 4111-1111-1111-1111\n", KEY)
+                .unwrap(),
+            // (a tab in a value is written as backslash-tab, which COPY
+            // reads back as the same tab)
+            b"2\tssn ***-**-****\\\tcard ****-****-****-****\n"
+        );
+        let csv = CopyFormat::Csv {
+            delimiter: b',',
+            null: Vec::new(),
+            quote: b'"',
+            escape: b'"',
+            header: false,
+        };
+        let mut c = CopyOut::new(csv, 2, Some(&masks));
+        assert_eq!(c.data(b"1,\"a, b\"\n", KEY), None);
+        assert_eq!(
+            c.data(b"2,\"x 123-45-6789, \"\"y\"\"\"\n", KEY).unwrap(),
+            b"2,\"x ***-**-****, \"\"y\"\"\"\n"
+        );
     }
 
     fn method_hash(v: &str) -> String {

@@ -27,6 +27,9 @@ pub fn apply(method: &MaskMethod, value: &str, key: &[u8]) -> Option<String> {
             Some((_, domain)) if !domain.is_empty() => format!("{REDACTED}@{domain}"),
             _ => REDACTED.to_owned(),
         }),
+        MaskMethod::Detect { detectors } => {
+            Some(super::detect::scrub(value, detectors).unwrap_or_else(|| value.to_owned()))
+        }
     }
 }
 

@@ -18,7 +18,9 @@
 
 pub mod catalog;
 pub mod copy;
+pub mod detect;
 pub mod method;
+pub mod values;
 pub mod wire;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -76,6 +78,8 @@ impl Masking {
 pub struct MaskPlan {
     columns: Arc<Vec<(WildMatch, WildMatch, WildMatch, MaskColumn)>>,
     outputs: Vec<MaskOutput>,
+    /// Content detectors for every text output column.
+    detect: Option<MaskMethod>,
 }
 
 impl MaskPlan {
@@ -95,9 +99,13 @@ impl MaskPlan {
                 ))
             })
             .collect();
+        let detectors = d.verdict.detectors();
         Some(Arc::new(MaskPlan {
             columns: Arc::new(columns),
             outputs: outputs.to_vec(),
+            detect: (!detectors.is_empty()).then(|| MaskMethod::Detect {
+                detectors: detectors.to_vec(),
+            }),
         }))
     }
 
@@ -115,6 +123,7 @@ impl MaskPlan {
                     ..o.clone()
                 })
                 .collect(),
+            detect: self.detect.clone(),
         })
     }
 
@@ -123,30 +132,59 @@ impl MaskPlan {
         Arc::new(MaskPlan {
             columns: Arc::new(Vec::new()),
             outputs: Vec::new(),
+            detect: None,
         })
     }
 
     /// Whether the plan masks anything at all.
     fn is_empty(&self) -> bool {
-        self.columns.is_empty() && self.outputs.is_empty()
+        self.columns.is_empty() && self.outputs.is_empty() && self.detect.is_none()
     }
 
     /// The strictest method masking `schema.table.column`, if any.
-    fn column_method(&self, schema: &str, table: &str, column: &str) -> Option<&MaskMethod> {
-        self.columns
-            .iter()
-            .filter(|(s, t, c, _)| s.matches(schema) && t.matches(table) && c.matches(column))
-            .map(|(.., m)| &m.method)
-            .max_by_key(|m| m.strictness())
+    fn column_method(&self, schema: &str, table: &str, column: &str) -> Option<MaskMethod> {
+        strictest(
+            self.columns
+                .iter()
+                .filter(|(s, t, c, _)| s.matches(schema) && t.matches(table) && c.matches(column))
+                .map(|(.., m)| &m.method),
+        )
     }
 
-    fn output_method(&self, statement: usize, position: usize) -> Option<&MaskMethod> {
-        self.outputs
-            .iter()
-            .filter(|o| o.statement as usize == statement && o.position as usize == position)
-            .map(|o| &o.method)
-            .max_by_key(|m| m.strictness())
+    fn output_method(&self, statement: usize, position: usize) -> Option<MaskMethod> {
+        strictest(
+            self.outputs
+                .iter()
+                .filter(|o| o.statement as usize == statement && o.position as usize == position)
+                .map(|o| &o.method),
+        )
     }
+}
+
+/// The strictest of several methods; content detectors, the least strict,
+/// combine (every detector of each scans the value).
+fn strictest<'m>(methods: impl Iterator<Item = &'m MaskMethod>) -> Option<MaskMethod> {
+    let mut best: Option<MaskMethod> = None;
+    for m in methods {
+        best = match (best, m) {
+            (None, m) => Some(m.clone()),
+            (
+                Some(MaskMethod::Detect { detectors: mut a }),
+                MaskMethod::Detect { detectors: b },
+            ) => {
+                for d in b {
+                    if !a.contains(d) {
+                        a.push(*d);
+                    }
+                }
+                a.sort();
+                Some(MaskMethod::Detect { detectors: a })
+            }
+            (Some(b), m) if m.strictness() > b.strictness() => Some(m.clone()),
+            (b, _) => b,
+        };
+    }
+    best
 }
 
 /// What one statement of a text does with rows that arrive without their own
@@ -1035,17 +1073,27 @@ fn field_masks(
         .enumerate()
         .map(|(i, f)| {
             let by_output = plan.output_method(statement, i);
-            let method = [f.origin_method.as_ref(), by_output]
+            let method = strictest(
+                [
+                    f.origin_method.as_ref(),
+                    by_output.as_ref(),
+                    plan.detect.as_ref(),
+                ]
                 .into_iter()
-                .flatten()
-                .max_by_key(|m| m.strictness())?;
+                .flatten(),
+            )?;
             let binary = match formats {
                 None => f.format == 1,
                 Some([]) => false,
                 Some([one]) => *one == 1,
                 Some(all) => all.get(i).is_some_and(|x| *x == 1),
             };
-            Some((method.clone(), Kind::of(f.type_oid, binary)))
+            let kind = Kind::of(f.type_oid, binary);
+            // Detectors scan text; a value of another type is left alone.
+            if matches!(method, MaskMethod::Detect { .. }) && kind != Kind::Text {
+                return None;
+            }
+            Some((method, kind))
         })
         .collect()
 }
@@ -1066,15 +1114,11 @@ fn resolve_origins(fields: &mut [Field], plan: &MaskPlan, catalog: &Catalog) {
             .get(&f.column)
             .and_then(|c| plan.column_method(&rel.schema, &rel.name, c));
         // A view column: masked when the view reads any masked column.
-        let through_view = rel
+        let through_view: Vec<MaskMethod> = rel
             .reads
             .iter()
             .filter_map(|(s, t, c)| plan.column_method(s, t, c))
-            .max_by_key(|m| m.strictness());
-        f.origin_method = [own, through_view]
-            .into_iter()
-            .flatten()
-            .max_by_key(|m| m.strictness())
-            .cloned();
+            .collect();
+        f.origin_method = strictest(own.iter().chain(&through_view));
     }
 }

@@ -5,7 +5,7 @@
 use bytes::{BufMut, BytesMut};
 use gatehouse_schemas::decision::MaskMethod;
 
-use super::method;
+use super::{detect, method};
 
 /// One result column, as masking needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +152,23 @@ pub fn masked_value(value: &[u8], method: &MaskMethod, kind: Kind, key: &[u8]) -
     })
 }
 
+/// What one non-NULL value becomes under a mask: `None` unchanged (a content
+/// detector found nothing), `Some(None)` NULL, `Some(Some(bytes))` replaced.
+pub type Replacement = Option<Option<Vec<u8>>>;
+
+/// The [`Replacement`] of one non-NULL value. Content detectors scan text
+/// values only; any other value under them is left as it is.
+pub fn replacement(value: &[u8], method: &MaskMethod, kind: Kind, key: &[u8]) -> Replacement {
+    if let MaskMethod::Detect { detectors } = method {
+        if kind != Kind::Text {
+            return None;
+        }
+        let text = std::str::from_utf8(value).ok()?;
+        return detect::scrub(text, detectors).map(|s| Some(s.into_bytes()));
+    }
+    Some(masked_value(value, method, kind, key))
+}
+
 /// Rewrites a whole `DataRow` message; `None` when no masked column holds a
 /// value (the row is forwarded as it came, without a copy).
 pub fn rewrite_data_row(
@@ -175,29 +192,32 @@ pub fn rewrite_data_row(
             rest = &r[len..];
         }
     }
-    let touched = cols
+    let reps: Vec<Replacement> = cols
         .iter()
-        .zip(masks.iter().chain(std::iter::repeat(&None)))
-        .any(|(c, m)| c.is_some() && m.is_some());
-    if !touched {
+        .enumerate()
+        .map(|(i, c)| match (c, masks.get(i).and_then(Option::as_ref)) {
+            (Some(v), Some((m, kind))) => replacement(v, m, *kind, key),
+            _ => None,
+        })
+        .collect();
+    if reps.iter().all(Option::is_none) {
         return None;
     }
     let mut out = BytesMut::with_capacity(msg.len());
     out.put_u8(b'D');
     out.put_u32(0);
     out.put_i16(n);
-    for (i, c) in cols.iter().enumerate() {
-        let v: Option<std::borrow::Cow<'_, [u8]>> = match (c, masks.get(i).and_then(Option::as_ref))
-        {
-            (None, _) => None,
-            (Some(v), None) => Some((*v).into()),
-            (Some(v), Some((m, kind))) => masked_value(v, m, *kind, key).map(Into::into),
+    for (c, r) in cols.iter().zip(&reps) {
+        let v: Option<&[u8]> = match (c, r) {
+            (None, _) | (Some(_), Some(None)) => None,
+            (Some(v), None) => Some(v),
+            (Some(_), Some(Some(new))) => Some(new.as_slice()),
         };
         match v {
             None => out.put_i32(-1),
             Some(v) => {
                 out.put_i32(i32::try_from(v.len()).unwrap_or(i32::MAX));
-                out.put_slice(&v);
+                out.put_slice(v);
             }
         }
     }
@@ -313,6 +333,30 @@ mod tests {
             &all_null(&data_row(&[Some(b"x"), None]))[..],
             &data_row(&[None, None])[..]
         );
+    }
+
+    #[test]
+    fn detectors_rewrite_only_rows_with_a_match() {
+        use gatehouse_schemas::decision::Detector;
+        let detect = MaskMethod::Detect {
+            detectors: vec![Detector::Ssn, Detector::Pan],
+        };
+        let masks = [
+            Some((detect.clone(), Kind::Text)),
+            Some((detect.clone(), Kind::Other)),
+        ];
+        let row = data_row(&[Some(b"ssn 123-45-6789 ok"), Some(b"123-45-6789")]);
+        let out = rewrite_data_row(&row, &masks, b"k").unwrap();
+        // Only the match is starred; a non-text value under detectors stays.
+        assert_eq!(
+            &out[..],
+            &data_row(&[Some(b"ssn ***-**-**** ok"), Some(b"123-45-6789")])[..]
+        );
+        // Nothing found: no rewrite, the row is forwarded without a copy.
+        let row = data_row(&[Some(b"room 12, floor 3"), Some(b"4111111111111111")]);
+        assert!(rewrite_data_row(&row, &masks, b"k").is_none());
+        let row = data_row(&[Some(b"no digits at all"), None]);
+        assert!(rewrite_data_row(&row, &masks, b"k").is_none());
     }
 
     #[test]

@@ -180,6 +180,7 @@ pub(super) async fn request_at_bind<'b, D: DecisionPoint>(
         None,
         Some(&decision),
         false,
+        gw.masking.key(),
     );
     let statement = Statement {
         params: Some(params.0.clone()),
