@@ -770,14 +770,22 @@ async fn two_archivers_share_the_work_and_survive_one_killed() {
     let b = bus.archiver();
     let mut load = Load::new(bus.js.clone(), 8);
     let progress = load.progress.clone();
+    // Many small publishes (a message or two each): messages enough for both
+    // archivers' fetches to get some.
     let producer = tokio::spawn(async move {
-        for _ in 0..15 {
-            load.statements(200).await;
+        for _ in 0..150 {
+            load.statements(20).await;
         }
         load.end().await;
         load
     });
     wait_acked_at_least(&bus, &progress, 800, Duration::from_secs(60)).await;
+    // Both have archived some (with a few large messages, one can be ahead).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while writers(&bus.archive()).len() < 2 {
+        assert!(Instant::now() < deadline, "one archiver did all the work");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     a.kill9().await;
     let load = producer.await.unwrap();
     bus.wait_all_acked(Duration::from_secs(90)).await;
