@@ -7,7 +7,10 @@
 //!
 //! `cargo bench --bench archiver` (deploy/bench-archiver.sh installs what it
 //! needs); BENCH_EVENTS sets N (default 200000), GATEHOUSE_BIN another binary,
-//! BENCH_BACKLOG=1 publishes everything before the archiver starts (catch-up).
+//! BENCH_BACKLOG=1 publishes everything before the archiver starts (catch-up),
+//! BENCH_FORMAT=records publishes one record per message on the session's
+//! subject, as ingresses did before batch messages (the default, `batch`, is
+//! the ingress's own publisher).
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
@@ -15,7 +18,9 @@ mod harness;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use gatehouse_ingress::evidence::{Chain, JetStream, Recorder, ensure_stream};
+use gatehouse_ingress::evidence::{
+    Chain, Durable, JetStream, Persist, Record, Recorder, ensure_stream,
+};
 use gatehouse_schemas::evidence::{ARCHIVER_CONSUMER, EVIDENCE_STREAM, EventBody, SessionEnded};
 use harness::evidence::statement;
 use harness::kafka::Kafka;
@@ -125,8 +130,12 @@ async fn main() {
     }
     let _ = child.wait().await;
     println!(
-        "archiver{}: {n} events to Kafka and signed segments in {:.2}s: {:.0} events/s",
+        "archiver{}{}: {n} events to Kafka and signed segments in {:.2}s: {:.0} events/s",
         if backlog { " (backlog)" } else { "" },
+        match std::env::var("BENCH_FORMAT") {
+            Ok(f) if f == "records" => " (one record per message)",
+            _ => "",
+        },
         took.as_secs_f64(),
         n as f64 / took.as_secs_f64()
     );
@@ -136,11 +145,52 @@ async fn main() {
 /// JetStream. Sessions of 20 events: session_started is not needed for
 /// throughput, but the chain, message ids and bytes are the ingress's own.
 async fn publish(js: &async_nats::jetstream::Context, n: usize) {
-    let recorder = Recorder::start(
-        JetStream::new(js.clone()),
-        Duration::from_secs(600),
-        1 << 30,
-    );
+    if std::env::var_os("BENCH_FORMAT").is_some_and(|f| f == "records") {
+        let recorder =
+            Recorder::start(OneRecordEach(js.clone()), Duration::from_secs(600), 1 << 30);
+        publish_through(&recorder, n).await;
+    } else {
+        let recorder = Recorder::start(
+            JetStream::new(js.clone()),
+            Duration::from_secs(600),
+            1 << 30,
+        );
+        publish_through(&recorder, n).await;
+    }
+}
+
+/// Publishes each record as a message of its own on its session's subject,
+/// with message id `<session>/<seq>`: what an ingress did before batch messages.
+struct OneRecordEach(async_nats::jetstream::Context);
+
+impl Persist for OneRecordEach {
+    async fn submit(&mut self, batch: Vec<Record>) -> Durable {
+        // Below async-nats's 5,000 unacknowledged publishes.
+        for chunk in batch.chunks(1000) {
+            let mut acks = Vec::with_capacity(chunk.len());
+            for r in chunk {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(
+                    async_nats::header::NATS_MESSAGE_ID,
+                    format!("{}/{}", r.session, r.seq).as_str(),
+                );
+                let subject = gatehouse_schemas::evidence::evidence_subject(r.session);
+                acks.push(
+                    self.0
+                        .publish_with_headers(subject, headers, r.bytes.clone())
+                        .await
+                        .unwrap(),
+                );
+            }
+            for a in acks {
+                a.await.unwrap();
+            }
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+async fn publish_through(recorder: &Recorder, n: usize) {
     let published = Instant::now();
     let mut last = None;
     let mut chain = Chain::new(Uuid::now_v7());
@@ -152,11 +202,11 @@ async fn publish(js: &async_nats::jetstream::Context, n: usize) {
                 refused: 0,
                 duration_ms: 5,
             });
-            last = Some(chain.record(&recorder, ended).unwrap().1);
+            last = Some(chain.record(recorder, ended).unwrap().1);
             chain = Chain::new(Uuid::now_v7());
         } else {
             let sql = format!("select * from orders where id = {i}");
-            last = Some(chain.record(&recorder, statement(&sql, "allow")).unwrap().1);
+            last = Some(chain.record(recorder, statement(&sql, "allow")).unwrap().1);
         }
         if i % 10_000 == 9_999 {
             recorder.durable(last.unwrap()).await.unwrap();

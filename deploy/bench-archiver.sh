@@ -5,6 +5,9 @@
 # into signed segments in a local directory; prints events/s from the first
 # publish until all are acknowledged. BENCH_BACKLOG=1 publishes them all before
 # the archiver starts (catching up: every event is looked up in Kafka first).
+# BENCH_FORMAT=records publishes one record per message, as ingresses did
+# before batch messages (default: batch, the ingress's own publisher); with
+# GATEHOUSE_BIN=<a copy of another build's binary> it measures that archiver.
 #
 # Everything runs on 127.0.0.1 on free ports (nats-server, tansu) and is
 # stopped on exit. The measurement itself is benches/archiver.rs.
@@ -17,6 +20,8 @@ source "$REPO/deploy/lib/common.sh"
 
 BENCH_EVENTS=${BENCH_EVENTS:-200000}
 export BENCH_BACKLOG=${BENCH_BACKLOG:-0}
+export BENCH_FORMAT=${BENCH_FORMAT:-batch}
+[[ $BENCH_FORMAT == batch || $BENCH_FORMAT == records ]] || gh_die "BENCH_FORMAT must be batch or records (got '$BENCH_FORMAT')"
 [[ $BENCH_EVENTS =~ ^[1-9][0-9]*$ ]] || gh_die "BENCH_EVENTS must be a positive integer (got '$BENCH_EVENTS')"
 export BENCH_EVENTS
 

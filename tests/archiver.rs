@@ -11,13 +11,15 @@ mod harness;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gatehouse_ingress::evidence::{Chain, JetStream, Recorder, ensure_stream};
 use gatehouse_schemas::Identity;
 use gatehouse_schemas::evidence::{
-    ARCHIVER_CONSUMER, CiContext, EVIDENCE_STREAM, EventBody, SessionEnded, SessionStarted,
+    ARCHIVER_CONSUMER, CiContext, EVIDENCE_BATCH_SUBJECT, EVIDENCE_STREAM, EventBody, SessionEnded,
+    SessionStarted, batch_records,
 };
 use harness::evidence::statement;
 use harness::kafka::*;
@@ -81,7 +83,15 @@ impl Bus {
     /// An archiver's config: short segments and a short lease, so that tests
     /// see acknowledgements and redeliveries quickly.
     fn config(&self) -> PathBuf {
-        let path = self.dir.path().join("archiver.toml");
+        self.config_with("300ms")
+    }
+
+    /// The config with segments sealed after `segment_max_age`.
+    fn config_with(&self, segment_max_age: &str) -> PathBuf {
+        let path = self
+            .dir
+            .path()
+            .join(format!("archiver-{segment_max_age}.toml"));
         std::fs::write(
             &path,
             format!(
@@ -94,7 +104,7 @@ url = "{nats}"
 
 [archiver]
 signing_key = "{key}"
-segment_max_age = "300ms"
+segment_max_age = "{segment_max_age}"
 segment_max_events = 500
 fetch_batch = 500
 max_inflight = 5000
@@ -123,9 +133,14 @@ scan_margin = "5s"
     }
 
     fn archiver(&self) -> Archiver {
+        self.archiver_with(self.config())
+    }
+
+    /// An archiver on `config`.
+    fn archiver_with(&self, config: PathBuf) -> Archiver {
         let mut child = tokio::process::Command::new(BIN)
             .args(["serve", "--role", "archiver", "--config"])
-            .arg(self.config())
+            .arg(config)
             .envs(self.s3.iter().flat_map(|(moto, _)| moto.env()))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -148,27 +163,23 @@ scan_margin = "5s"
         Archiver { child, log }
     }
 
-    /// Messages in the stream (work-queue: not yet acknowledged by an archiver).
-    async fn unacked(&self) -> Option<u64> {
-        let mut stream = self.js.get_stream(EVIDENCE_STREAM).await.ok()?;
-        Some(stream.info().await.ok()?.state.messages)
-    }
-
-    /// Messages acknowledged so far (the consumer's ack floor), if it exists.
-    async fn acked_floor(&self) -> u64 {
-        let Ok(stream) = self.js.get_stream(EVIDENCE_STREAM).await else {
+    /// Records in the stream (work-queue: in messages not yet acknowledged by
+    /// an archiver). A message acknowledged while they are counted is skipped.
+    async fn unacked_records(&self) -> u64 {
+        let Ok(mut stream) = self.js.get_stream(EVIDENCE_STREAM).await else {
             return 0;
         };
-        let Ok(mut c) = stream
-            .get_consumer::<async_nats::jetstream::consumer::pull::Config>(ARCHIVER_CONSUMER)
-            .await
-        else {
+        let Ok(info) = stream.info().await else {
             return 0;
         };
-        c.info()
-            .await
-            .map(|i| i.ack_floor.stream_sequence)
-            .unwrap_or(0)
+        let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+        let mut n = 0;
+        for seq in first..=last {
+            if let Ok(m) = stream.get_raw_message(seq).await {
+                n += batch_records(&m.payload).count() as u64;
+            }
+        }
+        n
     }
 
     /// Whether the consumer has acknowledged everything in the stream: nothing
@@ -354,6 +365,17 @@ struct Load {
     ids: HashSet<String>,
     /// Statement SQL per session, in order.
     statements: BTreeMap<Uuid, Vec<String>>,
+    /// Shared with whoever watches the load while it runs.
+    progress: Arc<Progress>,
+}
+
+/// How far a [`Load`] is.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Records queued on the recorder.
+    queued: AtomicU64,
+    /// Records JetStream has acknowledged.
+    durable: AtomicU64,
 }
 
 impl Load {
@@ -364,12 +386,14 @@ impl Load {
             sessions: Vec::new(),
             ids: HashSet::new(),
             statements: BTreeMap::new(),
+            progress: Arc::default(),
         };
         for _ in 0..sessions {
             let id = Uuid::now_v7();
             let mut chain = Chain::new(id);
             let (seq, _) = chain.record(&load.recorder, started()).unwrap();
             load.ids.insert(format!("{id}/{seq}"));
+            load.progress.queued.fetch_add(1, Ordering::SeqCst);
             load.sessions.push((id, chain));
         }
         load
@@ -388,11 +412,14 @@ impl Load {
                 .unwrap();
             self.ids.insert(format!("{id}/{seq}"));
             self.statements.entry(*id).or_default().push(sql);
+            self.progress.queued.fetch_add(1, Ordering::SeqCst);
             last = Some(ticket);
         }
         if let Some(t) = last {
             self.recorder.durable(t).await.expect("published");
         }
+        let queued = self.progress.queued.load(Ordering::SeqCst);
+        self.progress.durable.store(queued, Ordering::SeqCst);
     }
 
     /// Ends every session.
@@ -401,12 +428,15 @@ impl Load {
         for (id, chain) in &mut self.sessions {
             let (seq, ticket) = chain.record(&self.recorder, ended()).unwrap();
             self.ids.insert(format!("{id}/{seq}"));
+            self.progress.queued.fetch_add(1, Ordering::SeqCst);
             last = Some(ticket);
         }
         self.recorder
             .durable(last.unwrap())
             .await
             .expect("published");
+        let queued = self.progress.queued.load(Ordering::SeqCst);
+        self.progress.durable.store(queued, Ordering::SeqCst);
     }
 }
 
@@ -441,14 +471,25 @@ fn ended() -> EventBody {
     })
 }
 
-/// Waits until the consumer's ack floor reaches `n` (some of the load is through).
-async fn wait_acked_at_least(bus: &Bus, n: u64, within: Duration) {
+/// Records of `load` acknowledged by an archiver, at least: every record
+/// durable before the stream was read is either still in it or acknowledged.
+async fn acked_at_least(bus: &Bus, load: &Progress) -> u64 {
+    let durable = load.durable.load(Ordering::SeqCst);
+    durable.saturating_sub(bus.unacked_records().await)
+}
+
+/// Waits until at least `n` records of `load` are acknowledged (some of the
+/// load is through).
+async fn wait_acked_at_least(bus: &Bus, load: &Progress, n: u64, within: Duration) {
     let deadline = Instant::now() + within;
-    while bus.acked_floor().await < n {
+    loop {
+        let acked = acked_at_least(bus, load).await;
+        if acked >= n {
+            return;
+        }
         assert!(
             Instant::now() < deadline,
-            "ack floor {} < {n} after {within:?}",
-            bus.acked_floor().await
+            "{acked} < {n} records acknowledged after {within:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -521,19 +562,19 @@ fn kafka_count(bus: &Bus) -> i64 {
         .sum()
 }
 
-/// Waits until Kafka holds at least `n` more records than JetStream has had
-/// acknowledged.
-async fn wait_sent_not_acked(bus: &Bus, n: i64, within: Duration) {
+/// Waits until Kafka holds at least `n` more records of `load` than JetStream
+/// has had acknowledged.
+async fn wait_sent_not_acked(bus: &Bus, load: &Progress, n: i64, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
-        let stream = bus.js.get_stream(EVIDENCE_STREAM).await.unwrap();
-        let mut c = stream
-            .get_consumer::<async_nats::jetstream::consumer::pull::Config>(ARCHIVER_CONSUMER)
-            .await
-            .unwrap();
-        let info = c.info().await.unwrap().clone();
-        let acked = info.delivered.stream_sequence as i64 - info.num_ack_pending as i64;
-        if kafka_count(bus) - acked >= n {
+        // In this order, so that the difference is never more than the truth:
+        // Kafka's count only grows, and records queued after the stream was
+        // read (counted by the stream or not) can only make `acked` larger.
+        let in_kafka = kafka_count(bus);
+        let unacked = bus.unacked_records().await as i64;
+        let queued = load.queued.load(Ordering::SeqCst) as i64;
+        let acked = queued - unacked;
+        if in_kafka - acked >= n {
             return;
         }
         assert!(
@@ -547,7 +588,7 @@ async fn wait_sent_not_acked(bus: &Bus, n: i64, within: Duration) {
 /// Waits until the stream holds at least `n` unacknowledged events.
 async fn wait_unacked_at_least(bus: &Bus, n: u64, within: Duration) {
     let deadline = Instant::now() + within;
-    while bus.unacked().await.unwrap_or(0) < n {
+    while bus.unacked_records().await < n {
         assert!(
             Instant::now() < deadline,
             "fewer than {n} events waiting after {within:?}"
@@ -625,15 +666,18 @@ async fn gateway_sessions_reach_kafka_and_the_archive() {
     drop(client);
     // The session's end is recorded once the gateway saw the client go: wait
     // for it to come through (it is the last record of the session).
-    read_topic(&bus.kafka.brokers(), TOPIC, Duration::from_secs(60), |rs| {
+    let topic = read_topic(&bus.kafka.brokers(), TOPIC, Duration::from_secs(60), |rs| {
         rs.iter()
             .any(|r| r.value["unmapped"]["gatehouse_event_type"] == "session_ended")
     });
     gw.shutdown().await;
 
-    // Every record the gateway published (the stream shows how many).
-    let mut stream = bus.js.get_stream(EVIDENCE_STREAM).await.unwrap();
-    let published = stream.info().await.unwrap().state.last_sequence;
+    // Every record the gateway published: up to the session's end.
+    let published = topic
+        .iter()
+        .find(|r| r.value["unmapped"]["gatehouse_event_type"] == "session_ended")
+        .and_then(|r| r.value["metadata"]["sequence"].as_u64())
+        .expect("the session's end has a sequence");
     bus.wait_all_acked(Duration::from_secs(60)).await;
     let log = archiver.terminate().await;
     assert!(log.contains("archiver_stopped"), "{log}");
@@ -725,14 +769,23 @@ async fn two_archivers_share_the_work_and_survive_one_killed() {
     let a = bus.archiver();
     let b = bus.archiver();
     let mut load = Load::new(bus.js.clone(), 8);
+    let progress = load.progress.clone();
+    // Many small publishes (a message or two each): messages enough for both
+    // archivers' fetches to get some.
     let producer = tokio::spawn(async move {
-        for _ in 0..15 {
-            load.statements(200).await;
+        for _ in 0..150 {
+            load.statements(20).await;
         }
         load.end().await;
         load
     });
-    wait_acked_at_least(&bus, 800, Duration::from_secs(60)).await;
+    wait_acked_at_least(&bus, &progress, 800, Duration::from_secs(60)).await;
+    // Both have archived some (with a few large messages, one can be ahead).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while writers(&bus.archive()).len() < 2 {
+        assert!(Instant::now() < deadline, "one archiver did all the work");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     a.kill9().await;
     let load = producer.await.unwrap();
     bus.wait_all_acked(Duration::from_secs(90)).await;
@@ -774,6 +827,7 @@ async fn under_load(fault: Fault) {
     }
     let mut archiver = bus.archiver();
     let mut load = Load::new(bus.js.clone(), 20);
+    let progress = load.progress.clone();
     // A steady stream: 200 statements every 100 ms (pacing, not synchronisation).
     let producer = tokio::spawn(async move {
         let mut pace = tokio::time::interval(Duration::from_millis(100));
@@ -784,12 +838,12 @@ async fn under_load(fault: Fault) {
         load.end().await;
         load
     });
-    wait_acked_at_least(&bus, 2000, Duration::from_secs(60)).await;
+    wait_acked_at_least(&bus, &progress, 2000, Duration::from_secs(60)).await;
     match fault {
         Fault::KillArchiver => {
             // Killed while it holds records that Kafka has and JetStream has
             // not been told about (sent, their segment not yet sealed).
-            wait_sent_not_acked(&bus, 100, Duration::from_secs(60)).await;
+            wait_sent_not_acked(&bus, &progress, 100, Duration::from_secs(60)).await;
             archiver.kill9().await;
             archiver = bus.archiver();
             // What the dead one sent but never acknowledged comes back and is
@@ -1017,4 +1071,239 @@ async fn a_second_copy_in_the_stream_is_not_sent_twice() {
     assert!(log.contains("archiver_already_in_kafka"), "{log}");
     bus.kafka_exactly_once(&load.ids);
     bus.verify(2).await;
+}
+
+/// The records of one session (started, `statements` statements, ended),
+/// chained and serialized exactly as the ingress does.
+fn session_records(session: Uuid, statements: usize) -> Vec<Vec<u8>> {
+    let mut prev = gatehouse_schemas::evidence::GENESIS.to_owned();
+    let last = statements as u64 + 2;
+    (1..=last)
+        .map(|seq| {
+            let body = match seq {
+                1 => started(),
+                s if s == last => ended(),
+                s => statement(&format!("select {s}"), "allow"),
+            };
+            let event = gatehouse_schemas::evidence::Event {
+                v: gatehouse_schemas::SCHEMA_VERSION,
+                session_id: session,
+                seq,
+                ts: humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+                prev: prev.clone(),
+                body,
+            };
+            let bytes = serde_json::to_vec(&event).unwrap();
+            prev =
+                gatehouse_ingress::evidence::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+            bytes
+        })
+        .collect()
+}
+
+/// Publishes `records` as one batch message, as the ingress does.
+async fn publish_batch(bus: &Bus, records: &[Vec<u8>]) {
+    let first: serde_json::Value = serde_json::from_slice(&records[0]).unwrap();
+    let id = gatehouse_schemas::evidence::batch_message_id(
+        first["session_id"].as_str().unwrap().parse().unwrap(),
+        first["seq"].as_u64().unwrap(),
+        records.len(),
+    );
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+    let payload = gatehouse_schemas::evidence::encode_batch(records.iter().map(Vec::as_slice));
+    bus.js
+        .publish_with_headers(EVIDENCE_BATCH_SUBJECT, headers, payload.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+/// Every event id of `records`.
+fn ids_of(records: &[Vec<u8>]) -> HashSet<String> {
+    records
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(r).unwrap();
+            format!("{}/{}", v["session_id"].as_str().unwrap(), v["seq"])
+        })
+        .collect()
+}
+
+/// One batch message carrying the records of three sessions, interleaved. The
+/// first archiver sends every record to Kafka but, its segments not sealed yet
+/// (the sessions go on), must not acknowledge the message; it is killed. The
+/// message comes back to a second archiver, which finds every record in Kafka
+/// (none is sent twice), archives them and acknowledges it; a second batch
+/// ends the sessions: three sessions that verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_several_sessions_is_archived_once_across_a_redelivery() {
+    let bus = Bus::new(Kafka::start_memory()).await;
+    let sessions: Vec<Vec<Vec<u8>>> = (0..3)
+        .map(|_| session_records(Uuid::now_v7(), 20))
+        .collect();
+    // Round-robin: s1/1, s2/1, s3/1, s1/2, ... (each session's in order),
+    // all but the sessions' ends (an end seals its session's segment).
+    let mut batch = Vec::new();
+    for i in 0..21 {
+        for s in &sessions {
+            batch.push(s[i].clone());
+        }
+    }
+    let ends: Vec<Vec<u8>> = sessions.iter().map(|s| s[21].clone()).collect();
+    let mut ids = ids_of(&batch);
+    assert_eq!(ids.len(), 63);
+
+    // Segments sealed only after an hour: this one holds everything.
+    let first = bus.archiver_with(bus.config_with("1h"));
+    first
+        .wait_log("archiver_started", Duration::from_secs(60))
+        .await;
+    publish_batch(&bus, &batch).await;
+    read_topic(&bus.kafka.brokers(), TOPIC, Duration::from_secs(60), |rs| {
+        rs.len() >= ids.len()
+    });
+    // In Kafka, not in the store: the message stays unacknowledged.
+    assert!(
+        bus.all_acked().await.is_err(),
+        "acknowledged before archived"
+    );
+    first.kill9().await;
+
+    let second = bus.archiver();
+    publish_batch(&bus, &ends).await;
+    ids.extend(ids_of(&ends));
+    bus.wait_all_acked(Duration::from_secs(60)).await;
+    let log = second.terminate().await;
+    assert!(log.contains("archiver_already_in_kafka found=63"), "{log}");
+    let records = bus.kafka_exactly_once(&ids);
+    assert_ordered_per_session(&records);
+    bus.verify(3).await;
+}
+
+/// A stream written by an ingress from before batching (one record per
+/// message, on the session's subject, message id `<session>/<seq>`) next to a
+/// batch message of an upgraded one: both archive, exactly once. A line of the
+/// batch that is no event is dropped (logged), not the records around it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_record_messages_of_an_older_ingress_still_archive() {
+    let bus = Bus::new(Kafka::start_memory()).await;
+    let old = Uuid::now_v7();
+    let old_records = session_records(old, 10);
+    for (i, r) in old_records.iter().enumerate() {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("{old}/{}", i + 1).as_str(),
+        );
+        bus.js
+            .publish_with_headers(
+                gatehouse_schemas::evidence::evidence_subject(old),
+                headers,
+                r.clone().into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let new_records = session_records(Uuid::now_v7(), 10);
+    let mut with_junk = new_records.clone();
+    with_junk.insert(3, b"not an event".to_vec());
+    publish_batch(&bus, &with_junk).await;
+    let archiver = bus.archiver();
+    bus.wait_all_acked(Duration::from_secs(60)).await;
+    let log = archiver.terminate().await;
+    assert!(log.contains("archiver_not_an_event_dropped"), "{log}");
+    let mut ids = ids_of(&old_records);
+    ids.extend(ids_of(&new_records));
+    let records = bus.kafka_exactly_once(&ids);
+    assert_ordered_per_session(&records);
+    bus.verify(2).await;
+}
+
+/// A batch whose publish fails (JetStream gone) refuses what waits on it once
+/// the evidence timeout passes, and is published again when JetStream is back,
+/// as the same batch messages under the same ids (JetStream drops the copies
+/// of what it had): every record once, each message's id naming its first
+/// record and its count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_cannot_be_published_is_refused_then_published_again() {
+    let mut nats = Nats::start();
+    let js = async_nats::jetstream::new(nats.client().await);
+    ensure_stream(&js).await.unwrap();
+    let recorder = Recorder::start(
+        JetStream::new(js.clone()),
+        Duration::from_millis(500),
+        1 << 20,
+    );
+    let mut chains: Vec<Chain> = (0..3).map(|_| Chain::new(Uuid::now_v7())).collect();
+    let mut last = None;
+    for c in &mut chains {
+        last = Some(c.record(&recorder, started()).unwrap().1);
+    }
+    recorder.durable(last.unwrap()).await.expect("published");
+
+    nats.stop();
+    let mut waiting = Vec::new();
+    for c in &mut chains {
+        for i in 0..5 {
+            let sql = format!("select {i}");
+            waiting.push(c.record(&recorder, statement(&sql, "allow")).unwrap().1);
+        }
+    }
+    // Refused, as a statement waiting on it would be (the first one: the
+    // rest are durable only after it).
+    assert!(
+        recorder.durable(waiting[0]).await.is_err(),
+        "durable without NATS"
+    );
+
+    nats.restart();
+    let last = *waiting.last().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while recorder.durable(last).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "never published after NATS came back"
+        );
+    }
+
+    let js = async_nats::jetstream::new(nats.client().await);
+    let mut stream = js.get_stream(EVIDENCE_STREAM).await.unwrap();
+    let state = stream.info().await.unwrap().state.clone();
+    let mut seen: HashMap<Uuid, Vec<u64>> = HashMap::new();
+    for seq in state.first_sequence..=state.last_sequence {
+        let m = stream.get_raw_message(seq).await.unwrap();
+        assert_eq!(m.subject.as_str(), EVIDENCE_BATCH_SUBJECT);
+        let records: Vec<serde_json::Value> = batch_records(&m.payload)
+            .map(|r| serde_json::from_slice(r).unwrap())
+            .collect();
+        let id = m
+            .headers
+            .get(async_nats::header::NATS_MESSAGE_ID)
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            id,
+            gatehouse_schemas::evidence::batch_message_id(
+                records[0]["session_id"].as_str().unwrap().parse().unwrap(),
+                records[0]["seq"].as_u64().unwrap(),
+                records.len()
+            )
+        );
+        for r in records {
+            let session = r["session_id"].as_str().unwrap().parse().unwrap();
+            seen.entry(session)
+                .or_default()
+                .push(r["seq"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(seen.len(), 3);
+    for (session, mut seqs) in seen {
+        // Batches retried side by side may land in either order; each once.
+        seqs.sort();
+        assert_eq!(seqs, (1..=6).collect::<Vec<u64>>(), "session {session}");
+    }
 }

@@ -12,7 +12,9 @@ use std::time::Duration;
 use gatehouse_archiver::{LocalDir, SessionStatus, load_verifying_key};
 use gatehouse_decider::PolicyHandle;
 use gatehouse_ingress::decision::LocalPolicy;
-use gatehouse_schemas::evidence::{EVIDENCE_STREAM, GENESIS};
+use gatehouse_schemas::evidence::{
+    EVIDENCE_BATCH_SUBJECT, EVIDENCE_STREAM, GENESIS, batch_records,
+};
 use harness::nats::Nats;
 use harness::*;
 use serde_json::Value;
@@ -264,7 +266,8 @@ fn jetstream_config(pg: &Pg, issuer: &Issuer, nats: &Nats) -> String {
     )
 }
 
-/// Every record in the evidence stream, in stream order.
+/// Every record in the evidence stream, in stream order (batch messages, each
+/// carrying many records).
 async fn stream_records(nats: &Nats) -> Vec<Vec<u8>> {
     let js = async_nats::jetstream::new(nats.client().await);
     let mut stream = js.get_stream(EVIDENCE_STREAM).await.unwrap();
@@ -272,12 +275,15 @@ async fn stream_records(nats: &Nats) -> Vec<Vec<u8>> {
     // publishes) are after its last sequence and not counted in it.
     let state = stream.info().await.unwrap().state.clone();
     let mut out = Vec::new();
+    let mut messages = 0;
     for seq in 1..=state.last_sequence {
         if let Ok(m) = stream.get_raw_message(seq).await {
-            out.push(m.payload.to_vec());
+            assert_eq!(m.subject.as_str(), EVIDENCE_BATCH_SUBJECT);
+            out.extend(batch_records(&m.payload).map(<[u8]>::to_vec));
+            messages += 1;
         }
     }
-    assert_eq!(out.len() as u64, state.messages);
+    assert_eq!(messages, state.messages);
     out
 }
 

@@ -5,14 +5,21 @@
 //!
 //! # Acknowledgement
 //!
-//! Every fetched message becomes an [`Entry`] keyed by its [`RecordId`]. It is
-//! acknowledged when its record is durable in the store (named by
-//! [`Archive::tick`]/[`Archive::flush`], or recognised as already archived by
-//! [`Archive::ingest`]) *and* Kafka confirmed it (or holds it already). Until
-//! then it stays unacknowledged: a Kafka or store outage only delays it (retried
-//! with backoff, the JetStream lease kept alive with progress acks), a crash
-//! hands it to another archiver after `ack_wait`. Entries are bounded by
-//! `max_inflight`: no more is fetched while that many wait.
+//! A message carries many records (a batch, see
+//! [`gatehouse_schemas::evidence`]), or one (as ingresses before batching
+//! published them). Every record it carries becomes an [`Entry`] keyed by its
+//! [`RecordId`], which is done when the record is durable in the store (named
+//! by [`Archive::tick`]/[`Archive::flush`], or recognised as already archived
+//! by [`Archive::ingest`]) *and* Kafka confirmed it (or holds it already). A
+//! message is acknowledged once every record in it is done. Until then it
+//! stays unacknowledged: a Kafka or store outage only delays it (retried with
+//! backoff, the JetStream lease kept alive with progress acks), a crash hands
+//! it to another archiver after `ack_wait`. A record the store cannot take now,
+//! or that conflicts with an archived one, hands its whole message back (nak);
+//! the rest of the message is archived meanwhile and recognised when it comes
+//! back. Entries (records) are bounded by `max_inflight`: no more is fetched
+//! while that many wait, and a fetch asks for no more bytes than the room left
+//! could take (see `fetch_size`).
 //!
 //! # Exactly once in Kafka
 //!
@@ -36,7 +43,7 @@
 //! sending. The reader's dedupe key (`metadata.uid` / the event-id header)
 //! covers that case.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -47,7 +54,7 @@ use async_nats::jetstream::{self, AckKind, consumer::pull, message::Acker};
 use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
-use gatehouse_schemas::evidence::{ARCHIVER_CONSUMER, EVIDENCE_STREAM};
+use gatehouse_schemas::evidence::{ARCHIVER_CONSUMER, EVIDENCE_STREAM, batch_records};
 
 use crate::archive::{Archive, Ingested, RecordId};
 use crate::error::{ArchiveError, PushError};
@@ -58,9 +65,10 @@ use crate::store::SegmentStore;
 /// How the service fetches and holds messages.
 #[derive(Debug, Clone)]
 pub struct ServiceSettings {
-    /// Messages asked for per fetch.
+    /// At most this many messages asked for per fetch.
     pub fetch_batch: usize,
-    /// At most this many messages held unacknowledged by this process.
+    /// At most this many records held unacknowledged by this process (give or
+    /// take one message's worth).
     pub max_inflight: usize,
     /// The consumer's `ack_wait` (set when this process creates it): a message
     /// not acknowledged (nor renewed) within it goes to another archiver.
@@ -88,13 +96,17 @@ impl Default for ServiceSettings {
 pub struct Stats {
     /// Messages fetched.
     pub received: AtomicU64,
-    /// Messages acknowledged (in both sinks).
+    /// Records fetched.
+    pub records: AtomicU64,
+    /// Records done (in both sinks); their messages are acknowledged once all
+    /// of theirs are.
     pub acked: AtomicU64,
     /// Records sent to Kafka (confirmed).
     pub produced: AtomicU64,
     /// Suspect records found already in Kafka (not sent again).
     pub found_in_kafka: AtomicU64,
-    /// Messages that were not evidence events, terminated.
+    /// Records that were not evidence events (dropped; a message of nothing
+    /// else is terminated).
     pub garbage: AtomicU64,
 }
 
@@ -124,19 +136,29 @@ enum KafkaState {
 
 /// One held record and the messages that carried it.
 struct Entry {
-    ackers: Vec<Acker>,
+    /// Keys in [`Service::messages`] (a key no longer there: handed back).
+    messages: Vec<u64>,
     archived: bool,
     kafka: KafkaState,
     /// The record, until Kafka has it.
     record: Option<Bytes>,
     /// The event's time, ms (where to look for an earlier copy).
     ts_ms: i64,
+}
+
+/// One held message.
+struct Held {
+    acker: Acker,
+    /// Its records not done yet (acknowledged at zero).
+    waiting: usize,
     renewed: Instant,
 }
 
 /// A pull request under way, as a task of its own so that it progresses while
 /// the loop handles the previous batch.
 type Fetch = tokio::task::JoinHandle<Vec<jetstream::Message>>;
+/// A record's id and its event's time (ms).
+type Located = (RecordId, i64);
 type Delivery = Pin<Box<dyn Future<Output = (RecordId, Result<(), KafkaSinkError>)> + Send>>;
 
 /// Notes NATS reconnections: the caller passes `on_event` to
@@ -165,6 +187,10 @@ struct Service<S> {
     /// Ordered by session and seq: sends go out in that order, so a session's
     /// records reach its partition in order.
     entries: BTreeMap<RecordId, Entry>,
+    /// The messages that carried them, by a key of this process's own (a
+    /// message redelivered while held is held twice).
+    messages: HashMap<u64, Held>,
+    next_message: u64,
     sends: FuturesUnordered<Delivery>,
     stats: Arc<Stats>,
     settings: ServiceSettings,
@@ -219,6 +245,8 @@ pub async fn run<S: SegmentStore + 'static>(
         kafka,
         tail: TailIndex::default(),
         entries: BTreeMap::new(),
+        messages: HashMap::new(),
+        next_message: 0,
         sends: FuturesUnordered::new(),
         stats,
         settings: settings.clone(),
@@ -233,6 +261,8 @@ pub async fn run<S: SegmentStore + 'static>(
     svc.suspect_upto = last_sequence(&js).await.unwrap_or(u64::MAX);
     tracing::info!(suspect_upto = svc.suspect_upto, "archiver_started");
 
+    let client = js.client();
+    let max_payload = || client.server_info().max_payload;
     let mut shutdown = std::pin::pin!(shutdown);
     let mut stopping = false;
     let mut fetch: Option<Fetch> = None;
@@ -247,13 +277,16 @@ pub async fn run<S: SegmentStore + 'static>(
         }
         let room = settings.max_inflight.saturating_sub(svc.entries.len());
         if fetch.is_none() && !stopping && room > 0 {
-            fetch = Some(start_fetch(&consumer, room.min(settings.fetch_batch)));
+            fetch = Some(start_fetch(
+                &consumer,
+                fetch_size(&settings, room, max_payload()),
+            ));
         }
         tokio::select! {
             // Cancel safety: the fetch future is kept across iterations and
             // only replaced once it completed; delivery futures live in `sends`.
             _ = &mut shutdown, if !stopping => {
-                tracing::info!(held = svc.entries.len(), "archiver_stopping");
+                tracing::info!(held = svc.entries.len(), messages = svc.messages.len(), "archiver_stopping");
                 stopping = true;
             }
             batch = async { fetch.as_mut().expect("guarded").await }, if fetch.is_some() => {
@@ -261,11 +294,15 @@ pub async fn run<S: SegmentStore + 'static>(
                 let batch = batch.unwrap_or_default();
                 // The next pull goes out before this batch is handled, so that
                 // the server prepares it meanwhile.
+                let records: usize = batch
+                    .iter()
+                    .map(|m| batch_records(&m.payload).count())
+                    .sum();
                 let room = settings
                     .max_inflight
-                    .saturating_sub(svc.entries.len() + batch.len());
+                    .saturating_sub(svc.entries.len() + records);
                 fetch = (!stopping && room > 0)
-                    .then(|| start_fetch(&consumer, room.min(settings.fetch_batch)));
+                    .then(|| start_fetch(&consumer, fetch_size(&settings, room, max_payload())));
                 svc.on_batch(batch).await;
             }
             Some((id, result)) = svc.sends.next(), if !svc.sends.is_empty() => {
@@ -291,13 +328,31 @@ async fn last_sequence(js: &jetstream::Context) -> Option<u64> {
     Some(stream.info().await.ok()?.state.last_sequence)
 }
 
-fn start_fetch(consumer: &jetstream::consumer::Consumer<pull::Config>, n: usize) -> Fetch {
+/// A record is at least this long (its session id alone takes 36 of them), so
+/// a fetch of `room × MIN_RECORD_BYTES` bytes brings at most `room` records.
+const MIN_RECORD_BYTES: usize = 64;
+
+/// What to ask for with `room` records left: at most `fetch_batch` messages
+/// and `room × MIN_RECORD_BYTES` bytes, but never fewer bytes than the largest
+/// message the server takes (one larger than a pull's byte limit would never
+/// be handed out), so past `max_inflight` by one fetch's worth at most.
+fn fetch_size(settings: &ServiceSettings, room: usize, max_payload: usize) -> (usize, usize) {
+    let messages = room.clamp(1, settings.fetch_batch);
+    let floor = max_payload.max(1 << 20) + (64 << 10);
+    (messages, room.saturating_mul(MIN_RECORD_BYTES).max(floor))
+}
+
+fn start_fetch(
+    consumer: &jetstream::consumer::Consumer<pull::Config>,
+    (n, bytes): (usize, usize),
+) -> Fetch {
     let consumer = consumer.clone();
     tokio::spawn(async move {
         let mut out = Vec::new();
         let batch = consumer
             .batch()
             .max_messages(n)
+            .max_bytes(bytes)
             .expires(Duration::from_millis(500))
             .messages()
             .await;
@@ -344,97 +399,144 @@ impl<S: SegmentStore + 'static> Service<S> {
         self.stats
             .received
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let mut touched = Vec::with_capacity(batch.len());
-        let mut found = 0u64;
-        let sessions: Vec<uuid::Uuid> = batch
-            .iter()
-            .filter_map(|m| Head::parse(&m.payload).ok().map(|h| h.session_id))
-            .collect();
-        if let Err(e) = self.archive.resume(sessions).await {
-            // Each record's ingest reads its session again (and naks on failure).
-            tracing::warn!(error = %e, "archiver_store_unavailable");
-        }
+        // Each message's records, each with its id and time if it reads as an event.
+        let mut fetched = Vec::with_capacity(batch.len());
+        let mut sessions = Vec::new();
         for msg in batch {
             let (delivered, stream_seq) = match msg.info() {
                 Ok(i) => (i.delivered, i.stream_sequence),
                 Err(_) => (i64::MAX, 0),
             };
             let (msg, acker) = msg.split();
-            let record = msg.payload;
-            let head = match Head::parse(&record) {
-                Ok(h) => h,
-                Err(e) => {
-                    self.garbage(&acker, &e.to_string()).await;
-                    continue;
-                }
-            };
-            let id = RecordId {
-                session: head.session_id,
-                seq: head.seq,
-            };
-            let ts_ms = epoch_ms(&head.ts);
-            drop(head);
-            let ingested = match self.archive.ingest(&record, now).await {
-                Ok(i) => i,
-                Err(ArchiveError::Push(
-                    e @ (PushError::NotAnEvent(_)
-                    | PushError::LineBreak { .. }
-                    | PushError::ZeroSeq { .. }),
-                )) => {
-                    self.garbage(&acker, &e.to_string()).await;
-                    continue;
-                }
-                Err(ArchiveError::Push(e)) => {
-                    // A different record under an archived id: never acked
-                    // blindly, never lost; kept in the stream for a person.
-                    tracing::error!(session = %id.session, seq = id.seq, error = %e, "archiver_conflicting_record");
-                    let _ = acker
-                        .ack_with(AckKind::Nak(Some(Duration::from_secs(60))))
-                        .await;
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(session = %id.session, seq = id.seq, error = %e, "archiver_store_unavailable");
-                    let _ = acker
-                        .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
-                        .await;
-                    continue;
-                }
-            };
+            let payload = msg.payload;
+            let records: Vec<(Bytes, Result<Located, String>)> = batch_records(&payload)
+                .map(|line| {
+                    let head = Head::parse(line).map(|h| {
+                        let id = RecordId {
+                            session: h.session_id,
+                            seq: h.seq,
+                        };
+                        (id, epoch_ms(&h.ts))
+                    });
+                    if let Ok((id, _)) = &head {
+                        sessions.push(id.session);
+                    }
+                    (payload.slice_ref(line), head)
+                })
+                .collect();
+            fetched.push((acker, delivered, stream_seq, records));
+        }
+        if let Err(e) = self.archive.resume(sessions).await {
+            // Each record's ingest reads its session again (and naks on failure).
+            tracing::warn!(error = %e, "archiver_store_unavailable");
+        }
+        let mut touched = Vec::new();
+        let mut found = 0u64;
+        for (acker, delivered, stream_seq, records) in fetched {
+            self.stats
+                .records
+                .fetch_add(records.len() as u64, Ordering::Relaxed);
+            let key = self.next_message;
+            self.next_message += 1;
             let suspect = delivered > 1 || stream_seq <= self.suspect_upto;
-            if let Some(e) = self.entries.get_mut(&id) {
-                // The same record held twice (redelivered, or published twice):
-                // acknowledged together.
-                e.ackers.push(acker);
-                e.archived |= ingested == Ingested::Archived;
+            // Its records held, its records that are not events (the first
+            // one's error), and whether it goes back (after how long).
+            let mut waiting = 0usize;
+            let mut garbage: (u64, Option<String>) = (0, None);
+            let mut nak: Option<Duration> = None;
+            for (record, head) in records {
+                let (id, ts_ms) = match head {
+                    Ok(h) => h,
+                    Err(e) => {
+                        garbage.0 += 1;
+                        garbage.1.get_or_insert(e);
+                        continue;
+                    }
+                };
+                let ingested = match self.archive.ingest(&record, now).await {
+                    Ok(i) => i,
+                    Err(ArchiveError::Push(
+                        e @ (PushError::NotAnEvent(_)
+                        | PushError::LineBreak { .. }
+                        | PushError::ZeroSeq { .. }),
+                    )) => {
+                        garbage.0 += 1;
+                        garbage.1.get_or_insert(e.to_string());
+                        continue;
+                    }
+                    Err(ArchiveError::Push(e)) => {
+                        // A different record under an archived id: never acked
+                        // blindly, never lost; kept in the stream for a person.
+                        tracing::error!(session = %id.session, seq = id.seq, error = %e, "archiver_conflicting_record");
+                        nak = nak.max(Some(Duration::from_secs(60)));
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(session = %id.session, seq = id.seq, error = %e, "archiver_store_unavailable");
+                        nak = nak.max(Some(Duration::from_secs(2)));
+                        continue;
+                    }
+                };
+                waiting += 1;
                 touched.push(id);
-                continue;
-            }
-            let kafka = match &self.kafka {
-                None => KafkaState::Done,
-                Some(_) if self.tail.contains(&id) => {
-                    found += 1;
-                    KafkaState::Done
+                if let Some(e) = self.entries.get_mut(&id) {
+                    // The same record held twice (redelivered, or published twice):
+                    // done for both messages at once.
+                    e.messages.push(key);
+                    e.archived |= ingested == Ingested::Archived;
+                    continue;
                 }
-                // A record this process archived before, carried by a message
-                // it has not seen (the stream holds it twice: a publish retried
-                // across a NATS restart that lost its de-duplication state),
-                // went to Kafka with its first copy: look before sending.
-                Some(_) if suspect || ingested == Ingested::Archived => KafkaState::Check,
-                Some(_) => KafkaState::Send,
-            };
-            self.entries.insert(
-                id,
-                Entry {
-                    ackers: vec![acker],
-                    archived: ingested == Ingested::Archived,
-                    kafka,
-                    record: (kafka != KafkaState::Done).then_some(record),
-                    ts_ms,
-                    renewed: Instant::now(),
-                },
-            );
-            touched.push(id);
+                let kafka = match &self.kafka {
+                    None => KafkaState::Done,
+                    Some(_) if self.tail.contains(&id) => {
+                        found += 1;
+                        KafkaState::Done
+                    }
+                    // A record this process archived before, carried by a message
+                    // it has not seen (the stream holds it twice: a publish retried
+                    // across a NATS restart that lost its de-duplication state),
+                    // went to Kafka with its first copy: look before sending.
+                    Some(_) if suspect || ingested == Ingested::Archived => KafkaState::Check,
+                    Some(_) => KafkaState::Send,
+                };
+                self.entries.insert(
+                    id,
+                    Entry {
+                        messages: vec![key],
+                        archived: ingested == Ingested::Archived,
+                        kafka,
+                        record: (kafka != KafkaState::Done).then_some(record),
+                        ts_ms,
+                    },
+                );
+            }
+            let dropped = garbage.0;
+            if dropped > 0 {
+                self.stats.garbage.fetch_add(dropped, Ordering::Relaxed);
+            }
+            let error = garbage.1.unwrap_or_default();
+            if let Some(delay) = nak {
+                // Comes back whole; what of it is held meanwhile is recognised then.
+                let _ = acker.ack_with(AckKind::Nak(Some(delay))).await;
+            } else if waiting == 0 {
+                let terminated = self.stats.garbage.load(Ordering::Relaxed);
+                tracing::error!(error, terminated, "archiver_not_an_event_terminated");
+                let _ = acker.ack_with(AckKind::Term).await;
+                continue;
+            } else {
+                self.messages.insert(
+                    key,
+                    Held {
+                        acker,
+                        waiting,
+                        renewed: Instant::now(),
+                    },
+                );
+            }
+            if dropped > 0 {
+                // Lines of a batch that are not events: logged, never archived.
+                tracing::error!(error, dropped, "archiver_not_an_event_dropped");
+            }
         }
         if found > 0 {
             self.stats
@@ -458,12 +560,6 @@ impl<S: SegmentStore + 'static> Service<S> {
             }
             Err(e) => tracing::warn!(error = %e, "archiver_store_failed"),
         }
-    }
-
-    async fn garbage(&self, acker: &Acker, error: &str) {
-        let terminated = self.stats.garbage.fetch_add(1, Ordering::Relaxed) + 1;
-        tracing::error!(error, terminated, "archiver_not_an_event_terminated");
-        let _ = acker.ack_with(AckKind::Term).await;
     }
 
     /// Queues every record in state `Send`.
@@ -627,12 +723,10 @@ impl<S: SegmentStore + 'static> Service<S> {
     async fn renew_leases(&mut self) {
         let every = self.settings.ack_wait / 3;
         let now = Instant::now();
-        for e in self.entries.values_mut() {
-            if now.duration_since(e.renewed) >= every {
-                for a in &e.ackers {
-                    let _ = a.ack_with(AckKind::Progress).await;
-                }
-                e.renewed = now;
+        for m in self.messages.values_mut() {
+            if now.duration_since(m.renewed) >= every {
+                let _ = m.acker.ack_with(AckKind::Progress).await;
+                m.renewed = now;
             }
         }
     }
@@ -648,7 +742,8 @@ impl<S: SegmentStore + 'static> Service<S> {
         touched
     }
 
-    /// Acknowledges those of `ids` that both sinks have.
+    /// Lets go of those of `ids` that both sinks have, and acknowledges the
+    /// messages all of whose records are now done.
     async fn ack_done(&mut self, ids: Vec<RecordId>) {
         for id in ids {
             if !self.entries.get(&id).is_some_and(Entry::is_done) {
@@ -660,12 +755,21 @@ impl<S: SegmentStore + 'static> Service<S> {
                 // then known without a read.
                 self.tail.insert(id);
             }
-            for a in e.ackers {
-                if let Err(err) = a.ack().await {
+            self.stats.acked.fetch_add(1, Ordering::Relaxed);
+            for key in e.messages {
+                // Absent: handed back (nak) when it was fetched.
+                let Some(m) = self.messages.get_mut(&key) else {
+                    continue;
+                };
+                m.waiting -= 1;
+                if m.waiting > 0 {
+                    continue;
+                }
+                let m = self.messages.remove(&key).expect("present");
+                if let Err(err) = m.acker.ack().await {
                     tracing::warn!(error = %err, "archiver_ack_failed");
                 }
             }
-            self.stats.acked.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -688,11 +792,10 @@ impl<S: SegmentStore + 'static> Service<S> {
         }
         let rest: Vec<RecordId> = self.entries.keys().copied().collect();
         self.ack_done(rest).await;
-        let handed_back = self.entries.len();
-        for (_, e) in std::mem::take(&mut self.entries) {
-            for a in e.ackers {
-                let _ = a.ack_with(AckKind::Nak(None)).await;
-            }
+        self.entries.clear();
+        let handed_back = self.messages.len();
+        for (_, m) in std::mem::take(&mut self.messages) {
+            let _ = m.acker.ack_with(AckKind::Nak(None)).await;
         }
         tracing::info!(
             acked = self.stats.acked.load(Ordering::Relaxed),

@@ -202,9 +202,10 @@ pub struct ArchiverConfig {
     /// …or at this many records. Messages are acknowledged once sealed and
     /// stored, so this and `segment_max_age` bound how long they are held.
     pub segment_max_events: usize,
-    /// Messages asked for per JetStream fetch.
+    /// At most this many messages asked for per JetStream fetch.
     pub fetch_batch: usize,
-    /// At most this many messages held unacknowledged by one archiver.
+    /// At most this many records held unacknowledged by one archiver (give or
+    /// take one message's worth).
     pub max_inflight: usize,
     /// The durable consumer's `ack_wait` (set by the archiver that creates it):
     /// a message neither acknowledged nor renewed within it goes to another archiver.

@@ -10,8 +10,9 @@
 //! Failure is closed: a record that is not durable within the configured time
 //! refuses its statement; a spool that failed to write or fsync is never trusted
 //! again (every later statement is refused until restart); a JetStream outage
-//! queues records (bounded) and retries them in order, with the same message ids
-//! so JetStream drops any duplicate, and statements flow again once it is back.
+//! queues records (bounded) and retries them in order, as the same messages
+//! under the same ids so JetStream drops any duplicate, and statements flow
+//! again once it is back.
 
 use std::future::Future;
 use std::io::Write;
@@ -21,7 +22,10 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use gatehouse_schemas::SCHEMA_VERSION;
-use gatehouse_schemas::evidence::{Event, EventBody, GENESIS, evidence_subject};
+use gatehouse_schemas::evidence::{
+    EVIDENCE_BATCH_SUBJECT, Event, EventBody, GENESIS, batch_message_id, encode_batch,
+    split_batches,
+};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, mpsc, watch};
 use uuid::Uuid;
@@ -67,8 +71,8 @@ pub trait Persist: Send + 'static {
 /// makes group commit: with 64 in flight each batch held about one record, and
 /// every statement paid a publish and an acknowledgement of its own.
 const MAX_IN_FLIGHT: usize = 2;
-/// …and their records (with a chunk being published, below async-nats's 5,000
-/// unacknowledged publishes).
+/// …and their records: past this the next batch waits for an acknowledgement
+/// (and then carries more records at once).
 const MAX_IN_FLIGHT_RECORDS: usize = 3000;
 
 /// A position in the recorder's queue; durable once the mark reaches it.
@@ -487,8 +491,10 @@ fn create_spool_file(dir: &Path, index: u64) -> std::io::Result<std::fs::File> {
     Ok(file)
 }
 
-/// Distributed mode: records published to JetStream (`gatehouse.v1.evidence.<session>`,
-/// message id `<session>/<seq>`), durable once the stream acknowledges them.
+/// Distributed mode: each submitted batch published to JetStream as batch
+/// messages (`gatehouse.v1.evidence.batch`, NDJSON records of many sessions,
+/// see [`gatehouse_schemas::evidence`]), durable once the stream acknowledged
+/// every one of them.
 pub struct JetStream {
     js: async_nats::jetstream::Context,
 }
@@ -500,17 +506,36 @@ impl JetStream {
     }
 }
 
+/// One batch message, built once and published again as it is after a failure:
+/// same payload, same `Nats-Msg-Id`, so JetStream drops a copy it already holds.
+#[derive(Clone)]
+struct BatchMessage {
+    id: String,
+    payload: Bytes,
+}
+
+/// The messages that carry `batch`, in order.
+fn batch_messages(batch: &[Record]) -> Vec<BatchMessage> {
+    split_batches(batch, |r| r.bytes.len())
+        .into_iter()
+        .map(|run| BatchMessage {
+            id: batch_message_id(run[0].session, run[0].seq, run.len()),
+            payload: Bytes::from(encode_batch(run.iter().map(|r| &r.bytes[..]))),
+        })
+        .collect()
+}
+
 /// Publishes per chunk whose acknowledgements are collected together: async-nats
 /// allows 5,000 unacknowledged publishes per context and then waits for one to
-/// be acknowledged, so a larger chunk (a backlog after an outage) would wait
-/// forever.
+/// be acknowledged, so a larger chunk (a very large backlog after an outage)
+/// would wait forever.
 const CHUNK: usize = 1000;
 
 async fn publish_chunked(
     js: &async_nats::jetstream::Context,
-    batch: &[Record],
+    messages: &[BatchMessage],
 ) -> Result<(), String> {
-    for chunk in batch.chunks(CHUNK) {
+    for chunk in messages.chunks(CHUNK) {
         await_acks(publish_all(js, chunk).await?).await?;
     }
     Ok(())
@@ -518,11 +543,14 @@ async fn publish_chunked(
 
 impl Persist for JetStream {
     async fn submit(&mut self, batch: Vec<Record>) -> Durable {
-        if batch.len() > CHUNK {
+        let records = batch.len();
+        let messages = batch_messages(&batch);
+        drop(batch);
+        if messages.len() > CHUNK {
             // A backlog: chunk by chunk, before the next batch (retried inside).
             let mut backoff = Duration::from_millis(50);
-            while let Err(e) = publish_chunked(&self.js, &batch).await {
-                tracing::warn!(error = %e, records = batch.len(), "evidence_publish_retry");
+            while let Err(e) = publish_chunked(&self.js, &messages).await {
+                tracing::warn!(error = %e, records, "evidence_publish_retry");
                 // A production retry backoff while JetStream is away.
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -531,7 +559,7 @@ impl Persist for JetStream {
         }
         // Published now; the acknowledgements are awaited by the returned
         // future, while the worker publishes the next batches.
-        let first = publish_all(&self.js, &batch).await;
+        let first = publish_all(&self.js, &messages).await;
         let js = self.js.clone();
         Box::pin(async move {
             let mut attempt = match first {
@@ -543,14 +571,14 @@ impl Persist for JetStream {
                 match attempt {
                     Ok(()) => return Ok(()),
                     Err(e) => {
-                        tracing::warn!(error = %e, records = batch.len(), "evidence_publish_retry");
+                        tracing::warn!(error = %e, records, "evidence_publish_retry");
                         // Not a test sleep: a production retry backoff while
                         // JetStream is away; statements waiting meanwhile time
                         // out and are refused. Republished under the same ids,
                         // so JetStream drops what it already has.
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(2));
-                        attempt = publish_chunked(&js, &batch).await;
+                        attempt = publish_chunked(&js, &messages).await;
                     }
                 }
             }
@@ -560,17 +588,14 @@ impl Persist for JetStream {
 
 async fn publish_all(
     js: &async_nats::jetstream::Context,
-    batch: &[Record],
+    messages: &[BatchMessage],
 ) -> Result<Vec<async_nats::jetstream::context::PublishAckFuture>, String> {
-    let mut acks = Vec::with_capacity(batch.len());
-    for r in batch {
+    let mut acks = Vec::with_capacity(messages.len());
+    for m in messages {
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            format!("{}/{}", r.session, r.seq).as_str(),
-        );
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, m.id.as_str());
         let ack = js
-            .publish_with_headers(evidence_subject(r.session), headers, r.bytes.clone())
+            .publish_with_headers(EVIDENCE_BATCH_SUBJECT, headers, m.payload.clone())
             .await
             .map_err(|e| e.to_string())?;
         acks.push(ack);

@@ -9,6 +9,28 @@
 //! the hex SHA-256 of the previous record of the same session ([`GENESIS`] for
 //! the first, whose `seq` is 1). So no canonical re-serialization is needed to
 //! verify anything, in any language: hash the bytes as stored.
+//!
+//! # Batch messages
+//!
+//! An ingress publishes the records it makes durable together (group commit) as
+//! one JetStream message on [`EVIDENCE_BATCH_SUBJECT`]: NDJSON, every record
+//! exactly as serialized (one line of JSON: JSON escapes any newline in a
+//! value) followed by one `\n`, in the order the ingress queued them: the
+//! format of the all-in-one spool. A batch holds records of many sessions,
+//! each session's in `seq` order; at most [`BATCH_MAX_RECORDS`] records and
+//! [`BATCH_MAX_BYTES`] bytes ([`split_batches`]). Each line is an [`Event`]
+//! (`schemas/json/evidence-event.schema.json`); the message has no envelope of
+//! its own, so the per-record schema, hashes and ids are unchanged, and a
+//! change of framing would take a new subject.
+//!
+//! Its `Nats-Msg-Id` is [`batch_message_id`] of its first record and its count:
+//! the same when the same batch is published again after a failure, so
+//! JetStream's duplicate window drops the copy. A reader must still expect a
+//! record twice (in two messages, or redelivered) and deduplicate on the event
+//! id `<session>/<seq>`.
+//!
+//! [`batch_records`] reads both forms: a batch, and the older single record
+//! without a trailing newline.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -17,19 +39,80 @@ use uuid::Uuid;
 use crate::decision::ShadowHit;
 use crate::{Identity, ProtocolKind};
 
-/// JetStream stream holding evidence events (file storage).
+/// JetStream stream holding evidence events (file storage), on every subject
+/// under [`EVIDENCE_SUBJECT_PREFIX`].
 pub const EVIDENCE_STREAM: &str = "GATEHOUSE_EVIDENCE";
-/// Subject prefix of evidence events: one subject per session,
-/// `gatehouse.v1.evidence.<session id>`.
+/// Subject prefix of evidence messages: [`EVIDENCE_BATCH_SUBJECT`] (what an
+/// ingress publishes), and `gatehouse.v1.evidence.<session id>` (one record per
+/// message: what ingresses before batching published, still archived).
 pub const EVIDENCE_SUBJECT_PREFIX: &str = "gatehouse.v1.evidence";
+/// Subject of evidence batch messages: see [`encode_batch`].
+pub const EVIDENCE_BATCH_SUBJECT: &str = "gatehouse.v1.evidence.batch";
+/// At most this many records in one batch message.
+pub const BATCH_MAX_RECORDS: usize = 1000;
+/// At most this many bytes in one batch message, unless it carries a single
+/// record that is larger on its own: well under nats-server's default maximum
+/// payload (1 MiB).
+pub const BATCH_MAX_BYTES: usize = 512 * 1024;
 /// Durable consumer shared by the archivers (each event reaches one of them).
 pub const ARCHIVER_CONSUMER: &str = "gatehouse-archiver";
 /// `prev` of a session's first event: 64 zeros.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// The evidence subject of one session.
+/// The evidence subject of one session, on which ingresses before batching
+/// published each record as a message of its own (`Nats-Msg-Id`
+/// `<session>/<seq>`). Archivers still take such messages.
 pub fn evidence_subject(session: Uuid) -> String {
     format!("{EVIDENCE_SUBJECT_PREFIX}.{session}")
+}
+
+/// The records of one batch message: `records` each followed by `\n`.
+pub fn encode_batch<'a>(records: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in records {
+        out.extend_from_slice(r);
+        out.push(b'\n');
+    }
+    out
+}
+
+/// The records an evidence message carries, in order: the lines of a batch, or
+/// the one record of an older single-record message (which has no trailing
+/// newline). An empty line, or an empty message, is returned as an empty record
+/// (not an event: the reader reports it).
+pub fn batch_records(payload: &[u8]) -> impl Iterator<Item = &[u8]> {
+    payload
+        .strip_suffix(b"\n")
+        .unwrap_or(payload)
+        .split(|&b| b == b'\n')
+}
+
+/// The `Nats-Msg-Id` of a batch message whose first record is `<session>/<seq>`
+/// and which carries `records` records: `<session>/<seq>+<records>`.
+pub fn batch_message_id(session: Uuid, seq: u64, records: usize) -> String {
+    format!("{session}/{seq}+{records}")
+}
+
+/// Splits `records` (in order) into the runs that go into one batch message
+/// each: at most [`BATCH_MAX_RECORDS`] records and [`BATCH_MAX_BYTES`] bytes
+/// (`len` of a record, plus its newline), except that a record larger than
+/// that goes alone. The same input always splits the same way, so a batch
+/// published again gets the same message ids.
+pub fn split_batches<T>(records: &[T], len: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, r) in records.iter().enumerate() {
+        let n = len(r) + 1;
+        if i > start && (i - start == BATCH_MAX_RECORDS || bytes + n > BATCH_MAX_BYTES) {
+            out.push(&records[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += n;
+    }
+    if start < records.len() {
+        out.push(&records[start..]);
+    }
+    out
 }
 
 /// One evidence event.
@@ -413,6 +496,57 @@ mod tests {
             "00000000-0000-0000-0000-000000000000/2",
             "dedupe id"
         );
+    }
+
+    #[test]
+    fn batches_round_trip_and_old_single_records_still_read() {
+        let records: Vec<&[u8]> = vec![br#"{"a":1}"#, br#"{"b":"x\ny"}"#, b"{}"];
+        let payload = encode_batch(records.iter().copied());
+        // A newline inside a value is escaped in JSON: lines are records.
+        assert_eq!(payload, b"{\"a\":1}\n{\"b\":\"x\\ny\"}\n{}\n");
+        assert_eq!(batch_records(&payload).collect::<Vec<_>>(), records);
+        // The older form: one record, no newline.
+        assert_eq!(
+            batch_records(br#"{"a":1}"#).collect::<Vec<_>>(),
+            vec![br#"{"a":1}"#]
+        );
+        // Nothing to read is one empty record, for the reader to report.
+        assert_eq!(batch_records(b"").collect::<Vec<_>>(), vec![b""]);
+        assert_eq!(
+            batch_records(b"{}\n\n{}\n").collect::<Vec<_>>(),
+            vec![&b"{}"[..], b"", b"{}"]
+        );
+        assert_eq!(
+            batch_message_id(Uuid::nil(), 7, 3),
+            "00000000-0000-0000-0000-000000000000/7+3"
+        );
+    }
+
+    #[test]
+    fn batches_split_by_records_and_bytes_the_same_way_every_time() {
+        let small = vec![100usize; 2500];
+        let runs = split_batches(&small, |&n| n);
+        assert_eq!(
+            runs.iter().map(|r| r.len()).collect::<Vec<_>>(),
+            vec![1000, 1000, 500]
+        );
+        // 2,000-byte records (2,001 with the newline): 262 fit in 512 KiB.
+        let big = vec![2000usize; 600];
+        let runs = split_batches(&big, |&n| n);
+        assert_eq!(
+            runs.iter().map(|r| r.len()).collect::<Vec<_>>(),
+            vec![262, 262, 76]
+        );
+        assert!(runs.iter().all(|r| r.len() * 2001 <= BATCH_MAX_BYTES));
+        // A record larger than a message goes alone, in its place.
+        let mixed = vec![10, BATCH_MAX_BYTES + 5, 10, 10];
+        let runs = split_batches(&mixed, |&n| n);
+        assert_eq!(
+            runs.iter().map(|r| r.to_vec()).collect::<Vec<_>>(),
+            vec![vec![10], vec![BATCH_MAX_BYTES + 5], vec![10, 10]]
+        );
+        assert_eq!(split_batches(&mixed, |&n| n), runs);
+        assert!(split_batches::<usize>(&[], |&n| n).is_empty());
     }
 
     #[test]
