@@ -328,23 +328,9 @@ pub(super) async fn release<D: DecisionPoint, R: AsyncRead + Unpin>(
                 .unwrap_or_else(|p| p.into_inner())
                 .decided(tag, &held.name, &record.request.sql, &held.decision);
             match held.protocol {
-                ProtocolKind::Parse if held.at_bind => {
-                    // This approval, with its parameters, replaces the one of
-                    // the text: the Bind's Execute runs once under it.
-                    ctx.statements.insert(
-                        held.name.clone(),
-                        Arc::new(Prepared {
-                            sql: record.request.sql.clone(),
-                            decision: Some(held.decision.clone()),
-                            approval: Some((id.to_string(), AtomicBool::new(false), held.digest)),
-                        }),
-                    );
-                    Release::Run {
-                        sent: Sent::Bind,
-                        ticket,
-                    }
-                }
                 ProtocolKind::Parse => {
+                    // Held at Bind, this approval (with its parameters) replaces
+                    // the one of the text: the Bind's Execute runs once under it.
                     ctx.statements.insert(
                         held.name.clone(),
                         Arc::new(Prepared {
@@ -353,10 +339,12 @@ pub(super) async fn release<D: DecisionPoint, R: AsyncRead + Unpin>(
                             approval: Some((id.to_string(), AtomicBool::new(false), held.digest)),
                         }),
                     );
-                    Release::Run {
-                        sent: Sent::Parse,
-                        ticket,
-                    }
+                    let sent = if held.at_bind {
+                        Sent::Bind
+                    } else {
+                        Sent::Parse
+                    };
+                    Release::Run { sent, ticket }
                 }
                 _ => {
                     ctx.statements.remove("");
