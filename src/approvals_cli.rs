@@ -227,16 +227,7 @@ fn print(out: &mut impl Write, r: &ApprovalRecord) -> std::io::Result<()> {
         "requester {} ({})",
         q.requester.subject, q.requester.issuer
     )?;
-    let ci = &q.ci;
-    writeln!(
-        out,
-        "ci        {} repository={} workflow={} run={} commit={}",
-        ci.provider,
-        ci.repository.as_deref().unwrap_or("-"),
-        ci.workflow.as_deref().unwrap_or("-"),
-        ci.run_id.as_deref().unwrap_or("-"),
-        ci.commit.as_deref().unwrap_or("-")
-    )?;
+    writeln!(out, "{}", ci_line(&q.ci))?;
     writeln!(
         out,
         "rule      {} ({})",
@@ -339,4 +330,16 @@ pub fn run(cmd: ApprovalsCommand, out: &mut impl Write) -> Result<i32> {
             }
         }
     })
+}
+
+/// The requester's CI context on one line (`show` and `watch`).
+pub(crate) fn ci_line(ci: &gatehouse_schemas::evidence::CiContext) -> String {
+    format!(
+        "ci        {} repository={} workflow={} run={} commit={}",
+        ci.provider,
+        ci.repository.as_deref().unwrap_or("-"),
+        ci.workflow.as_deref().unwrap_or("-"),
+        ci.run_id.as_deref().unwrap_or("-"),
+        ci.commit.as_deref().unwrap_or("-")
+    )
 }

@@ -12,7 +12,7 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::Line;
 use ratatui::widgets::{Block, Borders, Paragraph, Row, Table, TableState, Wrap};
 
-use crate::approvals_cli::{Backend, Connection};
+use crate::approvals_cli::{Backend, Connection, ci_line};
 
 /// How often the list is read again.
 const REFRESH: Duration = Duration::from_secs(1);
@@ -230,21 +230,13 @@ fn draw(f: &mut ratatui::Frame<'_>, view: &mut View) {
         None => vec![Line::from("no pending requests of your groups")],
         Some(r) => {
             let q = &r.request;
-            let ci = &q.ci;
             let mut l = vec![
                 Line::from(format!("request   {}", q.id)),
                 Line::from(format!(
                     "requester {} ({}) on role {}",
                     q.requester.subject, q.requester.issuer, q.role
                 )),
-                Line::from(format!(
-                    "ci        {} repository={} workflow={} run={} commit={}",
-                    ci.provider,
-                    ci.repository.as_deref().unwrap_or("-"),
-                    ci.workflow.as_deref().unwrap_or("-"),
-                    ci.run_id.as_deref().unwrap_or("-"),
-                    ci.commit.as_deref().unwrap_or("-")
-                )),
+                Line::from(ci_line(&q.ci)),
                 Line::from(format!(
                     "rule      {} ({}); approvers {}; until {}",
                     q.rule.as_deref().unwrap_or("?"),

@@ -109,18 +109,7 @@ fn refused(e: Refused) -> Response {
 }
 
 async fn list(State(approver): State<Arc<Approver>>, headers: HeaderMap) -> Response {
-    let Some(token) = bearer(&headers) else {
-        return no_token();
-    };
-    match approver.list(token, None).await {
-        Ok(records) => Json(ApprovalList {
-            v: SCHEMA_VERSION,
-            records,
-            error: None,
-        })
-        .into_response(),
-        Err(e) => refused(e),
-    }
+    listed(&approver, &headers, None).await
 }
 
 async fn show(
@@ -128,10 +117,15 @@ async fn show(
     Path(id): Path<Uuid>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(token) = bearer(&headers) else {
+    listed(&approver, &headers, Some(id)).await
+}
+
+/// The caller's visible records (one, with `id`), as `ApprovalList`.
+async fn listed(approver: &Approver, headers: &HeaderMap, id: Option<Uuid>) -> Response {
+    let Some(token) = bearer(headers) else {
         return no_token();
     };
-    match approver.list(token, Some(id)).await {
+    match approver.list(token, id).await {
         Ok(records) => Json(ApprovalList {
             v: SCHEMA_VERSION,
             records,
