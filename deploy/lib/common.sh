@@ -83,10 +83,13 @@ gh_port_in_use() {
 }
 
 # Prints a TCP port on 127.0.0.1 that nothing listens on, avoiding the ports given as arguments.
+# Drawn from 10000-32767, below Linux's ephemeral range (32768-60999): there an
+# outgoing connection's local port can hold a port nobody listens on, and a
+# server that then binds it fails (seen once: "could not bind ... in use").
 gh_free_port() {
     local port tries=0 taken
     while ((tries < 200)); do
-        port=$((20000 + RANDOM % 30000))
+        port=$((10000 + RANDOM % 22768))
         tries=$((tries + 1))
         for taken in "$@"; do
             [[ $port == "$taken" ]] && continue 2
