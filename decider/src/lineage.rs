@@ -404,6 +404,13 @@ fn statement(s: &Statement, at: &ValuesAt) -> StatementLineage {
                 w.out.unsupported = inner.unsupported;
             }
         }
+        Statement::Prepare { statement, .. } => {
+            // PREPARE runs nothing itself, but a protocol-level `Bind` of its
+            // name runs what it prepares with no decision of its own: the
+            // statement is decided, and its rows are masked, as what it
+            // prepares.
+            return self::statement(statement, at);
+        }
         Statement::Declare { stmts } => {
             // The cursor's rows come back through FETCH, masked with this
             // statement's output lineage (the ingress keeps it per cursor).
@@ -1487,5 +1494,16 @@ mod tests {
                 .is_some()
         );
         assert!(one("select 1").unsupported.is_none());
+    }
+
+    #[test]
+    fn prepare_has_the_lineage_of_what_it_prepares() {
+        // A protocol-level Bind of the name runs it without an EXECUTE.
+        let l = one("prepare p (int) as select id, upper(ssn) from patients where id = $1");
+        assert_eq!(l.items.len(), 2);
+        assert!(out(&l, 1).reads.contains(&col("patients", "ssn")));
+        assert!(l.has_params);
+        let l = one("prepare q as select id from patients where ssn like '1%'");
+        assert!(l.predicates.contains(&(col("patients", "ssn"), Use::Other)));
     }
 }
