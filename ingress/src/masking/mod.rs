@@ -15,6 +15,14 @@
 //! `Describe` of a query with the same output columns, answers swallowed), a
 //! `FETCH` with the plan its cursor's `DECLARE` had, an `Execute` of a portal
 //! never described after a `Describe` Gatehouse sends itself.
+//!
+//! SQL names share the protocol's namespaces, as in PostgreSQL: a statement
+//! prepared with SQL `PREPARE` can be bound with `Bind` (its plan is that of
+//! the `PREPARE`, which the decider decides as what it prepares), and a SQL
+//! cursor is a portal that `Execute` can fetch from (with its `DECLARE`'s
+//! plan). A name whose meaning upstream Gatehouse cannot be sure of (never
+//! seen, or its creation still unanswered after a `Sync`, or failed) is masked
+//! blind: every column NULL.
 
 pub mod catalog;
 pub mod copy;
@@ -200,6 +208,9 @@ enum Op {
     },
     /// `DECLARE name CURSOR`: on success the cursor keeps this statement's plan.
     Declare { name: String, hold: bool },
+    /// SQL `PREPARE name`: the statement was named with this statement's plan
+    /// when the text was sent (and forgotten if it fails).
+    Prepare { name: String },
     /// `FETCH`: rows masked with the cursor's plan.
     Fetch { name: String },
     /// `CLOSE name` (`None`: all).
@@ -220,8 +231,9 @@ const PROBE_NAME: &str = "gatehouse_mask_probe";
 /// A SQL cursor declared through the gateway.
 #[derive(Debug)]
 struct Cursor {
-    /// Its query's plan (`None`: not masked).
-    plan: Option<Arc<MaskPlan>>,
+    /// The portal it is, with its query's plan (`None`: not masked): what a
+    /// `FETCH` and an `Execute` of it are masked with.
+    portal: Option<Arc<MaskedPortal>>,
     /// `WITH HOLD`: outlives its transaction once that commits.
     hold: bool,
     /// Its transaction committed.
@@ -238,14 +250,92 @@ struct MaskedStatement {
     fields: Mutex<Option<Arc<Vec<Field>>>>,
 }
 
+impl MaskedStatement {
+    fn new(plan: Arc<MaskPlan>, op: Op) -> Arc<Self> {
+        Arc::new(Self {
+            plan,
+            op,
+            fields: Mutex::new(None),
+        })
+    }
+
+    /// A statement Gatehouse does not know: masked by origin only, so a
+    /// masking session's rows are all NULL.
+    fn blind() -> Arc<Self> {
+        Self::new(MaskPlan::blind(), Op::None)
+    }
+}
+
 /// A portal bound to a masked statement.
 #[derive(Debug)]
 struct MaskedPortal {
     statement: Arc<MaskedStatement>,
-    /// Result format codes of the `Bind`.
+    /// Result format codes of the `Bind` (empty for a SQL cursor: the
+    /// `Describe` of it says its format).
     formats: Vec<i16>,
     /// Its row shape, from the answer to a `Describe` of the portal.
     fields: Mutex<Option<Arc<Vec<Field>>>>,
+}
+
+impl MaskedPortal {
+    fn new(statement: Arc<MaskedStatement>, formats: Vec<i16>) -> Arc<Self> {
+        Arc::new(Self {
+            statement,
+            formats,
+            fields: Mutex::new(None),
+        })
+    }
+}
+
+impl Cursor {
+    /// Its query's plan (`None`: not masked).
+    fn plan(&self) -> Option<Arc<MaskPlan>> {
+        self.portal.as_ref().map(|p| p.statement.plan.clone())
+    }
+}
+
+/// Creations of names (statements or portals) sent and not answered yet. The
+/// client direction records a name as it sends what creates it; should that
+/// fail, the name still means its old object upstream. Within the creation's
+/// own batch that does not matter (after an error the server skips to the
+/// `Sync`), so a name is unsettled only once a `Sync` (or a simple query)
+/// follows an unanswered creation of it: its record may then be stale.
+#[derive(Debug, Default)]
+struct Unsettled(HashMap<String, (usize, bool)>);
+
+impl Unsettled {
+    /// A creation of `name` was sent; `now`: unsettled at once (its record is
+    /// only made when it is answered).
+    fn sent(&mut self, name: &str, now: bool) {
+        let e = self.0.entry(name.to_owned()).or_default();
+        e.0 += 1;
+        e.1 = now;
+    }
+
+    /// A `Sync` or a simple query was sent.
+    fn boundary(&mut self) {
+        for e in self.0.values_mut() {
+            e.1 = true;
+        }
+    }
+
+    /// A creation of `name` was answered (or skipped); whether none is left.
+    fn answered(&mut self, name: &str) -> bool {
+        match self.0.get_mut(name) {
+            Some(e) if e.0 > 1 => {
+                e.0 -= 1;
+                false
+            }
+            _ => {
+                self.0.remove(name);
+                true
+            }
+        }
+    }
+
+    fn unsettled(&self, name: &str) -> bool {
+        self.0.get(name).is_some_and(|e| e.1)
+    }
 }
 
 /// How the rows of a simple query's current result set are masked.
@@ -283,8 +373,10 @@ enum Cause {
         sync: bool,
         failed: bool,
     },
-    Parse,
-    Bind,
+    /// `Parse` of the statement of this name.
+    Parse(String),
+    /// `Bind` of the portal of this name.
+    Bind(String),
     DescribeStatement(Option<Arc<MaskedStatement>>),
     /// `true`: Gatehouse's own `Describe`, ahead of an `Execute` of a portal
     /// never described; its answer is swallowed.
@@ -310,7 +402,18 @@ impl Cause {
             Self::Execute { portal, blind, .. } => portal.is_some() || *blind,
             Self::DescribeStatement(s) => s.is_some(),
             Self::DescribePortal(p, _) => p.is_some(),
-            Self::Parse | Self::Bind | Self::Close | Self::Sync | Self::Other => false,
+            Self::Parse(_) | Self::Bind(_) | Self::Close | Self::Sync | Self::Other => false,
+        }
+    }
+
+    /// The ops of this cause that create names (SQL PREPARE, DECLARE).
+    fn creates(&self) -> &[Op] {
+        match self {
+            Self::Query { ops, .. } => ops,
+            Self::Execute {
+                portal: Some(p), ..
+            } => std::slice::from_ref(&p.statement.op),
+            _ => &[],
         }
     }
 
@@ -365,6 +468,10 @@ pub struct SessionMasker {
     /// SQL cursors declared through the gateway, by name; kept by the backend
     /// direction as their DECLARE and CLOSE complete.
     cursors: HashMap<String, Cursor>,
+    /// Creations of statement names (`Parse`, SQL `PREPARE`) and of portal
+    /// names (`Bind`, `DECLARE`) awaiting their answers.
+    unsettled_statements: Unsettled,
+    unsettled_portals: Unsettled,
     /// The COPY TO in flight, when masked.
     copy: Option<CopyOut>,
     /// A masked COPY TO whose row format Gatehouse does not know: its rows are
@@ -415,6 +522,49 @@ fn describe_portal(name: &str) -> BytesMut {
 }
 
 impl SessionMasker {
+    /// Records what statement name `name` means from now on (`None`: not
+    /// masked); `ddl`: its Execute empties the catalog. Past the bound, the
+    /// name is not recorded and binds of it are masked blind.
+    fn name_statement(&mut self, name: &str, stmt: Option<Arc<MaskedStatement>>, ddl: bool) {
+        if self.statements.len() < MAX_NAMES || self.statements.contains_key(name) {
+            self.statements.insert(name.to_owned(), stmt);
+        }
+        if ddl {
+            self.ddl.insert(name.to_owned());
+        } else {
+            self.ddl.remove(name);
+        }
+    }
+
+    /// Forgets statement name `name`: binds of it are masked blind until it is
+    /// named again.
+    fn forget_statement(&mut self, name: &str) {
+        self.statements.remove(name);
+        self.ddl.remove(name);
+    }
+
+    /// The statement `name` names as of what was sent: `Some(None)` not
+    /// masked, `None` unknown (or unsettled, see [`Unsettled`]).
+    fn statement(&self, name: &str) -> Option<Option<Arc<MaskedStatement>>> {
+        if self.unsettled_statements.unsettled(name) {
+            return None;
+        }
+        self.statements.get(name).cloned()
+    }
+
+    /// The portal `name` names as of what was sent: a bound one, else a SQL
+    /// cursor of that name (they share a namespace); `Some(None)` not masked,
+    /// `None` unknown (or unsettled).
+    fn portal(&self, name: &str) -> Option<Option<Arc<MaskedPortal>>> {
+        if self.unsettled_portals.unsettled(name) {
+            return None;
+        }
+        match self.portals.get(name) {
+            Some(p) => Some(p.clone()),
+            None => self.cursors.get(name).map(|c| c.portal.clone()),
+        }
+    }
+
     /// Whether backend messages need reading whole (some cause masks).
     pub fn active(&self) -> bool {
         self.masking
@@ -427,7 +577,7 @@ impl SessionMasker {
         let ddl = decision.statements.iter().any(|s| s.class == "ddl");
         self.masking |= plan.is_some();
         let mut probes = Vec::new();
-        let ops: Vec<Op> = if self.masking && results::may_have_ops(sql) {
+        let mut ops: Vec<Op> = if self.masking && results::may_have_ops(sql) {
             results::result_ops(sql)
                 .unwrap_or_default()
                 .into_iter()
@@ -461,27 +611,40 @@ impl SessionMasker {
         } else {
             Vec::new()
         };
+        // SQL PREPARE and DEALLOCATE, in the namespace `Bind` reads.
+        for (i, s) in decision.statements.iter().enumerate() {
+            match &s.deallocates {
+                Some(Some(name)) => self.forget_statement(name),
+                // DEALLOCATE ALL, DISCARD ALL (the unnamed statement is no
+                // prepared statement of theirs).
+                Some(None) => self.statements.retain(|n, _| n.is_empty()),
+                None => {}
+            }
+            let Some((name, _)) = &s.prepares else {
+                continue;
+            };
+            if tag == codec::QUERY {
+                let stmt = plan
+                    .as_ref()
+                    .map(|p| MaskedStatement::new(p.of_statement(i), Op::None));
+                self.name_statement(name, stmt, false);
+                if ops.len() <= i {
+                    ops.resize(i + 1, Op::None);
+                }
+                ops[i] = Op::Prepare { name: name.clone() };
+            } else {
+                // A PREPARE through the extended protocol runs at an Execute
+                // Gatehouse does not follow it to: its name is masked blind.
+                self.forget_statement(name);
+            }
+        }
         let cause = match tag {
             codec::PARSE => {
                 let stmt = plan.map(|plan| {
-                    Arc::new(MaskedStatement {
-                        plan,
-                        op: ops.into_iter().next().unwrap_or_default(),
-                        fields: Mutex::new(None),
-                    })
+                    MaskedStatement::new(plan, ops.into_iter().next().unwrap_or_default())
                 });
-                if self.statements.len() < MAX_NAMES || self.statements.contains_key(name) {
-                    self.statements.insert(name.to_owned(), stmt);
-                } else if stmt.is_some() {
-                    self.statements.remove(name);
-                }
-                // A prepared DDL statement: its Execute empties the catalog.
-                if ddl {
-                    self.ddl.insert(name.to_owned());
-                } else {
-                    self.ddl.remove(name);
-                }
-                Cause::Parse
+                self.name_statement(name, stmt, ddl);
+                Cause::Parse(name.to_owned())
             }
             _ => Cause::Query {
                 plan,
@@ -511,40 +674,35 @@ impl SessionMasker {
                 rows: Rows::Undescribed,
                 ops: Vec::new(),
             },
-            (Sent::Parse, _) => Cause::Parse,
+            (Sent::Parse, _) => Cause::Parse(wire::cstr(body)),
             (Sent::FunctionCall { .. }, _) => Cause::Other,
             (Sent::Bind, _) => {
-                if let Some((portal, statement, formats)) = wire::bind_formats(body) {
-                    let bound = match self.statements.get(&statement) {
-                        Some(Some(s)) => Some(Arc::new(MaskedPortal {
-                            statement: s.clone(),
-                            formats,
-                            fields: Mutex::new(None),
-                        })),
-                        Some(None) => None,
-                        // A statement not prepared through this gateway (SQL
-                        // PREPARE): masked by origin only if the session masks.
-                        None if self.masking => Some(Arc::new(MaskedPortal {
-                            statement: Arc::new(MaskedStatement {
-                                plan: MaskPlan::blind(),
-                                op: Op::None,
-                                fields: Mutex::new(None),
-                            }),
-                            formats,
-                            fields: Mutex::new(None),
-                        })),
-                        None => None,
-                    };
-                    if self.ddl.contains(&statement) {
-                        self.ddl_portals.insert(portal.clone());
-                    } else {
-                        self.ddl_portals.remove(&portal);
+                let Some((portal, statement, formats)) = wire::bind_formats(body) else {
+                    // Malformed: the server refuses it.
+                    return self.push(ahead, Cause::Bind(String::new()));
+                };
+                let bound = match self.statement(&statement) {
+                    Some(Some(s)) => Some(MaskedPortal::new(s, formats)),
+                    Some(None) => None,
+                    // A statement Gatehouse does not know: masked by origin
+                    // only if the session masks.
+                    None if self.masking => {
+                        Some(MaskedPortal::new(MaskedStatement::blind(), formats))
                     }
-                    if self.portals.len() < MAX_NAMES || self.portals.contains_key(&portal) {
-                        self.portals.insert(portal, bound);
-                    }
+                    None => None,
+                };
+                if self.ddl.contains(&statement) {
+                    self.ddl_portals.insert(portal.clone());
+                } else {
+                    self.ddl_portals.remove(&portal);
                 }
-                Cause::Bind
+                if self.portals.len() < MAX_NAMES || self.portals.contains_key(&portal) {
+                    self.portals.insert(portal.clone(), bound);
+                } else {
+                    // Untracked, its Execute must not find a cursor of the name.
+                    self.cursors.remove(&portal);
+                }
+                Cause::Bind(portal)
             }
             (Sent::Describe, _) => match body.split_first() {
                 Some((b'S', rest)) => {
@@ -553,7 +711,7 @@ impl SessionMasker {
                 }
                 Some((_, rest)) => {
                     let name = wire::cstr(rest);
-                    Cause::DescribePortal(self.portals.get(&name).cloned().flatten(), false)
+                    Cause::DescribePortal(self.portal(&name).flatten(), false)
                 }
                 None => Cause::Other,
             },
@@ -562,9 +720,9 @@ impl SessionMasker {
                     .map(|p| String::from_utf8_lossy(p).into_owned())
                     .unwrap_or_default();
                 let ddl = self.ddl_portals.contains(&name);
-                match self.portals.get(&name) {
+                match self.portal(&name) {
                     Some(p) => {
-                        if let Some(p) = p
+                        if let Some(p) = &p
                             && !matches!(p.statement.op, Op::Copy { .. })
                             && lock(&p.fields).is_none()
                             && lock(&p.statement.fields).is_none()
@@ -577,12 +735,13 @@ impl SessionMasker {
                             ));
                         }
                         Cause::Execute {
-                            portal: p.clone(),
+                            portal: p,
                             blind: false,
                             ddl,
                         }
                     }
-                    // A cursor's portal or one past the bound: blind when masking.
+                    // A portal Gatehouse does not know (past the bound, or
+                    // unsettled): blind when masking.
                     None => Cause::Execute {
                         portal: None,
                         blind: self.masking,
@@ -612,9 +771,36 @@ impl SessionMasker {
             self.statements.remove("");
             self.portals.remove("");
         }
+        self.push(ahead, cause)
+    }
+
+    /// Queues `cause` after the causes of `ahead`, and returns the bytes of
+    /// `ahead`. Names `cause` creates are unsettled until it is answered.
+    fn push(&mut self, ahead: Vec<(BytesMut, Cause)>, cause: Cause) -> Option<BytesMut> {
         if self.queue.len() + ahead.len() >= MAX_PENDING {
             self.overflowed = true;
             return None;
+        }
+        match &cause {
+            Cause::Parse(name) => self.unsettled_statements.sent(name, false),
+            Cause::Bind(name) => self.unsettled_portals.sent(name, false),
+            Cause::Sync | Cause::Other | Cause::Query { .. } => {
+                self.unsettled_statements.boundary();
+                self.unsettled_portals.boundary();
+            }
+            _ => {}
+        }
+        for op in cause.creates() {
+            match op {
+                Op::Prepare { name } => self.unsettled_statements.sent(name, true),
+                // A cursor is recorded when its DECLARE completes; until then
+                // its name means nothing Gatehouse knows, whatever it meant.
+                Op::Declare { name, .. } => {
+                    self.portals.remove(name);
+                    self.unsettled_portals.sent(name, true);
+                }
+                _ => {}
+            }
         }
         let mut bytes: Option<BytesMut> = None;
         for (b, c) in ahead {
@@ -627,6 +813,40 @@ impl SessionMasker {
         bytes
     }
 
+    /// Pops the front cause; `failed`: it failed or was skipped, so the names
+    /// it would have created are forgotten (unless a later creation of the
+    /// same name awaits its own answer).
+    fn pop(&mut self, failed: bool) -> Option<Cause> {
+        let cause = self.queue.pop_front()?;
+        match &cause {
+            Cause::Parse(name) => {
+                let last = self.unsettled_statements.answered(name);
+                if last && failed {
+                    self.forget_statement(name);
+                }
+            }
+            Cause::Bind(name) => {
+                let last = self.unsettled_portals.answered(name);
+                if last && failed {
+                    self.portals.remove(name);
+                }
+            }
+            _ => {}
+        }
+        for op in cause.creates() {
+            match op {
+                Op::Prepare { name } => {
+                    self.unsettled_statements.answered(name);
+                }
+                Op::Declare { name, .. } => {
+                    self.unsettled_portals.answered(name);
+                }
+                _ => {}
+            }
+        }
+        Some(cause)
+    }
+
     /// A whole backend message (`msg`: tag, length, body). `catalog` resolves
     /// field origins; `key` keys the hash method.
     pub fn backend(&mut self, msg: &[u8], catalog: &Catalog, key: &[u8]) -> Action {
@@ -637,7 +857,7 @@ impl SessionMasker {
         }
         match tag {
             b'1' | b'2' | b'3' => {
-                self.queue.pop_front();
+                self.pop(false);
                 Action::Pass
             }
             b'T' => self.row_description(body, catalog),
@@ -694,7 +914,7 @@ impl SessionMasker {
                         if *ddl {
                             catalog.invalidate();
                         }
-                        self.queue.pop_front();
+                        self.pop(false);
                     }
                     _ => {}
                 }
@@ -702,7 +922,7 @@ impl SessionMasker {
             }
             b's' => {
                 if matches!(self.queue.front(), Some(Cause::Execute { .. })) {
-                    self.queue.pop_front();
+                    self.pop(false);
                 }
                 Action::Pass
             }
@@ -712,9 +932,25 @@ impl SessionMasker {
                     self.copy = None;
                     self.copy_withheld = false;
                     match self.queue.front() {
-                        Some(Cause::Query { .. } | Cause::Other | Cause::Sync) | None => {}
+                        Some(Cause::Query { ops, index, .. }) => {
+                            // What the rest of the text would have prepared
+                            // never was: the names mean what they meant, or
+                            // nothing.
+                            let names: Vec<String> = ops
+                                .iter()
+                                .skip(*index)
+                                .filter_map(|op| match op {
+                                    Op::Prepare { name } => Some(name.clone()),
+                                    _ => None,
+                                })
+                                .collect();
+                            for name in names {
+                                self.forget_statement(&name);
+                            }
+                        }
+                        Some(Cause::Other | Cause::Sync) | None => {}
                         Some(_) => {
-                            self.queue.pop_front();
+                            self.pop(true);
                         }
                     }
                 }
@@ -725,16 +961,15 @@ impl SessionMasker {
                 }
             }
             b'Z' => {
-                while let Some(c) = self.queue.pop_front() {
-                    match c {
-                        Cause::Query { ddl, .. } => {
-                            if ddl {
-                                catalog.invalidate();
-                            }
-                            break;
-                        }
-                        Cause::Other | Cause::Sync => break,
-                        _ => {}
+                // Causes still queued before the Sync got no answer: the
+                // server skipped them after an error.
+                while let Some(front) = self.queue.front() {
+                    let end = matches!(front, Cause::Query { .. } | Cause::Other | Cause::Sync);
+                    if let Some(Cause::Query { ddl: true, .. }) = self.pop(!end) {
+                        catalog.invalidate();
+                    }
+                    if end {
+                        break;
                     }
                 }
                 if body.first() == Some(&b'I') {
@@ -835,7 +1070,7 @@ impl SessionMasker {
         // does not know).
         let fetch = match &*front {
             Cause::Query { ops, index, .. } => match ops.get(*index) {
-                Some(Op::Fetch { name }) => Some(self.cursors.get(name).map(|c| c.plan.clone())),
+                Some(Op::Fetch { name }) => Some(self.cursors.get(name).map(Cursor::plan)),
                 _ => None,
             },
             _ => None,
@@ -931,10 +1166,13 @@ impl SessionMasker {
             Some(Op::Declare { name, hold })
                 if self.cursors.len() < MAX_NAMES || self.cursors.contains_key(&name) =>
             {
+                // An Execute of the cursor's portal is masked like a FETCH.
+                let portal =
+                    plan.map(|p| MaskedPortal::new(MaskedStatement::new(p, Op::None), Vec::new()));
                 self.cursors.insert(
                     name,
                     Cursor {
-                        plan,
+                        portal,
                         hold,
                         committed: false,
                     },
@@ -977,11 +1215,9 @@ impl SessionMasker {
                 portal: Some(p), ..
             } => {
                 let plan = match &p.statement.op {
-                    Op::Fetch { name } => match self.cursors.get(name) {
-                        Some(Cursor {
-                            plan: Some(plan), ..
-                        }) => plan.clone(),
-                        Some(Cursor { plan: None, .. }) => return Action::Pass,
+                    Op::Fetch { name } => match self.cursors.get(name).map(Cursor::plan) {
+                        Some(Some(plan)) => plan,
+                        Some(None) => return Action::Pass,
                         None => return Action::Replace(wire::all_null(msg)),
                     },
                     _ => p.statement.plan.clone(),
@@ -1120,5 +1356,33 @@ fn resolve_origins(fields: &mut [Field], plan: &MaskPlan, catalog: &Catalog) {
             .filter_map(|(s, t, c)| plan.column_method(s, t, c))
             .collect();
         f.origin_method = strictest(own.iter().chain(&through_view));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_is_unsettled_once_a_sync_follows_its_unanswered_creation() {
+        let mut u = Unsettled::default();
+        // Parse; Bind in the same batch: the record stands (were the Parse
+        // to fail, the Bind would be skipped).
+        u.sent("s", false);
+        assert!(!u.unsettled("s"));
+        // After a Sync, the Parse still unanswered: its record may be stale.
+        u.boundary();
+        assert!(u.unsettled("s"));
+        // A newer creation in the next batch: the record is that one's.
+        u.sent("s", false);
+        assert!(!u.unsettled("s"));
+        assert!(!u.answered("s"), "one creation is still unanswered");
+        assert!(u.answered("s"));
+        assert!(!u.unsettled("s"));
+        // Recorded only once answered (DECLARE): unsettled at once.
+        u.sent("c", true);
+        assert!(u.unsettled("c"));
+        assert!(u.answered("c"));
+        assert!(!u.unsettled("c"));
     }
 }
