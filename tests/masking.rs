@@ -1246,3 +1246,97 @@ async fn sql_cursors_executed_as_portals_are_masked() {
     drop(raw);
     assert_evidence_and_logs_clean(s).await;
 }
+
+/// psycopg's `COPY ... TO STDOUT` (raw blocks in text and CSV, parsed rows in
+/// text and binary) and its server-side cursors (`DECLARE`, `Describe` of the
+/// cursor's portal, `FETCH`): plain, binary, `WITH HOLD` after the commit, and
+/// scrollable (`scroll()` issues a `MOVE`).
+#[tokio::test]
+async fn psycopg_copy_and_server_side_cursors_are_masked() {
+    let s = setup().await;
+    let token = s.issuer.token(&[]);
+    let script = r#"
+import json, os, psycopg
+out = {}
+def rows(rs):
+    return [list(r) for r in rs]
+with psycopg.connect(os.environ["DSN"]) as conn:
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for key, sql in [
+            ("copy_text", "copy clinic.patients to stdout"),
+            ("copy_csv", "copy clinic.patients to stdout (format csv)"),
+        ]:
+            with cur.copy(sql) as copy:
+                out[key] = b"".join(bytes(b) for b in copy).decode()
+        with cur.copy("copy (select id, ssn, upper(ssn) from clinic.patients order by id) to stdout") as copy:
+            out["copy_rows"] = rows(copy.rows())
+        with cur.copy("copy clinic.patients to stdout (format binary)") as copy:
+            copy.set_types(["int4", "text", "text", "text", "varchar", "int4", "jsonb"])
+            out["copy_binary"] = rows(copy.rows())
+    conn.autocommit = False
+    q = "select id, ssn, upper(ssn), email from clinic.patients where id >= %s order by id"
+    with conn.transaction():
+        with conn.cursor(name="c") as cur:
+            cur.execute(q, (1,))
+            out["named"] = rows(cur.fetchmany(2)) + rows(cur.fetchall())
+    with conn.transaction():
+        with conn.cursor(name="cb", binary=True) as cur:
+            cur.execute(q, (1,))
+            out["named_binary"] = rows(cur.fetchmany(5))
+    with conn.cursor(name="h", withhold=True) as cur:
+        cur.execute(q, (1,))
+        conn.commit()
+        out["withhold"] = rows(cur.fetchall())
+    conn.commit()
+    try:
+        with conn.transaction():
+            with conn.cursor(name="s", scrollable=True) as cur:
+                cur.execute(q, (1,))
+                out["scroll_first"] = list(cur.fetchone())
+                cur.scroll(0, mode="absolute")
+                out["scroll"] = rows(cur.fetchall())
+    except psycopg.Error as e:
+        out["scroll_error"] = [e.sqlstate, str(e)]
+print(json.dumps(out))
+"#;
+    let ci = format!(
+        "host=127.0.0.1 port={} user=app dbname={APP_DB} sslmode=disable",
+        s.gw.addr.port()
+    );
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c")
+        .arg(script)
+        .env("DSN", format!("{ci} password={token}"));
+    let out = run(cmd).await.expect("python3 with psycopg");
+    assert_clean("psycopg", &out);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for key in ["copy_text", "copy_csv"] {
+        let text = v[key].as_str().unwrap();
+        assert!(text.contains("***-**-6789"), "{key}: {text}");
+        assert!(text.contains("****@example.org"), "{key}: {text}");
+    }
+    assert_eq!(
+        v["copy_rows"][0],
+        serde_json::json!(["1", "***-**-6789", "***-**-6789"])
+    );
+    let ann = &v["copy_binary"][0];
+    assert_eq!(ann[1], "Ann", "{ann}");
+    assert_eq!(ann[2], "***-**-6789", "{ann}");
+    assert_eq!(ann[5], serde_json::Value::Null, "masked int: {ann}");
+    assert_eq!(ann[6], serde_json::json!({"k": 1}), "{ann}");
+    // scroll() is a MOVE (no rows, allowed), then a FETCH masked as any.
+    assert!(v.get("scroll_error").is_none(), "{v}");
+    assert_eq!(v["scroll_first"][1], "***-**-6789");
+    for key in ["named", "named_binary", "withhold", "scroll"] {
+        let rows = &v[key];
+        assert_eq!(rows.as_array().map(Vec::len), Some(3), "{key}: {rows}");
+        assert_eq!(
+            rows[0],
+            serde_json::json!([1, "***-**-6789", "***-**-6789", "****@example.org"]),
+            "{key}"
+        );
+        assert_eq!(rows[1][2], "***-**-4321", "{key}: {rows}");
+    }
+    assert_evidence_and_logs_clean(s).await;
+}
