@@ -90,6 +90,7 @@ pub fn run(cmd: PolicyCommand) -> Result<i32> {
                 sql: &sql,
                 function_oid: None,
                 prepared: &prepared,
+                views: &gatehouse_decider::engine::NO_VIEWS,
             });
             if json {
                 let statements: Vec<Value> = e
@@ -330,6 +331,7 @@ fn test(file: &Path) -> Result<i32> {
             sql: &case.sql,
             function_oid: None,
             prepared: &prepared,
+            views: &gatehouse_decider::engine::NO_VIEWS,
         });
         let name = case
             .name

@@ -40,6 +40,7 @@ fn bench(c: &mut Criterion) {
         sql,
         function_oid: None,
         prepared: &prepared,
+        views: &gatehouse_decider::engine::NO_VIEWS,
     };
     assert_eq!(policy.decide(query(typical)).verdict.name(), "allow");
     c.bench_function("analyze typical select", |b| {

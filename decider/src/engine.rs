@@ -3,10 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::rc::Rc;
 
 use gatehouse_schemas::decision::{
     Decision, DecisionRequest, Detector, MaskColumn, MaskOutput, ShadowHit, StatementSummary,
-    ValueMask, ValueMasks, Verdict,
+    ValueMask, ValueMasks, Verdict, ViewDefinition,
 };
 use gatehouse_schemas::{Identity, ProtocolKind, SCHEMA_VERSION};
 use wildmatch::WildMatch;
@@ -14,7 +15,7 @@ use wildmatch::WildMatch;
 use crate::analysis::{Analysis, PreparedOp, StatementAnalysis, StatementClass};
 use crate::claims::{all_match, lookup};
 use crate::classify::{analyze, analyze_shaped};
-use crate::lineage::{Item, Source, StatementLineage, Use};
+use crate::lineage::{Item, Source, StatementLineage, Use, Views};
 use crate::policy::{CompiledRule, MaskTarget, ObjectPattern, Policy, RuleVerdict};
 
 /// A statement to decide, borrowed from the session that holds it.
@@ -32,7 +33,14 @@ pub struct Query<'a> {
     pub function_oid: Option<u32>,
     /// The session's SQL-prepared statements: name to inner SQL.
     pub prepared: &'a BTreeMap<String, String>,
+    /// Definitions of the views the text reads, by schema-qualified name (see
+    /// [`DecisionRequest::views`]); read only for a caller a mask rule
+    /// applies to.
+    pub views: &'a BTreeMap<String, ViewDefinition>,
 }
+
+/// No view definitions, for a [`Query`] that has none.
+pub static NO_VIEWS: BTreeMap<String, ViewDefinition> = BTreeMap::new();
 
 impl<'a> From<&'a DecisionRequest> for Query<'a> {
     fn from(r: &'a DecisionRequest) -> Self {
@@ -43,6 +51,7 @@ impl<'a> From<&'a DecisionRequest> for Query<'a> {
             sql: &r.sql,
             function_oid: r.function_oid,
             prepared: &r.prepared,
+            views: &r.views,
         }
     }
 }
@@ -168,6 +177,7 @@ impl Policy {
                     shape_cacheable: false,
                     // Nothing of an unread text is known: every value withheld.
                     values: masked_caller.then(|| self.value_masks(req.sql, None, &masking)),
+                    relations: Vec::new(),
                 },
                 statements: vec![StatementExplanation {
                     analysis: None,
@@ -179,12 +189,24 @@ impl Policy {
             };
         }
 
-        // The lineage of the text, when a mask rule applies to the caller.
+        // The lineage of the text, when a mask rule applies to the caller,
+        // reading views through the definitions the ingress looked up.
+        let views = Rc::new(if masked_caller {
+            Views::new(req.views)
+        } else {
+            Views::default()
+        });
         let lineages = if !masked_caller {
             None
         } else {
-            Some(crate::lineage::lineage(req.sql))
+            Some(crate::lineage::lineage_with(req.sql, &views))
         };
+        // The relations the text names (and those the views in it name), for
+        // the ingress to tell views among them.
+        let mut relations: BTreeSet<crate::ObjectRef> = BTreeSet::new();
+        if let Some(Ok(ls)) = &lineages {
+            relations.extend(ls.iter().flat_map(|l| l.tables.iter().cloned()));
+        }
         let analyses_len = analyses.len();
         let mut explained = Vec::with_capacity(analyses.len());
         let mut shadow = Vec::new();
@@ -240,8 +262,11 @@ impl Policy {
                             inner = req
                                 .prepared
                                 .get(name)
-                                .map(|sql| crate::lineage::lineage(sql))
+                                .map(|sql| crate::lineage::lineage_with(sql, &views))
                                 .unwrap_or_else(|| Err("unknown prepared statement".into()));
+                            if let Ok(v) = &inner {
+                                relations.extend(v.iter().flat_map(|l| l.tables.iter().cloned()));
+                            }
                             match &inner {
                                 Ok(v) if v.len() == 1 => Ok(&v[0]),
                                 Ok(_) => Err("not one statement"),
@@ -252,6 +277,7 @@ impl Policy {
                         (_, Ok(_)) => Err("its statements could not be told apart"),
                         (_, Err(e)) => Err(e.as_str()),
                     };
+                    relations.extend(d.reads.iter().chain(&d.writes).cloned());
                     let resolved = self.resolved(d);
                     let (v, masked_by) =
                         self.mask_statement(index, verdict, &resolved, l, &masking, &detecting);
@@ -362,6 +388,18 @@ impl Policy {
                         &masking,
                     )
                 }),
+                // The catalog's own schemas hold no view over a user's table.
+                relations: relations
+                    .iter()
+                    .filter(|r| {
+                        r.name != "*"
+                            && !matches!(
+                                r.schema.as_deref(),
+                                Some("pg_catalog" | "information_schema")
+                            )
+                    })
+                    .map(|r| crate::lineage::relation_name(r.schema.as_deref(), &r.name))
+                    .collect(),
             },
             statements: explained,
             parse_error: None,
@@ -505,6 +543,9 @@ impl Policy {
                 return (masked(columns, Vec::new()), None);
             }
         };
+        if let Some(why) = &lineage.unreadable_view {
+            return refuse(why.clone(), &rule_of_first);
+        }
         if let Some(why) = &lineage.unsupported
             && touches(&lineage.tables)
         {

@@ -7,6 +7,11 @@
 //! Without the catalog, an unqualified column in a FROM of several tables could
 //! belong to any of them: the lineage then names all of them (the safe reading
 //! for masking: it may mask or refuse more, never less).
+//!
+//! A view whose definition the ingress looked up ([`Views`]) is read as the
+//! derived table `(definition) AS name (its columns)`, to any depth, so that
+//! every rule above holds through views; its own name is kept beside what its
+//! columns read.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::ControlFlow;
@@ -93,10 +98,118 @@ pub struct StatementLineage {
     /// does not follow (a function's argument, an option, a statement of
     /// another kind), and evidence withholds it under a mask.
     pub values: Vec<(BTreeSet<Source>, Vec<u32>)>,
+    /// Set when the statement reads a view the lineage could not read through
+    /// (its definition does not parse, its columns cannot be paired with its
+    /// outputs, views nest too deep, a name fits several views). What such a
+    /// view reads is unknown, so the statement is refused for any caller a mask
+    /// rule applies to, whatever tables it seems to touch.
+    pub unreadable_view: Option<String>,
+}
+
+/// How deep views may nest inside views before the lineage gives up.
+pub const MAX_VIEW_DEPTH: usize = 8;
+
+/// View definitions looked up in the upstream catalog (see
+/// [`gatehouse_schemas::decision::DecisionRequest::views`]), parsed.
+#[derive(Debug, Default)]
+pub struct Views {
+    defs: Vec<Rc<ViewDef>>,
+}
+
+#[derive(Debug)]
+struct ViewDef {
+    name: ObjectRef,
+    columns: Vec<String>,
+    query: Result<Query, String>,
+}
+
+enum Lookup {
+    None,
+    Found(Rc<ViewDef>),
+    Ambiguous(Vec<String>),
+}
+
+impl Views {
+    /// Parses each definition (a definition that does not parse is kept as
+    /// such: a statement reading it is refused for a masked caller). A key
+    /// that is no schema-qualified name is kept as a view nothing can read.
+    pub fn new(views: &BTreeMap<String, gatehouse_schemas::decision::ViewDefinition>) -> Views {
+        let dialect = PostgreSqlDialect {};
+        let defs = views
+            .iter()
+            .map(|(key, def)| {
+                let name = names::regclass(key)
+                    .filter(|n| n.schema.is_some())
+                    .unwrap_or_else(|| ObjectRef {
+                        schema: Some(String::new()),
+                        name: key.clone(),
+                    });
+                let query = Parser::parse_sql(&dialect, &def.query)
+                    .map_err(|e| e.to_string())
+                    .and_then(|mut v| match (v.pop(), v.is_empty()) {
+                        (Some(Statement::Query(q)), true) => Ok(*q),
+                        _ => Err("not one query".to_owned()),
+                    });
+                Rc::new(ViewDef {
+                    name,
+                    columns: def.columns.clone(),
+                    query,
+                })
+            })
+            .collect();
+        Views { defs }
+    }
+
+    /// The view a name written in a statement names: a qualified name names
+    /// that view; an unqualified one the view of that name in any schema (the
+    /// session's search_path is not known here).
+    fn find(&self, obj: &ObjectRef) -> Lookup {
+        let found: Vec<&Rc<ViewDef>> = self
+            .defs
+            .iter()
+            .filter(|d| {
+                d.name.name == obj.name && (obj.schema.is_none() || d.name.schema == obj.schema)
+            })
+            .collect();
+        match found[..] {
+            [] => Lookup::None,
+            [one] => Lookup::Found(one.clone()),
+            _ => Lookup::Ambiguous(found.iter().map(|d| d.name.to_string()).collect()),
+        }
+    }
+}
+
+/// A relation's name as the decider writes it for the ingress
+/// ([`gatehouse_schemas::decision::Decision::relations`]) and the ingress keys
+/// view definitions: each part bare when it is a plain lower-case identifier,
+/// else double-quoted with quotes doubled, so that it reads back exactly.
+pub fn relation_name(schema: Option<&str>, name: &str) -> String {
+    fn part(p: &str) -> String {
+        let plain = p
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
+        if plain {
+            p.to_owned()
+        } else {
+            format!("\"{}\"", p.replace('"', "\"\""))
+        }
+    }
+    match schema {
+        Some(s) => format!("{}.{}", part(s), part(name)),
+        None => part(name),
+    }
 }
 
 /// Lineage of each statement of a text. `Err`: the text does not parse.
 pub fn lineage(sql: &str) -> Result<Vec<StatementLineage>, String> {
+    lineage_with(sql, &Rc::new(Views::default()))
+}
+
+/// [`lineage`], reading the views in `views` through their definitions.
+pub fn lineage_with(sql: &str, views: &Rc<Views>) -> Result<Vec<StatementLineage>, String> {
     let tokens = crate::values::tokenize(sql)?;
     let at: HashMap<(u64, u64), u32> = crate::values::values_of(sql, &tokens)
         .iter()
@@ -109,7 +222,10 @@ pub fn lineage(sql: &str) -> Result<Vec<StatementLineage>, String> {
         .with_tokens_with_locations(tokens)
         .parse_statements()
         .map_err(|e| e.to_string())?;
-    Ok(statements.iter().map(|s| statement(s, &at)).collect())
+    Ok(statements
+        .iter()
+        .map(|s| statement(s, &at, views))
+        .collect())
 }
 
 /// Value tokens by where the tokenizer put them.
@@ -227,6 +343,11 @@ struct Entry {
 enum EntryKind {
     Table(ObjectRef),
     Derived(Vec<Item>),
+    /// A view read through its definition: its columns as a derived table's,
+    /// each also reading the view's own column of that name (what a rule
+    /// naming the view's columns masks, and the table's reading should the
+    /// name resolve to a table after all).
+    View(ObjectRef, Vec<Item>),
 }
 
 #[derive(Default)]
@@ -236,11 +357,16 @@ struct Walker {
     ctes: Vec<BTreeMap<String, Vec<Item>>>,
     /// The text's value tokens.
     at: ValuesAt,
+    /// Views read through their definitions.
+    views: Rc<Views>,
+    /// How many views deep the walk is.
+    view_depth: usize,
 }
 
-fn statement(s: &Statement, at: &ValuesAt) -> StatementLineage {
+fn statement(s: &Statement, at: &ValuesAt, views: &Rc<Views>) -> StatementLineage {
     let mut w = Walker {
         at: at.clone(),
+        views: views.clone(),
         ..Walker::default()
     };
     match s {
@@ -251,17 +377,26 @@ fn statement(s: &Statement, at: &ValuesAt) -> StatementLineage {
             if let TableObject::TableName(name) = &ins.table {
                 let t = names::object(name);
                 w.out.tables.insert(t.clone());
+                // A write into a view writes the columns it shows.
+                let kind = match w.inline_view(&t) {
+                    Some(items) => EntryKind::View(t.clone(), items),
+                    None => EntryKind::Table(t.clone()),
+                };
+                let scope = vec![Entry {
+                    alias: ins
+                        .table_alias
+                        .as_ref()
+                        .map_or(t.name.clone(), |a| names::ident(&a.alias)),
+                    kind,
+                }];
                 // Where each value goes: the listed columns, else the table's
                 // own order, which only the catalog knows (any of its columns).
-                let listed: Vec<Source> = ins
+                let listed: Vec<BTreeSet<Source>> = ins
                     .columns
                     .iter()
-                    .map(|c| Source::Column {
-                        tables: vec![t.clone()],
-                        column: names::parts(c).pop().unwrap_or_default(),
-                    })
+                    .map(|c| write_target(&scope[0], &names::parts(c).pop().unwrap_or_default()))
                     .collect();
-                let whole = Source::WholeRow(t.clone());
+                let whole = entry_sources(&scope[0]);
                 let target = |i: usize| listed.get(i).cloned().unwrap_or_else(|| whole.clone());
                 if let Some(src) = &ins.source {
                     // Whatever the source reads is copied into the table.
@@ -271,43 +406,32 @@ fn statement(s: &Statement, at: &ValuesAt) -> StatementLineage {
                         SetExpr::Values(v) if src.with.is_none() => {
                             for row in &v.rows {
                                 for (i, e) in row.content.iter().enumerate() {
-                                    w.record_values(e, [target(i)].into());
+                                    w.record_values(e, target(i));
                                 }
                             }
                         }
                         _ => {
                             let all: BTreeSet<Source> = if listed.is_empty() {
-                                [whole.clone()].into()
+                                whole.clone()
                             } else {
-                                listed.iter().cloned().collect()
+                                listed.iter().flatten().cloned().collect()
                             };
                             w.record_values(&**src, all);
                         }
                     }
                 }
-                let scope = vec![Entry {
-                    alias: ins
-                        .table_alias
-                        .as_ref()
-                        .map_or(t.name.clone(), |a| names::ident(&a.alias)),
-                    kind: EntryKind::Table(t.clone()),
-                }];
                 for a in &ins.assignments {
                     w.predicate(&a.value, &[&scope], Use::Other);
-                    w.record_values(&a.value, assignment_targets(&a.target, &t));
+                    w.record_values(&a.value, assignment_targets(&a.target, &scope[0]));
                 }
                 match &ins.on {
                     Some(OnInsert::OnConflict(oc)) => {
                         // Whether a row conflicts tells whether a value is there.
                         if let Some(ConflictTarget::Columns(cols)) = &oc.conflict_target {
                             for c in cols {
-                                w.out.predicates.insert((
-                                    Source::Column {
-                                        tables: vec![t.clone()],
-                                        column: names::ident(c),
-                                    },
-                                    Use::Other,
-                                ));
+                                for s in write_target(&scope[0], &names::ident(c)) {
+                                    w.out.predicates.insert((s, Use::Other));
+                                }
                             }
                         }
                         if let OnConflictAction::DoUpdate(du) = &oc.action {
@@ -320,7 +444,7 @@ fn statement(s: &Statement, at: &ValuesAt) -> StatementLineage {
                             });
                             for a in &du.assignments {
                                 w.predicate(&a.value, &[&scope], Use::Other);
-                                w.record_values(&a.value, assignment_targets(&a.target, &t));
+                                w.record_values(&a.value, assignment_targets(&a.target, &scope[0]));
                             }
                             if let Some(sel) = &du.selection {
                                 w.predicate(sel, &[&scope], Use::Other);
@@ -346,10 +470,11 @@ fn statement(s: &Statement, at: &ValuesAt) -> StatementLineage {
             {
                 scope.extend(w.from(f, &[]));
             }
-            let target = match scope.first().map(|e| &e.kind) {
-                Some(EntryKind::Table(t)) => Some(t.clone()),
-                _ => None,
-            };
+            // The updated table, or view (which writes the columns it shows).
+            let target = scope
+                .first()
+                .filter(|e| matches!(e.kind, EntryKind::Table(_) | EntryKind::View(..)))
+                .cloned();
             for a in &u.assignments {
                 w.predicate(&a.value, &[&scope], Use::Other);
                 if let Some(t) = &target {
@@ -396,12 +521,13 @@ fn statement(s: &Statement, at: &ValuesAt) -> StatementLineage {
         } => {
             // EXPLAIN prints a plan, not values; EXPLAIN ANALYZE runs it, and
             // a write among it may copy values.
-            let inner = self::statement(statement, at);
+            let inner = self::statement(statement, at, views);
             w.out.tables = inner.tables;
             w.out.values = inner.values;
             if *analyze {
                 w.out.predicates = inner.predicates;
                 w.out.unsupported = inner.unsupported;
+                w.out.unreadable_view = inner.unreadable_view;
             }
         }
         Statement::Prepare { statement, .. } => {
@@ -409,7 +535,7 @@ fn statement(s: &Statement, at: &ValuesAt) -> StatementLineage {
             // name runs what it prepares with no decision of its own: the
             // statement is decided, and its rows are masked, as what it
             // prepares.
-            return self::statement(statement, at);
+            return self::statement(statement, at, views);
         }
         Statement::Declare { stmts } => {
             // The cursor's rows come back through FETCH, masked with this
@@ -512,18 +638,28 @@ impl Visitor for ParamFinder<'_> {
 }
 
 /// The columns an assignment's value is written to.
-fn assignment_targets(target: &AssignmentTarget, t: &ObjectRef) -> BTreeSet<Source> {
+fn assignment_targets(target: &AssignmentTarget, e: &Entry) -> BTreeSet<Source> {
     let names: Vec<&ObjectName> = match target {
         AssignmentTarget::ColumnName(n) => vec![n],
         AssignmentTarget::Tuple(ns) => ns.iter().collect(),
     };
     names
         .into_iter()
-        .map(|n| Source::Column {
-            tables: vec![t.clone()],
-            column: names::parts(n).pop().unwrap_or_default(),
-        })
+        .flat_map(|n| write_target(e, &names::parts(n).pop().unwrap_or_default()))
         .collect()
+}
+
+/// What a value written to column `col` of a table or view reaches: the
+/// table's column; through a view, the columns the view's column shows (every
+/// column the view reads when its column shows none of them).
+fn write_target(e: &Entry, col: &str) -> BTreeSet<Source> {
+    let found = column_of(e, col);
+    match &e.kind {
+        EntryKind::View(..) if found.len() <= 1 => {
+            found.union(&entry_sources(e)).cloned().collect()
+        }
+        _ => found,
+    }
 }
 
 impl Walker {
@@ -562,6 +698,70 @@ impl Walker {
 
     fn cte(&self, name: &str) -> Option<&Vec<Item>> {
         self.ctes.iter().rev().find_map(|m| m.get(name))
+    }
+
+    /// The output items of view `obj` read through its definition, named by
+    /// its columns; `None` when it is not a view the walk knows. A view that
+    /// cannot be read through sets [`StatementLineage::unreadable_view`] and
+    /// yields no items (its own name still stands for all it holds).
+    fn inline_view(&mut self, obj: &ObjectRef) -> Option<Vec<Item>> {
+        let def = match self.views.find(obj) {
+            Lookup::None => return None,
+            Lookup::Found(def) => def,
+            Lookup::Ambiguous(names) => {
+                self.out.unreadable_view = Some(format!(
+                    "{obj} may name any of the views {}; qualify it with its schema",
+                    names.join(", ")
+                ));
+                return Some(Vec::new());
+            }
+        };
+        let name = &def.name;
+        if self.view_depth >= MAX_VIEW_DEPTH {
+            self.out.unreadable_view = Some(format!(
+                "view {name} nests views more than {MAX_VIEW_DEPTH} deep"
+            ));
+            return Some(Vec::new());
+        }
+        let query = match &def.query {
+            Ok(q) => q,
+            Err(e) => {
+                self.out.unreadable_view = Some(format!(
+                    "Gatehouse could not read the definition of view {name} ({e})"
+                ));
+                return Some(Vec::new());
+            }
+        };
+        // The definition sees none of the statement's CTEs (its names are
+        // schema-qualified anyway) and carries none of its value tokens.
+        let ctes = std::mem::take(&mut self.ctes);
+        let at = std::mem::take(&mut self.at);
+        let before = self.out.unsupported.take();
+        self.view_depth += 1;
+        let mut items = self.query(query, &[]);
+        self.view_depth -= 1;
+        self.ctes = ctes;
+        self.at = at;
+        self.out.unsupported = match self.out.unsupported.take() {
+            Some(why) => Some(format!("{why} (in view {name})")),
+            None => before,
+        };
+        if items.len() != def.columns.len() || items.iter().any(|i| matches!(i, Item::Star(_))) {
+            self.out.unreadable_view = Some(format!(
+                "Gatehouse could not pair the columns of view {name} with its definition"
+            ));
+            return Some(Vec::new());
+        }
+        for (item, column) in items.iter_mut().zip(&def.columns) {
+            if let Item::Output(o) = item {
+                o.name = Some(column.clone());
+                o.reads.insert(Source::Column {
+                    tables: vec![obj.clone()],
+                    column: column.clone(),
+                });
+            }
+        }
+        Some(items)
     }
 
     /// A query's output items; `outer`: scopes of enclosing queries.
@@ -724,15 +924,21 @@ impl Walker {
                     name: name.clone(),
                 };
                 self.out.tables.insert(obj.clone());
-                vec![Item::Star(obj)]
+                match self.inline_view(&obj) {
+                    Some(items) => items,
+                    None => vec![Item::Star(obj)],
+                }
             }
             SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) | SetExpr::Merge(s) => {
-                let inner = statement(s, &self.at);
+                let inner = statement(s, &self.at, &self.views);
                 self.out.tables.extend(inner.tables);
                 self.out.values.extend(inner.values);
                 self.out.predicates.extend(inner.predicates);
                 if inner.unsupported.is_some() {
                     self.out.unsupported = inner.unsupported;
+                }
+                if inner.unreadable_view.is_some() {
+                    self.out.unreadable_view = inner.unreadable_view;
                 }
                 inner.items
             }
@@ -878,6 +1084,17 @@ impl Walker {
                     }];
                 }
                 self.out.tables.insert(obj.clone());
+                if let Some(mut items) = self.inline_view(&obj) {
+                    if let Some(a) = alias {
+                        rename(&mut items, &a.columns);
+                    }
+                    return vec![Entry {
+                        alias: alias
+                            .as_ref()
+                            .map_or(obj.name.clone(), |a| names::ident(&a.name)),
+                        kind: EntryKind::View(obj, items),
+                    }];
+                }
                 if alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
                     // Renamed columns of a table: which is which needs the
                     // catalog's column order.
@@ -1153,7 +1370,7 @@ fn merge_positional(l: &[Item], r: &[Item]) -> Option<Vec<Item>> {
 fn entry_items(e: &Entry) -> Vec<Item> {
     match &e.kind {
         EntryKind::Table(t) => vec![Item::Star(t.clone())],
-        EntryKind::Derived(items) => items.clone(),
+        EntryKind::Derived(items) | EntryKind::View(_, items) => items.clone(),
     }
 }
 
@@ -1161,14 +1378,23 @@ fn entry_items(e: &Entry) -> Vec<Item> {
 fn entry_sources(e: &Entry) -> BTreeSet<Source> {
     match &e.kind {
         EntryKind::Table(t) => [Source::WholeRow(t.clone())].into(),
-        EntryKind::Derived(items) => items
-            .iter()
-            .flat_map(|i| match i {
-                Item::Output(o) => o.reads.iter().cloned().collect::<Vec<_>>(),
-                Item::Star(t) => vec![Source::WholeRow(t.clone())],
-            })
-            .collect(),
+        EntryKind::Derived(items) => sources_of(items),
+        EntryKind::View(t, items) => {
+            let mut out = sources_of(items);
+            out.insert(Source::WholeRow(t.clone()));
+            out
+        }
     }
+}
+
+fn sources_of(items: &[Item]) -> BTreeSet<Source> {
+    items
+        .iter()
+        .flat_map(|i| match i {
+            Item::Output(o) => o.reads.iter().cloned().collect::<Vec<_>>(),
+            Item::Star(t) => vec![Source::WholeRow(t.clone())],
+        })
+        .collect()
 }
 
 /// The entry a qualifier names: `p` (alias or table name) or `clinic.patients`.
@@ -1176,7 +1402,9 @@ fn find_entry<'a>(qualifier: &[String], scope: &'a [Entry]) -> Option<&'a Entry>
     match qualifier {
         [name] => scope.iter().find(|e| &e.alias == name),
         [schema, name] => scope.iter().find(|e| match &e.kind {
-            EntryKind::Table(t) => t.schema.as_deref() == Some(schema) && &t.name == name,
+            EntryKind::Table(t) | EntryKind::View(t, _) => {
+                t.schema.as_deref() == Some(schema) && &t.name == name
+            }
             EntryKind::Derived(_) => false,
         }),
         _ => None,
@@ -1205,6 +1433,20 @@ fn column_of(e: &Entry, col: &str) -> BTreeSet<Source> {
             column: col.to_owned(),
         }]
         .into(),
+        EntryKind::View(t, items) => {
+            let mut out = column_of(
+                &Entry {
+                    alias: String::new(),
+                    kind: EntryKind::Derived(items.clone()),
+                },
+                col,
+            );
+            out.insert(Source::Column {
+                tables: vec![t.clone()],
+                column: col.to_owned(),
+            });
+            out
+        }
         EntryKind::Derived(items) => {
             let mut out = BTreeSet::new();
             for i in items {
@@ -1266,7 +1508,7 @@ fn resolve(parts: &[String], scopes: &[&[Entry]], direct: &mut bool) -> BTreeSet
             // `p.ssn`, `clinic.patients.ssn`; `(p).ssn` spelled p.ssn too.
             for s in scopes.iter().rev() {
                 if let Some(e) = find_entry(qual, s) {
-                    if let EntryKind::Derived(items) = &e.kind
+                    if let EntryKind::Derived(items) | EntryKind::View(_, items) = &e.kind
                         && !items.iter().any(|i| match i {
                             Item::Output(o) => o.name.as_deref() == Some(col.as_str()) && o.direct,
                             Item::Star(_) => true,
@@ -1505,5 +1747,244 @@ mod tests {
         assert!(l.has_params);
         let l = one("prepare q as select id from patients where ssn like '1%'");
         assert!(l.predicates.contains(&(col("patients", "ssn"), Use::Other)));
+    }
+
+    fn views(defs: &[(&str, &[&str], &str)]) -> Rc<Views> {
+        Rc::new(Views::new(
+            &defs
+                .iter()
+                .map(|(name, columns, query)| {
+                    (
+                        (*name).to_owned(),
+                        gatehouse_schemas::decision::ViewDefinition {
+                            columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+                            query: (*query).to_owned(),
+                        },
+                    )
+                })
+                .collect(),
+        ))
+    }
+
+    /// What `pg_get_viewdef` prints under a search_path of `pg_catalog`.
+    fn clinic_views() -> Rc<Views> {
+        views(&[
+            (
+                "clinic.v",
+                &["id", "ssn"],
+                " SELECT patients.id, patients.ssn FROM clinic.patients;",
+            ),
+            (
+                "clinic.v2",
+                &["id", "s"],
+                " SELECT v.id, v.ssn AS s FROM clinic.v;",
+            ),
+            (
+                "clinic.u",
+                &["x"],
+                " SELECT patients.ssn AS x FROM clinic.patients UNION ALL SELECT visits.summary FROM clinic.visits;",
+            ),
+            (
+                "clinic.renamed",
+                &["a", "b"],
+                " SELECT patients.id, upper(patients.ssn) AS upper FROM clinic.patients;",
+            ),
+        ])
+    }
+
+    fn one_with(sql: &str, views: &Rc<Views>) -> StatementLineage {
+        let mut v = lineage_with(sql, views).unwrap();
+        assert_eq!(v.len(), 1, "{sql}");
+        v.remove(0)
+    }
+
+    #[test]
+    fn views_are_read_as_their_definitions() {
+        let vs = clinic_views();
+        let ssn = col("clinic.patients", "ssn");
+        // Derived outputs, qualified or not, aliased or not, nested, through
+        // a set operation, through renamed columns.
+        for sql in [
+            "select upper(ssn) from v",
+            "select x.ssn || '' from clinic.v x",
+            "select lower(s) from v2",
+            "select substr(x, 1, 3) from u",
+            "select b from renamed",
+            "select ssn from (select * from v) t",
+        ] {
+            let l = one_with(sql, &vs);
+            assert!(out(&l, 0).reads.contains(&ssn), "{sql}: {:?}", l.items);
+            assert!(
+                l.unreadable_view.is_none() && l.unsupported.is_none(),
+                "{sql}"
+            );
+        }
+        // The view's own columns are kept beside.
+        let l = one_with("select upper(ssn) from v", &vs);
+        assert!(out(&l, 0).reads.contains(&col("v", "ssn")));
+        assert!(
+            !out(&one_with("select id from v2", &vs), 0)
+                .reads
+                .contains(&ssn)
+        );
+        // `*` over a view: its columns, positions known.
+        let l = one_with("select *, upper(s) from v2", &vs);
+        assert_eq!(l.items.len(), 3);
+        assert!(out(&l, 1).reads.contains(&ssn));
+        // A whole row of a view holds what its columns read.
+        let l = one_with("select row_to_json(v) from v", &vs);
+        assert!(out(&l, 0).reads.contains(&ssn));
+        // The relations inside the views are named, for the ingress.
+        let l = one_with("select 1 from v2", &vs);
+        for t in ["v2", "clinic.v", "clinic.patients"] {
+            assert!(
+                l.tables.iter().any(|o| o.to_string() == t),
+                "{t}: {:?}",
+                l.tables
+            );
+        }
+        // Without the definitions, nothing is known (what the ingress is
+        // told to look up).
+        let l = one("select upper(ssn) from v");
+        assert!(!out(&l, 0).reads.contains(&ssn));
+    }
+
+    #[test]
+    fn predicates_and_copies_through_views_are_found() {
+        let vs = clinic_views();
+        let ssn = col("clinic.patients", "ssn");
+        for sql in [
+            "select id from v where ssn like '123%'",
+            "select id from v order by ssn",
+            "select id from v2 where s = '1'",
+            "select count(*) from u group by substr(x, 1, 3)",
+            "select id from v where ssn in (select x from u)",
+            "insert into other select ssn from v",
+            "create table other as select * from v2",
+        ] {
+            let l = one_with(sql, &vs);
+            assert!(
+                l.predicates.contains(&(ssn.clone(), Use::Other)),
+                "{sql}: {:?}",
+                l.predicates
+            );
+        }
+        // A view that filters on a masked column filters for its reader.
+        let vs = views(&[(
+            "clinic.f",
+            &["id"],
+            " SELECT patients.id FROM clinic.patients WHERE (patients.ssn ~~ '123%'::text);",
+        )]);
+        let l = one_with("select id from clinic.f", &vs);
+        assert!(
+            l.predicates.contains(&(ssn, Use::Other)),
+            "{:?}",
+            l.predicates
+        );
+    }
+
+    #[test]
+    fn writes_through_views_reach_the_tables_they_show() {
+        let vs = clinic_views();
+        let ssn = col("clinic.patients", "ssn");
+        let l = one_with("insert into v (id, ssn) values (1, '555-12-3456')", &vs);
+        assert!(
+            l.values
+                .iter()
+                .any(|(s, o)| s.contains(&ssn) && o == &vec![1]),
+            "{:?}",
+            l.values
+        );
+        let l = one_with(
+            "update clinic.v2 set s = $1 where id = $2 returning upper(s)",
+            &vs,
+        );
+        assert!(
+            l.values.iter().any(|(s, _)| s.contains(&ssn)),
+            "{:?}",
+            l.values
+        );
+        assert!(out(&l, 0).reads.contains(&ssn));
+        // No column list: any column the view shows.
+        let l = one_with("insert into v values (1, '555-12-3456')", &vs);
+        assert!(
+            l.values
+                .iter()
+                .any(|(s, o)| s.contains(&ssn) && o == &vec![1]),
+            "{:?}",
+            l.values
+        );
+        let l = one_with("update v set id = ssn::int", &vs);
+        assert!(l.predicates.contains(&(ssn, Use::Other)));
+    }
+
+    #[test]
+    fn views_that_cannot_be_read_through_are_flagged() {
+        // A definition that does not parse.
+        let vs = views(&[("clinic.bad", &["a"], "SELEC nonsense FROM")]);
+        let why = one_with("select a from bad", &vs).unreadable_view.unwrap();
+        assert!(why.contains("clinic.bad"), "{why}");
+        // Columns that do not pair with the definition's outputs.
+        let vs = views(&[(
+            "clinic.w",
+            &["a"],
+            " SELECT patients.id, patients.ssn FROM clinic.patients;",
+        )]);
+        assert!(one_with("select a from w", &vs).unreadable_view.is_some());
+        // One name, views in two schemas.
+        let vs = views(&[
+            (
+                "clinic.v",
+                &["ssn"],
+                " SELECT patients.ssn FROM clinic.patients;",
+            ),
+            ("other.v", &["ssn"], " SELECT 'x'::text AS ssn;"),
+        ]);
+        let why = one_with("select ssn from v", &vs).unreadable_view.unwrap();
+        assert!(why.contains("clinic.v") && why.contains("other.v"), "{why}");
+        assert!(
+            one_with("select ssn from other.v", &vs)
+                .unreadable_view
+                .is_none()
+        );
+        // Views nested past the bound (a cycle, which PostgreSQL never has).
+        let vs = views(&[("clinic.loop", &["x"], " SELECT loop.x FROM clinic.loop;")]);
+        let why = one_with("select x from clinic.loop", &vs)
+            .unreadable_view
+            .unwrap();
+        assert!(why.contains("deep"), "{why}");
+        // A construct the lineage does not follow, inside a view: unsupported
+        // (refused only over tables with masked columns), and named.
+        let vs = views(&[(
+            "clinic.g",
+            &["n"],
+            " SELECT g.n FROM generate_series(1, 3) g(n);",
+        )]);
+        let l = one_with("select n from g", &vs);
+        assert!(l.unsupported.unwrap().contains("clinic.g"));
+        // A CTE of the statement hides a view of the same name, and a view
+        // does not see the statement's CTEs.
+        let vs = clinic_views();
+        let l = one_with(
+            "with v as (select 'x' as ssn) select upper(ssn) from v",
+            &vs,
+        );
+        assert!(!out(&l, 0).reads.contains(&col("clinic.patients", "ssn")));
+        let l = one_with("with patients as (select 1 as ssn) select ssn from v2", &vs);
+        assert!(l.tables.iter().any(|t| t.to_string() == "clinic.patients"));
+    }
+
+    #[test]
+    fn relation_names_read_back_exactly() {
+        for (schema, name, written) in [
+            (Some("clinic"), "v", "clinic.v"),
+            (None, "v_2$", "v_2$"),
+            (Some("My Schema"), "V.x", "\"My Schema\".\"V.x\""),
+            (None, "a\"b", "\"a\"\"b\""),
+        ] {
+            assert_eq!(relation_name(schema, name), written);
+            let back = names::regclass(written).unwrap();
+            assert_eq!((back.schema.as_deref(), back.name.as_str()), (schema, name));
+        }
     }
 }

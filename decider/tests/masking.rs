@@ -541,3 +541,72 @@ detectors = ["ssn", "iban"]
         assert!(err.contains(want), "{body}: {err}");
     }
 }
+
+/// A masked caller's decision names the relations it reads, for the ingress
+/// to look views up; decided again with their definitions, a value derived
+/// from a view's masked column is masked, a filter on it refused, and a
+/// definition that cannot be read refuses the statement.
+#[test]
+fn views_are_decided_through_their_definitions() {
+    use gatehouse_schemas::decision::ViewDefinition;
+    let p = policy();
+    let sql = "select id, upper(ssn) from clinic.v2";
+    let d = p.decide(&req(sql, &[]));
+    assert_eq!(d.relations, ["clinic.v2"]);
+    // Not knowing the view, the decider sees no masked column.
+    match &d.verdict {
+        Verdict::Mask { outputs, .. } => assert!(outputs.is_empty(), "{outputs:?}"),
+        other => panic!("{other:?}"),
+    }
+    // An exempt caller: no relations, nothing to look up.
+    assert!(p.decide(&req(sql, &["phi-readers"])).relations.is_empty());
+
+    let view = |columns: &[&str], query: &str| ViewDefinition {
+        columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+        query: query.into(),
+    };
+    let mut r = req(sql, &[]);
+    r.views.insert(
+        "clinic.v2".into(),
+        view(&["id", "ssn"], " SELECT v.id, v.ssn FROM clinic.v;"),
+    );
+    // One level known: the view inside it is named for the next look-up.
+    let d = p.decide(&r);
+    assert!(
+        d.relations.contains(&"clinic.v".to_owned()),
+        "{:?}",
+        d.relations
+    );
+    r.views.insert(
+        "clinic.v".into(),
+        view(
+            &["id", "ssn"],
+            " SELECT patients.id, patients.ssn FROM clinic.patients;",
+        ),
+    );
+    let d = p.decide(&r);
+    match &d.verdict {
+        Verdict::Mask { outputs, .. } => {
+            assert_eq!(outputs.len(), 1, "{outputs:?}");
+            assert_eq!(outputs[0].position, 1);
+            assert_eq!(outputs[0].source, "clinic.patients.ssn");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A filter through the views is refused; its value masked in evidence.
+    r.sql = "select id from clinic.v2 where ssn = '123-45-6789'".into();
+    let d = p.decide(&r);
+    match &d.verdict {
+        Verdict::Block { reason } => assert!(reason.contains("masking could not be guaranteed")),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(d.values.unwrap().literals.len(), 1);
+    // A definition the decider cannot read: refused, naming the view.
+    r.sql = sql.into();
+    r.views
+        .insert("clinic.v".into(), view(&["id", "ssn"], "SELECT FROM WHERE"));
+    match p.decide(&r).verdict {
+        Verdict::Block { reason } => assert!(reason.contains("clinic.v"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}

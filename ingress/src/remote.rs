@@ -9,6 +9,7 @@ use async_nats::{Client, ConnectOptions, Request};
 use futures_util::StreamExt;
 use gatehouse_schemas::decision::{
     DECIDE_SUBJECT, Decision, DecisionRequest, ERROR_HEADER, POLICY_SUBJECT, PolicyAnnouncement,
+    ViewDefinition,
 };
 use gatehouse_schemas::{SCHEMA_VERSION, StatementEvent};
 use tokio::task::JoinHandle;
@@ -131,6 +132,7 @@ impl DecisionPoint for NatsDecisionPoint {
         &self,
         event: &StatementEvent<'_>,
         prepared: &BTreeMap<String, String>,
+        views: &BTreeMap<String, ViewDefinition>,
     ) -> Result<Arc<Decision>, DecisionError> {
         let request = DecisionRequest {
             v: SCHEMA_VERSION,
@@ -140,6 +142,7 @@ impl DecisionPoint for NatsDecisionPoint {
             sql: event.sql.clone().into_owned(),
             function_oid: event.function_oid,
             prepared: prepared.clone(),
+            views: views.clone(),
         };
         let body = serde_json::to_vec(&request)
             .map_err(|e| DecisionError::Unavailable(format!("encode request: {e}")))?;

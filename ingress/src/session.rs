@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::Gateway;
 use crate::auth::{Verified, may_assume};
+use crate::cache::CatalogState;
 use crate::codec::{self, StatementText};
 use crate::decision::{DecisionError, DecisionPoint};
 use crate::error::{
@@ -101,6 +102,9 @@ struct SessionCtx {
     /// parameters of a statement decided without one (SQL `PREPARE`) are
     /// withheld.
     masked_caller: bool,
+    /// The upstream catalog of the role's target (views of a masked caller's
+    /// statements are looked up there).
+    catalog: Arc<masking::catalog::Catalog>,
 }
 
 impl SessionCtx {
@@ -456,6 +460,7 @@ async fn startup<D: DecisionPoint>(
                 masker: Arc::default(),
                 mask_pending: masking::Pending::default(),
                 masked_caller: false,
+                catalog: gw.masking.catalog(&rt.target),
                 withdraw: guard.withdrawals(),
             };
             Some((stream, buf, upstream, ctx, guard))
@@ -1088,12 +1093,17 @@ async fn decide<'b, D: DecisionPoint>(
     // under which only verdicts the decider marked literal-invariant are stored.
     // The shape key starts with a NUL, which no statement text can contain.
     let mut shape_key: Option<String> = None;
-    let mut cached = gw.cache.get(epoch, class, &ctx.role, protocol, sql);
+    let generation = || ctx.catalog.generation();
+    let mut cached = gw
+        .cache
+        .get(epoch, class, &ctx.role, protocol, sql, generation);
     if cached.is_none()
         && let Some(shape) = gatehouse_decider::shape(sql)
     {
         let key = format!("\0{shape}");
-        cached = gw.cache.get(epoch, class, &ctx.role, protocol, &key);
+        cached = gw
+            .cache
+            .get(epoch, class, &ctx.role, protocol, &key, generation);
         shape_key = Some(key);
     }
     let decision = match cached {
@@ -1111,16 +1121,25 @@ async fn decide<'b, D: DecisionPoint>(
                 function_oid,
             };
             let timeout = gw.config.decider.timeout;
-            match tokio::time::timeout(timeout, gw.decision.decide(&event, &ctx.prepared)).await {
-                Ok(Ok(d)) => {
+            // Read before the look-ups: DDL meanwhile makes the verdict stale.
+            let generation = ctx.catalog.generation();
+            // A masked caller's views are looked up and decided within the
+            // same timeout.
+            let decided = masking::views::decide(&gw.decision, &ctx.catalog, &event, &ctx.prepared);
+            match tokio::time::timeout(timeout, decided).await {
+                Ok(Ok(masking::views::Decided {
+                    decision: d,
+                    catalog_until,
+                })) => {
+                    let catalog = catalog_until.map(|until| CatalogState { generation, until });
                     if d.shape_cacheable
                         && let Some(key) = &shape_key
                     {
                         gw.cache
-                            .put(epoch, class, &ctx.role, protocol, key, d.clone());
+                            .put(epoch, class, &ctx.role, protocol, key, d.clone(), catalog);
                     } else if d.cacheable {
                         gw.cache
-                            .put(epoch, class, &ctx.role, protocol, sql, d.clone());
+                            .put(epoch, class, &ctx.role, protocol, sql, d.clone(), catalog);
                     }
                     Ok(d)
                 }

@@ -41,6 +41,24 @@ pub struct DecisionRequest {
     /// an `EXECUTE name` is decided as that text.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub prepared: BTreeMap<String, String>,
+    /// Views (and materialized views) among the relations a masked caller's
+    /// statement reads ([`Decision::relations`]), by their schema-qualified
+    /// name (`clinic.v`; identifiers quoted as PostgreSQL's `quote_ident`
+    /// does): the decider's lineage reads a view as its definition, so that a
+    /// value derived from a view column is masked like one derived from the
+    /// table column it shows.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub views: BTreeMap<String, ViewDefinition>,
+}
+
+/// A view's definition as the upstream catalog has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ViewDefinition {
+    /// Its output columns' names, in order.
+    pub columns: Vec<String>,
+    /// Its query, from `pg_get_viewdef` under a `search_path` of `pg_catalog`
+    /// only (so every relation in it is schema-qualified).
+    pub query: String,
 }
 
 /// How a masked value is shown. Text-like values (text, varchar, char, name,
@@ -360,6 +378,13 @@ pub struct Decision {
     /// values evidence shows masked, clear or withheld.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub values: Option<ValueMasks>,
+    /// Present when a mask rule applies to the caller: the relations the text
+    /// reads or writes (those of the views in [`DecisionRequest::views`]
+    /// included), as written (`v`, `clinic.v`; identifiers quoted as
+    /// `quote_ident` does). The ingress looks them up, and asks again with
+    /// the definitions of those that are views.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relations: Vec<String>,
 }
 
 /// A decider announcing the policy it decides with.
@@ -438,6 +463,7 @@ mod tests {
             cacheable: true,
             shape_cacheable: false,
             values: None,
+            relations: vec!["clinic.v".into()],
         };
         let json = serde_json::to_value(&d).unwrap();
         assert_eq!(json["verdict"]["verdict"], "block");

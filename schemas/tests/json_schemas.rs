@@ -8,7 +8,7 @@ use std::path::Path;
 
 use gatehouse_schemas::decision::{
     DecideError, Decision, DecisionRequest, MaskColumn, MaskMethod, MaskOutput, PolicyAnnouncement,
-    ShadowHit, StatementSummary, Verdict,
+    ShadowHit, StatementSummary, Verdict, ViewDefinition,
 };
 use gatehouse_schemas::{Identity, ProtocolKind, SCHEMA_VERSION, json_schema};
 use serde_json::{Value, json};
@@ -77,6 +77,13 @@ fn decision_requests_validate() {
             sql: "select 1; execute q".into(),
             function_oid: None,
             prepared,
+            views: BTreeMap::from([(
+                "clinic.v".to_owned(),
+                ViewDefinition {
+                    columns: vec!["id".into(), "ssn".into()],
+                    query: " SELECT patients.id, patients.ssn FROM clinic.patients;".into(),
+                },
+            )]),
         },
         DecisionRequest {
             v: SCHEMA_VERSION,
@@ -86,6 +93,7 @@ fn decision_requests_validate() {
             sql: String::new(),
             function_oid: Some(1598),
             prepared: BTreeMap::new(),
+            views: BTreeMap::new(),
         },
     ];
     for r in &requests {
@@ -178,6 +186,7 @@ fn decisions_validate() {
             cacheable: true,
             shape_cacheable: false,
             values: None,
+            relations: vec!["v".into(), "clinic.patients".into()],
         };
         let value = serde_json::to_value(&d).unwrap();
         assert!(v.is_valid(&value), "{value}");

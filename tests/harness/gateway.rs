@@ -306,6 +306,7 @@ pub fn allow() -> Arc<Decision> {
         cacheable: false,
         shape_cacheable: false,
         values: None,
+        relations: Vec::new(),
     })
 }
 
@@ -318,6 +319,7 @@ impl DecisionPoint for AllowAll {
         &self,
         _event: &StatementEvent<'_>,
         _prepared: &std::collections::BTreeMap<String, String>,
+        _views: &std::collections::BTreeMap<String, gatehouse_schemas::decision::ViewDefinition>,
     ) -> Result<Arc<Decision>, DecisionError> {
         Ok(allow())
     }
@@ -342,6 +344,7 @@ impl DecisionPoint for Recorder {
         &self,
         event: &StatementEvent<'_>,
         _prepared: &std::collections::BTreeMap<String, String>,
+        _views: &std::collections::BTreeMap<String, gatehouse_schemas::decision::ViewDefinition>,
     ) -> Result<Arc<Decision>, DecisionError> {
         self.events.lock().unwrap().push(event.clone().into_owned());
         Ok(allow())

@@ -1,13 +1,17 @@
 //! The upstream catalog, as masking needs it: a `RowDescription` field's table
-//! OID and attribute number resolved to `schema.table.column`, over a separate
-//! connection with the role's credential; cached per upstream with a TTL and
-//! emptied when DDL passes through the gateway.
+//! OID and attribute number resolved to `schema.table.column`, and the relation
+//! names a masked caller's statement reads resolved to view definitions, over
+//! a separate connection with the role's credential; cached per upstream with
+//! a TTL and emptied when DDL passes through the gateway.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use gatehouse_decider::lineage::relation_name;
+use gatehouse_schemas::decision::ViewDefinition;
 use pgwire::messages::{DecodeContext, PgWireBackendMessage, ProtocolVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -32,11 +36,31 @@ pub struct Relation {
     pub reads: Vec<(String, String, String)>,
 }
 
+/// What a relation name written in a statement stands for, as masking needs
+/// to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Named {
+    /// No view: a table, another kind of relation, or nothing at all.
+    NotView,
+    /// A view or materialized view: its schema-qualified name (as
+    /// [`relation_name`] writes it) and definition.
+    View(String, ViewDefinition),
+    /// An unqualified name that a view has in one schema and another relation
+    /// in another (the relations' names): which one the session's search_path
+    /// picks is not known here.
+    Ambiguous(Vec<String>),
+}
+
 /// The catalog of one upstream.
 pub struct Catalog {
     target: Arc<UpstreamTarget>,
     ttl: Duration,
     relations: Mutex<HashMap<u32, (Instant, Arc<Relation>)>>,
+    /// Relation names as statements write them ([`Catalog::resolve`]).
+    names: Mutex<HashMap<String, (Instant, Arc<Named>)>>,
+    /// Moves on with every [`Catalog::invalidate`]: verdicts decided with what
+    /// the catalog said before are stale.
+    generation: AtomicU64,
     /// A connection kept for the next look-up.
     conn: tokio::sync::Mutex<Option<Upstream>>,
 }
@@ -48,8 +72,15 @@ impl Catalog {
             target,
             ttl,
             relations: Mutex::default(),
+            names: Mutex::default(),
+            generation: AtomicU64::new(0),
             conn: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// The catalog's generation: changes whenever it is emptied.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// A cached relation.
@@ -62,10 +93,119 @@ impl Catalog {
 
     /// Forgets everything (DDL passed through the gateway).
     pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.relations
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        self.names.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// What each of `names` (relation names as [`relation_name`] writes them)
+    /// stands for, looked up when not cached; and until when all of it holds
+    /// (the oldest entry's expiry).
+    ///
+    /// An unqualified name is looked up in every schema but the system ones
+    /// (the session's search_path is not known here): a view there is taken as
+    /// the one the name means, and a view beside another relation of that name
+    /// makes it [`Named::Ambiguous`]. A view's definition comes from
+    /// `pg_get_viewdef` under a `search_path` of `pg_catalog` only, so that
+    /// every relation in it is schema-qualified.
+    pub async fn resolve(
+        &self,
+        names: &[String],
+    ) -> Result<(Vec<(String, Arc<Named>)>, Instant), UpstreamError> {
+        let cached = |name: &str| {
+            let map = self.names.lock().unwrap_or_else(|p| p.into_inner());
+            map.get(name)
+                .filter(|(at, _)| at.elapsed() < self.ttl)
+                .cloned()
+        };
+        let missing: Vec<&String> = names.iter().filter(|n| cached(n).is_none()).collect();
+        if !missing.is_empty() {
+            let list = missing
+                .iter()
+                .map(|n| format!("({})", literal(n)))
+                .collect::<Vec<_>>()
+                .join(",");
+            let sql = format!(
+                "set search_path = pg_catalog; \
+                 select w.name, n.nspname, c.relname, c.relkind, \
+                   case when c.relkind in ('v', 'm') then pg_get_viewdef(c.oid) end, \
+                   case when c.relkind in ('v', 'm') then (select json_agg(a.attname order by a.attnum)::text \
+                     from pg_attribute a where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped) end \
+                 from (values {list}) w(name) \
+                 cross join lateral (select parse_ident(w.name) as parts) p \
+                 join pg_class c on c.relname = p.parts[array_length(p.parts, 1)] \
+                 join pg_namespace n on n.oid = c.relnamespace \
+                 where c.relkind in ('r', 'v', 'm', 'p', 'f') and case array_length(p.parts, 1) \
+                   when 1 then n.nspname not in ('pg_catalog', 'information_schema') \
+                     and n.nspname !~ '^pg_toast' \
+                   else n.nspname = p.parts[array_length(p.parts, 1) - 1] end"
+            );
+            let mut guard = self.conn.lock().await;
+            let result = async {
+                if guard.is_none() {
+                    *guard = Some(upstream::connect(&self.target, &BTreeMap::new()).await?);
+                }
+                let conn = guard.as_mut().ok_or(UpstreamError::TlsRefused)?;
+                simple_query(conn, &sql).await
+            }
+            .await;
+            let rows = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    *guard = None;
+                    return Err(e);
+                }
+            };
+            drop(guard);
+            // Per name: each relation it may be (schema-qualified name, and
+            // the definition of a view).
+            let mut found: HashMap<&str, Vec<(String, Option<ViewDefinition>)>> =
+                missing.iter().map(|n| (n.as_str(), Vec::new())).collect();
+            for row in rows {
+                let [name, schema, relname, kind, def, columns] = &row[..] else {
+                    continue;
+                };
+                let Some(candidates) = found.get_mut(name.as_str()) else {
+                    continue;
+                };
+                let qualified = relation_name(Some(schema), relname);
+                let view = matches!(kind.as_str(), "v" | "m").then(|| ViewDefinition {
+                    // A column list that does not read leaves the view
+                    // unpaired: the decider then refuses what reads it.
+                    columns: serde_json::from_str(columns).unwrap_or_default(),
+                    query: def.clone(),
+                });
+                candidates.push((qualified, view));
+            }
+            let now = Instant::now();
+            let mut map = self.names.lock().unwrap_or_else(|p| p.into_inner());
+            for (name, candidates) in found {
+                let named = match &candidates[..] {
+                    [(qualified, Some(def))] => Named::View(qualified.clone(), def.clone()),
+                    several if several.iter().any(|(_, d)| d.is_some()) => {
+                        Named::Ambiguous(several.iter().map(|(q, _)| q.clone()).collect())
+                    }
+                    _ => Named::NotView,
+                };
+                map.insert(name.to_owned(), (now, Arc::new(named)));
+            }
+        }
+        let mut out = Vec::with_capacity(names.len());
+        let mut until: Option<Instant> = None;
+        for name in names {
+            // Gone only if invalidated meanwhile: ask again next time, and
+            // fail closed now.
+            let (at, named) = cached(name).ok_or_else(|| {
+                UpstreamError::Protocol("the catalog changed during the look-up".into())
+            })?;
+            let expires = at + self.ttl;
+            until = Some(until.map_or(expires, |u| u.min(expires)));
+            out.push((name.clone(), named));
+        }
+        Ok((out, until.unwrap_or_else(Instant::now)))
     }
 
     /// Records `oids` as relations that could not be looked up (kind `?`): their
@@ -183,6 +323,12 @@ impl Catalog {
     }
 }
 
+/// `text` as an escape string literal: its meaning does not depend on
+/// `standard_conforming_strings`.
+fn literal(text: &str) -> String {
+    format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+}
+
 /// Runs one simple query and returns its rows as text (NULL as empty).
 async fn simple_query(conn: &mut Upstream, sql: &str) -> Result<Vec<Vec<String>>, UpstreamError> {
     let mut msg = BytesMut::new();
@@ -249,4 +395,15 @@ fn text_fields(data: &[u8], count: i16) -> Vec<String> {
         at = end;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_escape_quotes_and_backslashes() {
+        assert_eq!(literal("clinic.v"), "E'clinic.v'");
+        assert_eq!(literal("\"it's\"\\x"), "E'\"it''s\"\\\\x'");
+    }
 }

@@ -29,6 +29,7 @@ pub mod copy;
 pub mod detect;
 pub mod method;
 pub mod values;
+pub mod views;
 pub mod wire;
 
 use std::collections::{HashMap, HashSet, VecDeque};
