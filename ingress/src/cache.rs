@@ -32,6 +32,17 @@ struct Entry {
     catalog: Option<CatalogState>,
 }
 
+impl Entry {
+    /// Whether this is the entry of exactly this key (hashes may collide).
+    fn is(&self, epoch: u64, class: u64, role: &str, protocol: ProtocolKind, sql: &str) -> bool {
+        self.epoch == epoch
+            && self.class == class
+            && self.protocol == protocol
+            && &*self.role == role
+            && &*self.sql == sql
+    }
+}
+
 /// What the upstream catalog said when a verdict was decided: its generation,
 /// and until when its answers hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,13 +81,11 @@ impl VerdictCache {
     ) -> Option<Arc<Decision>> {
         let k = self.key(epoch, class, role, protocol, sql);
         let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let e = guard.2.get(&k)?.iter().find(|e| {
-            e.epoch == epoch
-                && e.class == class
-                && e.protocol == protocol
-                && &*e.role == role
-                && &*e.sql == sql
-        })?;
+        let e = guard
+            .2
+            .get(&k)?
+            .iter()
+            .find(|e| e.is(epoch, class, role, protocol, sql))?;
         match e.catalog {
             None => Some(e.decision.clone()),
             Some(c) => (c.generation == generation() && Instant::now() < c.until)
@@ -106,17 +115,10 @@ impl VerdictCache {
             *len = 0;
             *cur_epoch = epoch;
         }
-        let same = |e: &Entry| {
-            e.epoch == epoch
-                && e.class == class
-                && e.protocol == protocol
-                && &*e.role == role
-                && &*e.sql == sql
-        };
         let entries = map.entry(k).or_default();
         // A stale entry (the catalog moved on) is replaced, not shadowed.
         let before = entries.len();
-        entries.retain(|e| !same(e));
+        entries.retain(|e| !e.is(epoch, class, role, protocol, sql));
         *len -= before - entries.len();
         entries.push(Entry {
             epoch,

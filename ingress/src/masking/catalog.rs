@@ -143,23 +143,7 @@ impl Catalog {
                      and n.nspname !~ '^pg_toast' \
                    else n.nspname = p.parts[array_length(p.parts, 1) - 1] end"
             );
-            let mut guard = self.conn.lock().await;
-            let result = async {
-                if guard.is_none() {
-                    *guard = Some(upstream::connect(&self.target, &BTreeMap::new()).await?);
-                }
-                let conn = guard.as_mut().ok_or(UpstreamError::TlsRefused)?;
-                simple_query(conn, &sql).await
-            }
-            .await;
-            let rows = match result {
-                Ok(r) => r,
-                Err(e) => {
-                    *guard = None;
-                    return Err(e);
-                }
-            };
-            drop(guard);
+            let [rows] = self.queries([sql.as_str()]).await?;
             // Per name: each relation it may be (schema-qualified name, and
             // the definition of a view).
             let mut found: HashMap<&str, Vec<(String, Option<ViewDefinition>)>> =
@@ -206,6 +190,31 @@ impl Catalog {
             out.push((name.clone(), named));
         }
         Ok((out, until.unwrap_or_else(Instant::now)))
+    }
+
+    /// Runs `sqls` in order over the catalog's connection (opened when there is
+    /// none, dropped after a failure) and returns their rows.
+    async fn queries<const N: usize>(
+        &self,
+        sqls: [&str; N],
+    ) -> Result<[Vec<Vec<String>>; N], UpstreamError> {
+        let mut guard = self.conn.lock().await;
+        let result = async {
+            if guard.is_none() {
+                *guard = Some(upstream::connect(&self.target, &BTreeMap::new()).await?);
+            }
+            let conn = guard.as_mut().ok_or(UpstreamError::TlsRefused)?;
+            let mut out = [const { Vec::new() }; N];
+            for (rows, sql) in out.iter_mut().zip(sqls) {
+                *rows = simple_query(conn, sql).await?;
+            }
+            Ok(out)
+        }
+        .await;
+        if result.is_err() {
+            *guard = None;
+        }
+        result
     }
 
     /// Records `oids` as relations that could not be looked up (kind `?`): their
@@ -263,25 +272,7 @@ impl Catalog {
              join pg_catalog.pg_attribute a on a.attrelid = c.oid and a.attnum = d.refobjsubid \
              where r.ev_class in ({list}) and d.refobjid <> r.ev_class"
         );
-        let mut guard = self.conn.lock().await;
-        let result = async {
-            if guard.is_none() {
-                *guard = Some(upstream::connect(&self.target, &BTreeMap::new()).await?);
-            }
-            let conn = guard.as_mut().ok_or(UpstreamError::TlsRefused)?;
-            let cols = simple_query(conn, &columns).await?;
-            let deps = simple_query(conn, &reads).await?;
-            Ok::<_, UpstreamError>((cols, deps))
-        }
-        .await;
-        let (cols, deps) = match result {
-            Ok(r) => r,
-            Err(e) => {
-                *guard = None;
-                return Err(e);
-            }
-        };
-        drop(guard);
+        let [cols, deps] = self.queries([columns.as_str(), reads.as_str()]).await?;
         let mut found: HashMap<u32, Relation> = HashMap::new();
         for row in cols {
             let [oid, schema, name, kind, attnum, attname] = &row[..] else {
