@@ -36,12 +36,6 @@ pub async fn run(
     client: Client,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServiceError> {
-    let mut decisions = client
-        .queue_subscribe(DECIDE_SUBJECT, APPROVER_QUEUE.into())
-        .await?;
-    let mut queries = client
-        .queue_subscribe(LIST_SUBJECT, APPROVER_QUEUE.into())
-        .await?;
     let announcer = Announcer {
         nats: Some(client.clone()),
         webhooks: approver.webhooks(),
@@ -55,6 +49,17 @@ pub async fn run(
             announcer.on_change(&approver, &record).await;
         }
     }
+    // Joins the queue groups only now, ready to answer: a decision sent while
+    // this approver was still reading the store would wait unanswered in its
+    // subscription (the sender times out and asks again, and the stale copy is
+    // then applied first), where without any subscriber it gets "no
+    // responders" at once, which senders retry.
+    let mut decisions = client
+        .queue_subscribe(DECIDE_SUBJECT, APPROVER_QUEUE.into())
+        .await?;
+    let mut queries = client
+        .queue_subscribe(LIST_SUBJECT, APPROVER_QUEUE.into())
+        .await?;
     let mut sweep = tokio::time::interval(approver.config.sweep_interval);
     tracing::info!(
         subject = DECIDE_SUBJECT,
