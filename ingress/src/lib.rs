@@ -10,6 +10,7 @@ pub mod config;
 pub mod decision;
 pub mod error;
 pub mod evidence;
+pub mod gather;
 pub mod masking;
 pub mod refusal;
 pub mod remote;

@@ -28,6 +28,7 @@ use crate::error::{
     ProtocolError, Severity, SqlState, StartupError, UserFacing, error_response, fatal,
 };
 use crate::evidence::{Chain, EvidenceError, Recorder, Ticket};
+use crate::gather;
 use crate::masking::values::{ParamView, recorded_params};
 use crate::masking::{self, SessionMasker};
 use crate::refusal::Refusals;
@@ -779,33 +780,38 @@ async fn relay<D: DecisionPoint>(
                     ev.tracker.sent_message(*sent, frame.tag, frame.body(&buf));
                 }
             }
+            // The round goes upstream in one (vectored) write: its pieces,
+            // with masking's bytes ahead of the messages they precede.
+            let mut parts: Vec<&[u8]> = Vec::with_capacity(plan.len() + 2 * ahead.len());
             let mut ahead = ahead.iter().peekable();
             for piece in &plan {
                 match piece {
                     Piece::Raw(from, to) if from < to => {
                         let mut at = *from;
                         while let Some((start, bytes)) = ahead.next_if(|(s, _)| s < to) {
-                            up_wr.write_all(&buf[at..*start]).await?;
-                            up_wr.write_all(bytes).await?;
+                            parts.push(&buf[at..*start]);
+                            parts.push(bytes);
                             at = *start;
                         }
-                        up_wr.write_all(&buf[at..*to]).await?
+                        parts.push(&buf[at..*to]);
                     }
                     Piece::Raw(..) => {}
                     Piece::Stmt { frame, .. } => {
                         while let Some((_, bytes)) = ahead.next_if(|(s, _)| *s <= frame.start) {
-                            up_wr.write_all(bytes).await?;
+                            parts.push(bytes);
                         }
-                        up_wr.write_all(&buf[frame.start..frame.end]).await?
+                        parts.push(&buf[frame.start..frame.end]);
                     }
                     Piece::Sub(start, bytes) => {
                         while let Some((_, bytes)) = ahead.next_if(|(s, _)| s <= start) {
-                            up_wr.write_all(bytes).await?;
+                            parts.push(bytes);
                         }
-                        up_wr.write_all(bytes).await?
+                        parts.push(bytes);
                     }
                 }
             }
+            gather::write_all_parts(&mut up_wr, &parts).await?;
+            drop(parts);
             let released = held.is_some();
             if let Some((h, frame)) = held.take() {
                 up_wr.flush().await?;
@@ -894,8 +900,13 @@ async fn relay<D: DecisionPoint>(
             .unwrap_or_else(|p| p.into_inner())
             .tracker
             .wants();
+        // What this round sends the client: ranges of `buf` and rewritten
+        // messages, written together once the round's messages are read.
+        let mut out = gather::Gather::default();
         loop {
             let mut i = 0;
+            // The start of the bytes of `buf` not yet in `out`.
+            let mut from = 0;
             loop {
                 if passing > 0 {
                     let n = passing.min(buf.len() - i);
@@ -942,9 +953,9 @@ async fn relay<D: DecisionPoint>(
                         masking::Backend::Swallow => {
                             // The answer to Gatehouse's own message: the client
                             // and the evidence never asked for it.
-                            client_wr.write_all(&buf[..i]).await?;
-                            buf.advance(i + 1 + len);
-                            i = 0;
+                            out.buf(from, i);
+                            i += 1 + len;
+                            from = i;
                             continue;
                         }
                     };
@@ -973,18 +984,19 @@ async fn relay<D: DecisionPoint>(
                     }
                 }
                 if let Some(ours) = action {
-                    client_wr.write_all(&buf[..i]).await?;
-                    client_wr.write_all(&ours).await?;
-                    buf.advance(i + 1 + len);
-                    i = 0;
+                    out.buf(from, i);
+                    out.own(ours);
+                    i += 1 + len;
+                    from = i;
                     continue;
                 }
                 passing = 1 + len;
             }
-            if i > 0 {
-                client_wr.write_all(&buf[..i]).await?;
-                buf.advance(i);
+            out.buf(from, i);
+            if !out.is_empty() {
+                out.write_to(&mut client_wr, &buf).await?;
             }
+            buf.advance(i);
             client_wr.flush().await?;
             buf.reserve(16384);
             tokio::select! {
@@ -1222,16 +1234,24 @@ async fn decide<'b, D: DecisionPoint>(
             ),
         ));
     }
-    let statement = statement_record(
-        protocol.into(),
-        name,
-        sql,
-        function_oid,
-        Some(&decision),
-        refusal.is_none(),
-        gw.masking.key(),
-    );
-    let ticket = match record_statement(gw, ctx, statement) {
+    // Without evidence nothing reads the record, and placing a masked caller's
+    // values for it means tokenizing the text: it is not built.
+    let recorded = match gw.evidence {
+        None => Ok(None),
+        Some(_) => {
+            let statement = statement_record(
+                protocol.into(),
+                name,
+                sql,
+                function_oid,
+                Some(&decision),
+                refusal.is_none(),
+                gw.masking.key(),
+            );
+            record_statement(gw, ctx, statement)
+        }
+    };
+    let ticket = match recorded {
         Ok(ticket) => ticket,
         Err(e) => {
             if refusal.is_none() {
