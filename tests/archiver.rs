@@ -88,10 +88,15 @@ impl Bus {
 
     /// The config with segments sealed after `segment_max_age`.
     fn config_with(&self, segment_max_age: &str) -> PathBuf {
+        self.config_tuned(segment_max_age, 5000)
+    }
+
+    /// [`Self::config_with`], holding at most `max_inflight` records.
+    fn config_tuned(&self, segment_max_age: &str, max_inflight: usize) -> PathBuf {
         let path = self
             .dir
             .path()
-            .join(format!("archiver-{segment_max_age}.toml"));
+            .join(format!("archiver-{segment_max_age}-{max_inflight}.toml"));
         std::fs::write(
             &path,
             format!(
@@ -107,7 +112,7 @@ signing_key = "{key}"
 segment_max_age = "{segment_max_age}"
 segment_max_events = 500
 fetch_batch = 500
-max_inflight = 5000
+max_inflight = {max_inflight}
 ack_wait = "4s"
 {store}
 
@@ -1306,4 +1311,43 @@ async fn a_batch_that_cannot_be_published_is_refused_then_published_again() {
         seqs.sort();
         assert_eq!(seqs, (1..=6).collect::<Vec<u64>>(), "session {session}");
     }
+}
+
+/// Long-lived sessions (a connection pool's, a long job's) whose segments seal
+/// only by age (an hour here) and far more of their records than one archiver
+/// may hold unacknowledged (`max_inflight` 200). Holding 200 records of open
+/// segments, the archiver could fetch nothing more until the hour was up; it
+/// seals the longest open segments early instead, so everything is archived
+/// and acknowledged while the sessions go on, exactly once, and verifies once
+/// they end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_sessions_beyond_the_inflight_bound_do_not_wait_for_their_segments_age() {
+    let bus = Bus::new(Kafka::start_memory()).await;
+    let archiver = bus.archiver_with(bus.config_tuned("1h", 200));
+    archiver
+        .wait_log("archiver_started", Duration::from_secs(60))
+        .await;
+    let sessions: Vec<Vec<Vec<u8>>> = (0..3)
+        .map(|_| session_records(Uuid::now_v7(), 400))
+        .collect();
+    // Everything but the sessions' ends, 50 records of one session a message.
+    let mut ids = HashSet::new();
+    for s in &sessions {
+        let going_on = &s[..s.len() - 1];
+        ids.extend(ids_of(going_on));
+        for chunk in going_on.chunks(50) {
+            publish_batch(&bus, chunk).await;
+        }
+    }
+    assert_eq!(ids.len(), 3 * 401);
+    bus.wait_all_acked(Duration::from_secs(60)).await;
+    let ends: Vec<Vec<u8>> = sessions.iter().map(|s| s[s.len() - 1].clone()).collect();
+    publish_batch(&bus, &ends).await;
+    ids.extend(ids_of(&ends));
+    bus.wait_all_acked(Duration::from_secs(60)).await;
+    let log = archiver.terminate().await;
+    assert!(log.contains("archiver_sealing_early"), "{log}");
+    let records = bus.kafka_exactly_once(&ids);
+    assert_ordered_per_session(&records);
+    bus.verify(3).await;
 }

@@ -174,6 +174,21 @@ impl<S: SegmentStore + 'static> Archive<S> {
         self.start_puts();
     }
 
+    /// Records buffered in segments still open (see [`Segmenter::open_records`]).
+    pub fn open_records(&self) -> usize {
+        self.segmenter.open_records()
+    }
+
+    /// Seals open segments early, the longest open first, until at least
+    /// `records` records are sealed, and starts putting them: for an archiver
+    /// near its bound of unacknowledged records (see [`Segmenter::cut_oldest`]).
+    pub async fn relieve(&mut self, records: usize, now: SystemTime) {
+        let cuts = self.segmenter.cut_oldest(records, now);
+        self.pending.extend(seal(cuts).await);
+        self.held = false;
+        self.start_puts();
+    }
+
     /// Whether puts are under way (then [`Self::next_put`] resolves).
     pub fn putting(&self) -> bool {
         !self.putting.is_empty()

@@ -342,6 +342,41 @@ impl Segmenter {
         cuts
     }
 
+    /// Records in open segments (still filling), over all sessions.
+    pub fn open_records(&self) -> usize {
+        self.sessions
+            .values()
+            .filter_map(|s| s.open.as_ref())
+            .map(|b| b.records.len())
+            .sum()
+    }
+
+    /// Cuts open segments early, the longest open first, until at least
+    /// `records` records are cut (or none is left open), and returns what is
+    /// then ready, like [`Self::cut_due`]. For an archiver near its bound of
+    /// unacknowledged records: a long-lived session's segment that seals only
+    /// by age would otherwise hold its records, and the archiver would stop
+    /// fetching, until `max_age`.
+    pub fn cut_oldest(&mut self, records: usize, now: SystemTime) -> Vec<Cut> {
+        let mut open: Vec<(SystemTime, Uuid)> = self
+            .sessions
+            .iter()
+            .filter_map(|(id, s)| Some((s.open.as_ref()?.opened, *id)))
+            .collect();
+        open.sort();
+        let mut cut = 0;
+        for (_, id) in open {
+            if cut >= records {
+                break;
+            }
+            if let Some(state) = self.sessions.get_mut(&id) {
+                cut += state.open.as_ref().map_or(0, |b| b.records.len());
+                state.cut();
+            }
+        }
+        self.take_ready(now)
+    }
+
     /// Seals everything buffered (at shutdown).
     pub fn seal_all(&mut self) -> Vec<Sealed> {
         self.cut_all().into_iter().map(Cut::seal).collect()
@@ -551,6 +586,35 @@ mod tests {
         assert_eq!(m.manifest.first_ts, "2027-01-15T08:00:01.000000Z");
         assert_eq!(m.manifest.last_ts, "2027-01-15T08:00:03.000000Z");
         assert_eq!(s.buffered(), 0);
+    }
+
+    #[test]
+    fn under_pressure_the_longest_open_segments_are_cut_first() {
+        let mut s = segmenter(SegmenterConfig::default());
+        let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        for (i, session) in [a, b, c].into_iter().enumerate() {
+            for seq in 1..=10 {
+                s.push(&rec(session, seq, "statement"), at(i as u64))
+                    .unwrap();
+            }
+        }
+        assert_eq!(s.open_records(), 30);
+        assert!(s.cut_due(at(3)).is_empty(), "nothing due by age or count");
+        // Enough for 15 records: the two opened first, 20 records.
+        let cuts = s.cut_oldest(15, at(3));
+        let mut sessions: Vec<Uuid> = cuts.iter().map(|c| c.session).collect();
+        sessions.sort();
+        let mut expected = vec![a, b];
+        expected.sort();
+        assert_eq!(sessions, expected);
+        assert_eq!(s.open_records(), 10);
+        // The cut records count as handed out: pushed again, they are not new.
+        assert!(matches!(
+            s.push(&rec(a, 3, "statement"), at(3)).unwrap(),
+            Pushed::Duplicate { archived: false }
+        ));
+        assert_eq!(s.cut_oldest(usize::MAX, at(3)).len(), 1, "the rest");
+        assert_eq!(s.open_records(), 0);
     }
 
     #[test]

@@ -304,6 +304,7 @@ pub async fn run<S: SegmentStore + 'static>(
                 fetch = (!stopping && room > 0)
                     .then(|| start_fetch(&consumer, fetch_size(&settings, room, max_payload())));
                 svc.on_batch(batch).await;
+                svc.relieve_pressure().await;
             }
             Some((id, result)) = svc.sends.next(), if !svc.sends.is_empty() => {
                 svc.on_delivery(id, result).await;
@@ -632,9 +633,31 @@ impl<S: SegmentStore + 'static> Service<S> {
         }
     }
 
+    /// Near `max_inflight` with records in open segments (long-lived sessions
+    /// whose segments would seal only by age), seals the longest open ones
+    /// early so that their records can be acknowledged and fetching goes on:
+    /// without this an archiver holding `max_inflight` records of sessions
+    /// that keep going waits `segment_max_age` for each round, which caps it
+    /// at `max_inflight / segment_max_age` records a second.
+    async fn relieve_pressure(&mut self) {
+        let max = self.settings.max_inflight;
+        if self.entries.len().saturating_mul(4) < max.saturating_mul(3) {
+            return;
+        }
+        let open = self.archive.open_records();
+        if open == 0 {
+            return;
+        }
+        tracing::debug!(held = self.entries.len(), open, "archiver_sealing_early");
+        self.archive
+            .relieve((max / 2).min(open), SystemTime::now())
+            .await;
+    }
+
     async fn on_tick(&mut self) {
         self.renew_producer_if_fatal();
         self.archive.seal_due(SystemTime::now()).await;
+        self.relieve_pressure().await;
         let mut touched = Vec::new();
         self.check_suspects().await;
         self.send_ready();
