@@ -1,6 +1,8 @@
 //! Archiver throughput: one `gatehouse serve --role archiver` (this build's
-//! binary) consuming, then N chained evidence events (20 per session, like a
-//! busy gateway's sessions) published to JetStream as fast as the recorder goes,
+//! binary, its default segment settings) consuming, then N chained evidence
+//! events (by default sessions of 20 one after the other; BENCH_SESSIONS at
+//! once, interleaved, each BENCH_SESSION_EVENTS long, for a pool's long-lived
+//! connections) published to JetStream as fast as the recorder goes,
 //! each written to Kafka (tansu, in memory) and into signed segments in a local
 //! directory; prints events/s from the first publish until JetStream has every
 //! event acknowledged.
@@ -58,7 +60,7 @@ async fn main() {
     std::fs::write(
         &config,
         format!(
-            "[log]\nlevel = \"info\"\n[nats]\nurl = \"{}\"\n[archiver]\nsigning_key = \"{}\"\ndir = \"{}\"\nsegment_max_age = \"1s\"\n[archiver.kafka]\nbrokers = \"{}\"\ntopic = \"{TOPIC}\"\n",
+            "[log]\nlevel = \"info\"\n[nats]\nurl = \"{}\"\n[archiver]\nsigning_key = \"{}\"\ndir = \"{}\"\n[archiver.kafka]\nbrokers = \"{}\"\ntopic = \"{TOPIC}\"\n",
             nats.url(),
             dir.path().join("keys/evidence-signing.pem").display(),
             dir.path().join("archive").display(),
@@ -130,12 +132,14 @@ async fn main() {
     }
     let _ = child.wait().await;
     println!(
-        "archiver{}{}: {n} events to Kafka and signed segments in {:.2}s: {:.0} events/s",
+        "archiver{}{} ({} session(s) at once, {} events each): {n} events to Kafka and signed segments in {:.2}s: {:.0} events/s",
         if backlog { " (backlog)" } else { "" },
         match std::env::var("BENCH_FORMAT") {
             Ok(f) if f == "records" => " (one record per message)",
             _ => "",
         },
+        std::env::var("BENCH_SESSIONS").unwrap_or_else(|_| "1".into()),
+        std::env::var("BENCH_SESSION_EVENTS").unwrap_or_else(|_| "20".into()),
         took.as_secs_f64(),
         n as f64 / took.as_secs_f64()
     );
@@ -192,18 +196,36 @@ impl Persist for OneRecordEach {
 
 async fn publish_through(recorder: &Recorder, n: usize) {
     let published = Instant::now();
+    let env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|v| *v > 0)
+            .unwrap_or(default)
+    };
+    // BENCH_SESSIONS sessions at once, their events interleaved (a pool's
+    // connections), each BENCH_SESSION_EVENTS events long, then replaced.
+    let length = env("BENCH_SESSION_EVENTS", 20).max(2);
+    let mut chains: Vec<(Chain, usize)> = (0..env("BENCH_SESSIONS", 1))
+        .map(|_| (Chain::new(Uuid::now_v7()), 0))
+        .collect();
     let mut last = None;
-    let mut chain = Chain::new(Uuid::now_v7());
     for i in 0..n {
-        if i % 20 == 19 {
+        let slot = i % chains.len();
+        let at_once = chains.len();
+        let (chain, events) = &mut chains[slot];
+        *events += 1;
+        // The last events of the run end every session.
+        if *events == length || i + at_once >= n {
             let ended = EventBody::SessionEnded(SessionEnded {
                 reason: "client_terminated".into(),
-                statements: 19,
+                statements: *events as u64 - 1,
                 refused: 0,
                 duration_ms: 5,
             });
             last = Some(chain.record(recorder, ended).unwrap().1);
-            chain = Chain::new(Uuid::now_v7());
+            *chain = Chain::new(Uuid::now_v7());
+            *events = 0;
         } else {
             let sql = format!("select * from orders where id = {i}");
             last = Some(chain.record(recorder, statement(&sql, "allow")).unwrap().1);

@@ -6,7 +6,10 @@
 # publish until all are acknowledged. BENCH_BACKLOG=1 publishes them all before
 # the archiver starts (catching up: every event is looked up in Kafka first).
 # BENCH_FORMAT=records publishes one record per message, as ingresses did
-# before batch messages (default: batch, the ingress's own publisher); with
+# before batch messages (default: batch, the ingress's own publisher).
+# BENCH_SESSIONS (default 1) sessions at once, each BENCH_SESSION_EVENTS (default
+# 20) events long: e.g. BENCH_SESSIONS=8 BENCH_SESSION_EVENTS=25000 for a pool's
+# long-lived connections, whose segments seal by age or under pressure. With
 # GATEHOUSE_BIN=<a copy of another build's binary> it measures that archiver.
 #
 # Everything runs on 127.0.0.1 on free ports (nats-server, tansu) and is
@@ -24,6 +27,7 @@ export BENCH_FORMAT=${BENCH_FORMAT:-batch}
 [[ $BENCH_FORMAT == batch || $BENCH_FORMAT == records ]] || gh_die "BENCH_FORMAT must be batch or records (got '$BENCH_FORMAT')"
 [[ $BENCH_EVENTS =~ ^[1-9][0-9]*$ ]] || gh_die "BENCH_EVENTS must be a positive integer (got '$BENCH_EVENTS')"
 export BENCH_EVENTS
+export BENCH_SESSIONS=${BENCH_SESSIONS:-1} BENCH_SESSION_EVENTS=${BENCH_SESSION_EVENTS:-20}
 
 gh_apt_install nats-server
 gh_cargo_on_path
