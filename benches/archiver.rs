@@ -4,7 +4,8 @@
 //! once, interleaved, each BENCH_SESSION_EVENTS long, for a pool's long-lived
 //! connections) published to JetStream as fast as the recorder goes,
 //! each written to Kafka (tansu, in memory) and into signed segments in a local
-//! directory; prints events/s from the first publish until JetStream has every
+//! directory (BENCH_STORE=s3: in a bucket of moto's S3 server, under Object
+//! Lock); prints events/s from the first publish until JetStream has every
 //! event acknowledged.
 //!
 //! `cargo bench --bench archiver` (deploy/bench-archiver.sh installs what it
@@ -27,6 +28,7 @@ use gatehouse_schemas::evidence::{ARCHIVER_CONSUMER, EVIDENCE_STREAM, EventBody,
 use harness::evidence::statement;
 use harness::kafka::Kafka;
 use harness::nats::Nats;
+use harness::s3::Moto;
 use uuid::Uuid;
 
 const TOPIC: &str = "gatehouse.evidence.ocsf";
@@ -56,14 +58,29 @@ async fn main() {
         publish(&js, n).await;
     }
 
+    // BENCH_STORE=s3: segments to a bucket of moto's S3 server (the tests' S3
+    // server) with Object Lock, each put carrying compliance retention; else a
+    // local directory.
+    let s3 = std::env::var("BENCH_STORE")
+        .is_ok_and(|v| v == "s3")
+        .then(Moto::start);
+    let store = match &s3 {
+        Some(moto) => {
+            moto.create_locked_bucket("bench-evidence").await;
+            format!(
+                "[archiver.s3]\nbucket = \"bench-evidence\"\nendpoint = \"{}\"\nforce_path_style = true\nobject_lock_days = 1\n",
+                moto.endpoint()
+            )
+        }
+        None => format!("dir = \"{}\"\n", dir.path().join("archive").display()),
+    };
     let config = dir.path().join("archiver.toml");
     std::fs::write(
         &config,
         format!(
-            "[log]\nlevel = \"info\"\n[nats]\nurl = \"{}\"\n[archiver]\nsigning_key = \"{}\"\ndir = \"{}\"\n[archiver.kafka]\nbrokers = \"{}\"\ntopic = \"{TOPIC}\"\n",
+            "[log]\nlevel = \"info\"\n[nats]\nurl = \"{}\"\n[archiver]\nsigning_key = \"{}\"\n[archiver.kafka]\nbrokers = \"{}\"\ntopic = \"{TOPIC}\"\n{store}",
             nats.url(),
             dir.path().join("keys/evidence-signing.pem").display(),
-            dir.path().join("archive").display(),
             kafka.brokers()
         ),
     )
@@ -75,6 +92,7 @@ async fn main() {
     let mut child = tokio::process::Command::new(bin)
         .args(["serve", "--role", "archiver", "--config"])
         .arg(&config)
+        .envs(s3.iter().flat_map(|moto| moto.env()))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -132,7 +150,7 @@ async fn main() {
     }
     let _ = child.wait().await;
     println!(
-        "archiver{}{} ({} session(s) at once, {} events each): {n} events to Kafka and signed segments in {:.2}s: {:.0} events/s",
+        "archiver{}{} ({} session(s) at once, {} events each): {n} events to Kafka and signed segments {} in {:.2}s: {:.0} events/s",
         if backlog { " (backlog)" } else { "" },
         match std::env::var("BENCH_FORMAT") {
             Ok(f) if f == "records" => " (one record per message)",
@@ -140,6 +158,11 @@ async fn main() {
         },
         std::env::var("BENCH_SESSIONS").unwrap_or_else(|_| "1".into()),
         std::env::var("BENCH_SESSION_EVENTS").unwrap_or_else(|_| "20".into()),
+        if s3.is_some() {
+            "in an S3 bucket (moto, Object Lock)"
+        } else {
+            "in a local directory"
+        },
         took.as_secs_f64(),
         n as f64 / took.as_secs_f64()
     );

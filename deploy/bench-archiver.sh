@@ -9,7 +9,9 @@
 # before batch messages (default: batch, the ingress's own publisher).
 # BENCH_SESSIONS (default 1) sessions at once, each BENCH_SESSION_EVENTS (default
 # 20) events long: e.g. BENCH_SESSIONS=8 BENCH_SESSION_EVENTS=25000 for a pool's
-# long-lived connections, whose segments seal by age or under pressure. With
+# long-lived connections, whose segments seal by age or under pressure.
+# BENCH_STORE=s3 puts segments into a bucket of moto's S3 server (the tests'
+# S3-compatible server, with Object Lock) instead of a local directory. With
 # GATEHOUSE_BIN=<a copy of another build's binary> it measures that archiver.
 #
 # Everything runs on 127.0.0.1 on free ports (nats-server, tansu) and is
@@ -30,6 +32,11 @@ export BENCH_EVENTS
 export BENCH_SESSIONS=${BENCH_SESSIONS:-1} BENCH_SESSION_EVENTS=${BENCH_SESSION_EVENTS:-20}
 
 gh_apt_install nats-server
+if [[ ${BENCH_STORE:-dir} == s3 && -z ${MOTO_SERVER:-} ]]; then
+    moto_venv=${XDG_CACHE_HOME:-$HOME/.cache}/gatehouse/venv
+    [[ -x $moto_venv/bin/moto_server ]] || gh_die "BENCH_STORE=s3 needs moto: run deploy/test.sh once (it installs it into $moto_venv)"
+    export MOTO_SERVER=$moto_venv/bin/moto_server
+fi
 gh_cargo_on_path
 gh_ensure_tansu
 
