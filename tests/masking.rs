@@ -1575,3 +1575,154 @@ async fn views_are_masked_like_their_tables() {
         }
     }
 }
+
+/// Functions masking cannot see into, and places that show column values
+/// outside any output column, are refused to a masked caller (42501) before
+/// anything runs: a function not built into PostgreSQL (given a masked value,
+/// reading the masked table itself, in FROM, or shadowing a built-in's name;
+/// one created through the gateway is seen at once), a masked value passed to
+/// a function with effects beyond the statement (a setting read back later, a
+/// notification), and the planner's statistics and other sessions'
+/// statements. Built-in functions of masked values stay masked, and an exempt
+/// caller reads statistics unhindered.
+#[tokio::test]
+async fn functions_effects_and_statistics_are_refused_to_masked_callers() {
+    let policy = views_policy().replacen(
+        "objects = [\"clinic.*\", \"pg_catalog.*\"]\nverdict = \"allow\"",
+        "objects = [\"clinic.*\", \"pg_catalog.*\"]\nrisks = [\"side_effect_function\"]\nverdict = \"allow\"",
+        1,
+    );
+    assert!(policy.contains("side_effect_function"));
+    let s = setup_with(&policy).await;
+    s._pg.psql_admin_db(
+        APP_DB,
+        "set role app; \
+         create table clinic.sink (v text); \
+         create function clinic.leak(t text) returns int language sql as \
+           $$ insert into clinic.sink values (t); select 1 $$; \
+         create function clinic.reveal() returns text language sql as \
+           $$ select ssn from clinic.patients where id = 1 $$; \
+         reset role; \
+         create function public.initcap(t text) returns text language sql as $$ select t $$; \
+         analyze clinic.patients",
+    );
+    let token = s.issuer.token(&[]);
+    let client = connect(&s.gw.url("app", &token)).await.unwrap();
+    let mut received = String::new();
+
+    // Built-in functions of masked values are masked, not refused.
+    let rows = simple_text(
+        &client
+            .simple_query("select id, upper(ssn) from clinic.patients order by id")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(rows[0][1].as_deref(), Some("***-**-6789"), "{rows:?}");
+    received.push_str(&format!("{rows:?}"));
+
+    let refused = |sql: &str, e: &tokio_postgres::Error, why: &str| {
+        let (code, message) = db_error(e);
+        assert_eq!(code, "42501", "{sql}: {message}");
+        assert!(
+            message.contains("masking could not be guaranteed") && message.contains(why),
+            "{sql}: {message}"
+        );
+        message
+    };
+    for (sql, why) in [
+        (
+            "select clinic.leak(ssn) from clinic.patients",
+            "clinic.leak, which may be clinic.leak, not built into PostgreSQL",
+        ),
+        ("select clinic.reveal()", "clinic.reveal"),
+        ("select * from clinic.reveal()", "clinic.reveal"),
+        (
+            "select id, initcap(ssn) from clinic.patients",
+            "may be public.initcap",
+        ),
+        (
+            "select set_config('app.x', ssn, false) from clinic.patients where id = 1",
+            "effects beyond its result",
+        ),
+        (
+            "select pg_notify('ch', ssn) from clinic.patients",
+            "effects beyond its result",
+        ),
+        (
+            "select most_common_vals::text from pg_stats where tablename = 'patients'",
+            "pg_stats",
+        ),
+        (
+            "select query from pg_catalog.pg_stat_activity",
+            "pg_stat_activity",
+        ),
+    ] {
+        let err = client.simple_query(sql).await.unwrap_err();
+        received.push_str(&refused(sql, &err, why));
+    }
+    // The extended protocol: refused at Parse.
+    let err = client.prepare("select clinic.reveal()").await.unwrap_err();
+    received.push_str(&refused("prepared reveal", &err, "clinic.reveal"));
+    let err = client
+        .query(
+            "select clinic.leak(ssn) from clinic.patients where id = $1",
+            &[&1i32],
+        )
+        .await
+        .unwrap_err();
+    received.push_str(&refused("extended leak", &err, "clinic.leak"));
+
+    // None of it ran: nothing reached the sink or the setting, and the session
+    // goes on.
+    let rows = simple_text(
+        &client
+            .simple_query("select current_setting('app.x', true)")
+            .await
+            .unwrap(),
+    );
+    assert!(rows[0][0].as_deref().unwrap_or("").is_empty(), "{rows:?}");
+    assert_eq!(
+        s._pg
+            .psql_admin_db(APP_DB, "select count(*) from clinic.sink")
+            .trim(),
+        "0"
+    );
+
+    // A function created through the gateway is known at once: the same text
+    // that found no function of that name is refused after the DDL.
+    let sql = "select id, clinic.later(ssn) from clinic.patients";
+    let err = client.simple_query(sql).await.unwrap_err();
+    assert_eq!(db_error(&err).0, "42883", "{err:?}");
+    client
+        .simple_query(
+            "create function clinic.later(t text) returns text language sql as $$ select t $$",
+        )
+        .await
+        .unwrap();
+    let err = client.simple_query(sql).await.unwrap_err();
+    received.push_str(&refused(sql, &err, "clinic.later"));
+
+    // An exempt caller reads the statistics (which do hold the raw values).
+    let exempt = s
+        .issuer
+        .token(&[("groups", serde_json::json!(["phi-readers"]))]);
+    let other = connect(&s.gw.url("app", &exempt)).await.unwrap();
+    let rows = simple_text(
+        &other
+            .simple_query(
+                "select most_common_vals::text from pg_stats \
+                 where schemaname = 'clinic' and tablename = 'patients' and attname = 'card_number'",
+            )
+            .await
+            .unwrap(),
+    );
+    assert!(
+        rows.iter().flatten().flatten().any(|v| v.contains(CARD)),
+        "the statistics hold the value masking keeps from masked callers: {rows:?}"
+    );
+    drop(other);
+
+    assert_clean("what the masked client received", &received);
+    drop(client);
+    assert_evidence_and_logs_clean(s).await;
+}

@@ -33,7 +33,10 @@ use functions::{
     QUERY_TEXT_FUNCTIONS, SCHEMA_NAME_FUNCTIONS, TABLE_NAME_FUNCTIONS, listed, setting_risks,
 };
 
-pub use functions::{ADMIN_FUNCTIONS, SIDE_EFFECT_FUNCTIONS};
+pub(crate) use functions::listed as listed_function;
+pub use functions::{
+    ADMIN_FUNCTIONS, SIDE_EFFECT_FUNCTIONS, STATISTICS_FUNCTIONS, STATISTICS_RELATIONS,
+};
 
 /// How many levels of SQL text inside SQL text (`query_to_xml('select ...')`)
 /// are analysed before the statement is simply called admin.

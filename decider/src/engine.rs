@@ -14,7 +14,7 @@ use wildmatch::WildMatch;
 
 use crate::analysis::{Analysis, PreparedOp, StatementAnalysis, StatementClass};
 use crate::claims::{all_match, lookup};
-use crate::classify::{analyze, analyze_shaped};
+use crate::classify::{STATISTICS_FUNCTIONS, STATISTICS_RELATIONS, analyze, analyze_shaped};
 use crate::lineage::{Item, Source, StatementLineage, Use, Views};
 use crate::policy::{CompiledRule, MaskTarget, ObjectPattern, Policy, RuleVerdict};
 
@@ -178,6 +178,7 @@ impl Policy {
                     // Nothing of an unread text is known: every value withheld.
                     values: masked_caller.then(|| self.value_masks(req.sql, None, &masking)),
                     relations: Vec::new(),
+                    functions: Vec::new(),
                 },
                 statements: vec![StatementExplanation {
                     analysis: None,
@@ -204,8 +205,12 @@ impl Policy {
         // The relations the text names (and those the views in it name), for
         // the ingress to tell views among them.
         let mut relations: BTreeSet<crate::ObjectRef> = BTreeSet::new();
+        // And the functions they call, for the ingress to tell user-defined
+        // ones among them.
+        let mut functions: BTreeSet<crate::ObjectRef> = BTreeSet::new();
         if let Some(Ok(ls)) = &lineages {
             relations.extend(ls.iter().flat_map(|l| l.tables.iter().cloned()));
+            functions.extend(ls.iter().flat_map(|l| l.functions.iter().cloned()));
         }
         let analyses_len = analyses.len();
         let mut explained = Vec::with_capacity(analyses.len());
@@ -266,6 +271,8 @@ impl Policy {
                                 .unwrap_or_else(|| Err("unknown prepared statement".into()));
                             if let Ok(v) = &inner {
                                 relations.extend(v.iter().flat_map(|l| l.tables.iter().cloned()));
+                                functions
+                                    .extend(v.iter().flat_map(|l| l.functions.iter().cloned()));
                             }
                             match &inner {
                                 Ok(v) if v.len() == 1 => Ok(&v[0]),
@@ -399,6 +406,10 @@ impl Policy {
                             )
                     })
                     .map(|r| crate::lineage::relation_name(r.schema.as_deref(), &r.name))
+                    .collect(),
+                functions: functions
+                    .iter()
+                    .map(|f| crate::lineage::relation_name(f.schema.as_deref(), &f.name))
                     .collect(),
             },
             statements: explained,
@@ -546,6 +557,26 @@ impl Policy {
         if let Some(why) = &lineage.unreadable_view {
             return refuse(why.clone(), &rule_of_first);
         }
+        // Statistics and other sessions' statements show column values that
+        // no output column carries.
+        let statistics = lineage
+            .tables
+            .iter()
+            .find(|t| STATISTICS_RELATIONS.contains(&t.name.as_str()))
+            .or_else(|| {
+                lineage
+                    .functions
+                    .iter()
+                    .find(|f| STATISTICS_FUNCTIONS.contains(&f.name.as_str()))
+            });
+        if let Some(what) = statistics {
+            return refuse(
+                format!(
+                    "{what} shows values of table columns (statistics, or other sessions' statements) that Gatehouse cannot mask"
+                ),
+                &rule_of_first,
+            );
+        }
         if let Some(why) = &lineage.unsupported
             && touches(&lineage.tables)
         {
@@ -554,10 +585,25 @@ impl Policy {
                 &rule_of_first,
             );
         }
-        for (src, u) in &lineage.predicates {
+        // A value sent out of the statement is named as such first.
+        let uses = lineage
+            .predicates
+            .iter()
+            .filter(|(_, u)| *u == Use::Effect)
+            .chain(lineage.predicates.iter().filter(|(_, u)| *u != Use::Effect));
+        for (src, u) in uses {
             for (r, m) in hits(src) {
                 if *u == Use::Equality && m.allow_equality {
                     continue;
+                }
+                if *u == Use::Effect {
+                    return refuse(
+                        format!(
+                            "the statement passes masked column {} (rule \"{}\") to a function with effects beyond its result (a setting, a notification, a lock, a large object); a masked caller may only read it",
+                            m.pattern, r.rule.id
+                        ),
+                        &r.rule.id,
+                    );
                 }
                 return refuse(
                     format!(

@@ -28,7 +28,7 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
 use crate::ObjectRef;
-use crate::classify::names;
+use crate::classify::{ADMIN_FUNCTIONS, SIDE_EFFECT_FUNCTIONS, names};
 
 /// Where a value comes from.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -76,6 +76,11 @@ pub enum Use {
     /// Anything else: filtered, ordered, compared with a value, copied into a
     /// table, or passed to a function in a predicate.
     Other,
+    /// Passed to a function with effects beyond the statement's result
+    /// ([`crate::classify::SIDE_EFFECT_FUNCTIONS`], admin functions): stored in
+    /// a setting, sent to listeners, written to a large object, taken as a lock
+    /// key, wherever the output list puts the call.
+    Effect,
 }
 
 /// The lineage of one statement.
@@ -104,6 +109,11 @@ pub struct StatementLineage {
     /// view reads is unknown, so the statement is refused for any caller a mask
     /// rule applies to, whatever tables it seems to touch.
     pub unreadable_view: Option<String>,
+    /// Every function the statement calls (in expressions, in FROM, by
+    /// `CALL`), and those the views it reads through call, as written. What a
+    /// function not built into PostgreSQL does with the values it reads is
+    /// unknown; the ingress tells those apart in the catalog.
+    pub functions: BTreeSet<ObjectRef>,
 }
 
 /// How deep views may nest inside views before the lineage gives up.
@@ -609,7 +619,41 @@ fn statement(s: &Statement, at: &ValuesAt, views: &Rc<Views>) -> StatementLineag
     let mut params = false;
     let _ = s.visit(&mut ParamFinder(&mut params));
     w.out.has_params = params;
+    let _ = s.visit(&mut FunctionNames(&mut w.out.functions));
     w.out
+}
+
+/// Collects the names of the functions a tree calls.
+struct FunctionNames<'a>(&'a mut BTreeSet<ObjectRef>);
+
+impl Visitor for FunctionNames<'_> {
+    type Break = ();
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        if let Expr::Function(f) = expr {
+            self.0.insert(names::object(&f.name));
+        }
+        ControlFlow::Continue(())
+    }
+    fn pre_visit_table_factor(&mut self, f: &TableFactor) -> ControlFlow<()> {
+        match f {
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            }
+            | TableFactor::Function { name, .. } => {
+                self.0.insert(names::object(name));
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+    fn pre_visit_statement(&mut self, s: &Statement) -> ControlFlow<()> {
+        if let Statement::Call(f) = s {
+            self.0.insert(names::object(&f.name));
+        }
+        ControlFlow::Continue(())
+    }
 }
 
 struct TableCollector<'a>(&'a mut BTreeSet<ObjectRef>);
@@ -740,6 +784,7 @@ impl Walker {
         self.view_depth += 1;
         let mut items = self.query(query, &[]);
         self.view_depth -= 1;
+        let _ = query.visit(&mut FunctionNames(&mut self.out.functions));
         self.ctes = ctes;
         self.at = at;
         self.out.unsupported = match self.out.unsupported.take() {
@@ -1292,6 +1337,13 @@ impl Walker {
             };
             reads.extend(found);
         }
+        // What goes into a function with effects beyond the statement.
+        for arg in &c.effects {
+            let (into, _) = self.expr(arg, scope, outer);
+            for s in into {
+                self.out.predicates.insert((s, Use::Effect));
+            }
+        }
         for q in &c.queries {
             let items = self.query(q, &scopes);
             direct = false;
@@ -1539,6 +1591,8 @@ struct Collector {
     /// Each name read: its parts, and whether it is a `f(p.*)` / `f(*)` argument.
     idents: Vec<(Vec<String>, bool)>,
     queries: Vec<Query>,
+    /// The arguments of calls to functions with effects beyond the statement.
+    effects: Vec<Expr>,
     depth: usize,
 }
 
@@ -1569,12 +1623,18 @@ impl Visitor for Collector {
                 .push((ids.iter().map(names::ident).collect(), false)),
             Expr::Function(f) => {
                 if let FunctionArguments::List(list) = &f.args {
+                    let parts = names::parts(&f.name);
+                    let effect = crate::classify::listed_function(SIDE_EFFECT_FUNCTIONS, &parts)
+                        || crate::classify::listed_function(ADMIN_FUNCTIONS, &parts);
                     for a in &list.args {
                         let arg = match a {
                             FunctionArg::Named { arg, .. }
                             | FunctionArg::ExprNamed { arg, .. }
                             | FunctionArg::Unnamed(arg) => arg,
                         };
+                        if effect && let FunctionArgExpr::Expr(e) = arg {
+                            self.effects.push(e.clone());
+                        }
                         match arg {
                             FunctionArgExpr::QualifiedWildcard(name) => {
                                 self.idents.push((names::parts(name), true));

@@ -610,3 +610,106 @@ fn views_are_decided_through_their_definitions() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn masked_values_passed_to_functions_with_effects_are_refused() {
+    // A role allowed to call functions with effects.
+    let p = Policy::parse(
+        &POLICY.replacen(
+            "verdict = \"allow\"",
+            "risks = [\"side_effect_function\"]\nverdict = \"allow\"",
+            1,
+        ),
+        "test",
+    )
+    .unwrap();
+    let verdict = |sql: &str| p.decide(&req(sql, &[])).verdict;
+    // Each would carry the value out of the statement: into a setting read
+    // back later, to a listener, into a large object, as a lock key.
+    for sql in [
+        "select set_config('app.x', ssn, false) from clinic.patients",
+        "select id from clinic.patients where pg_notify('c', ssn) is null",
+        "select lo_from_bytea(0, convert_to(ssn, 'UTF8')) from clinic.patients",
+        "select pg_advisory_lock(hashtext(ssn)) from clinic.patients",
+        "select upper(set_config('app.x', (select ssn from clinic.patients limit 1), false))",
+    ] {
+        match verdict(sql) {
+            Verdict::Block { reason } => assert!(
+                reason.starts_with("masking could not be guaranteed")
+                    && reason.contains("clinic.patients.ssn")
+                    && reason.contains("effects"),
+                "{sql}: {reason}"
+            ),
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+    // The same functions given only unmasked values are the allow rule's business.
+    assert!(
+        matches!(
+            verdict("select set_config('app.x', name, false) from clinic.patients"),
+            Verdict::Mask { .. }
+        ),
+        "an unmasked column is no reason to refuse"
+    );
+}
+
+#[test]
+fn statistics_and_other_sessions_statements_are_refused_to_masked_callers() {
+    for sql in [
+        "select most_common_vals from pg_stats where attname = 'ssn'",
+        "select * from pg_catalog.pg_stats_ext",
+        "select * from pg_stats_ext_exprs",
+        "select query from pg_stat_activity",
+        "select query from public.pg_stat_statements",
+        "select * from pg_stat_get_activity(null)",
+        "select pg_stat_get_backend_activity(1)",
+    ] {
+        let reason = refused(sql);
+        assert!(reason.contains("pg_st"), "{sql}: {reason}");
+    }
+    // An exempt caller is not refused for masking.
+    let d = policy().decide(&req("select query from pg_stat_activity", &["phi-readers"]));
+    assert!(
+        !matches!(&d.verdict, Verdict::Block { reason } if reason.contains("masking")),
+        "{:?}",
+        d.verdict
+    );
+}
+
+#[test]
+fn masked_callers_decisions_name_the_functions_called() {
+    let p = policy();
+    let d = p.decide(&req(
+        "select upper(ssn), clinic.f(id), \"Odd\"(1) from clinic.patients, lateral g(id) x",
+        &[],
+    ));
+    for f in ["upper", "clinic.f", "\"Odd\"", "g"] {
+        assert!(
+            d.functions.contains(&f.to_owned()),
+            "{f}: {:?}",
+            d.functions
+        );
+    }
+    let d = p.decide(&req("call clinic.archive(1)", &[]));
+    assert_eq!(d.functions, ["clinic.archive"]);
+    // Functions inside the views read through are named too.
+    let mut r = req("select id from clinic.v", &[]);
+    r.views.insert(
+        "clinic.v".into(),
+        gatehouse_schemas::decision::ViewDefinition {
+            columns: vec!["id".into()],
+            query: " SELECT clinic.leak(patients.ssn) AS id FROM clinic.patients;".into(),
+        },
+    );
+    assert!(
+        p.decide(&r).functions.contains(&"clinic.leak".to_owned()),
+        "{:?}",
+        p.decide(&r).functions
+    );
+    // A caller no mask rule applies to: nothing to look up.
+    assert!(
+        p.decide(&req("select clinic.f(1)", &["phi-readers"]))
+            .functions
+            .is_empty()
+    );
+}

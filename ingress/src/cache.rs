@@ -150,6 +150,7 @@ mod tests {
             shape_cacheable: false,
             values: None,
             relations: Vec::new(),
+            functions: Vec::new(),
         })
     }
 

@@ -385,6 +385,14 @@ pub struct Decision {
     /// the definitions of those that are views.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub relations: Vec<String>,
+    /// Present when a mask rule applies to the caller: the functions the text
+    /// calls (those the views in [`DecisionRequest::views`] call included), as
+    /// written and quoted like [`Decision::relations`]. The ingress looks them
+    /// up and refuses the statement when a name may stand for a function not
+    /// built into PostgreSQL (what it does with the values it is given, or
+    /// reads itself, cannot be known).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<String>,
 }
 
 /// A decider announcing the policy it decides with.
@@ -464,6 +472,7 @@ mod tests {
             shape_cacheable: false,
             values: None,
             relations: vec!["clinic.v".into()],
+            functions: vec!["public.f".into()],
         };
         let json = serde_json::to_value(&d).unwrap();
         assert_eq!(json["verdict"]["verdict"], "block");

@@ -187,6 +187,7 @@ fn decisions_validate() {
             shape_cacheable: false,
             values: None,
             relations: vec!["v".into(), "clinic.patients".into()],
+            functions: vec!["upper".into()],
         };
         let value = serde_json::to_value(&d).unwrap();
         assert!(v.is_valid(&value), "{value}");

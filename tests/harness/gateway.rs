@@ -307,6 +307,7 @@ pub fn allow() -> Arc<Decision> {
         shape_cacheable: false,
         values: None,
         relations: Vec::new(),
+        functions: Vec::new(),
     })
 }
 

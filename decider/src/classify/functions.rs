@@ -75,6 +75,29 @@ pub const SIDE_EFFECT_FUNCTIONS: &[&str] = &[
     "pg_export_snapshot",
 ];
 
+/// Relations that show the values of table columns outside any output column
+/// masking can follow: the planner's statistics (most common values,
+/// histogram bounds) and other sessions' statement texts. Matched on the
+/// relation's own name, whatever schema qualifies it (pg_stat_statements is
+/// installed where its extension was created).
+pub const STATISTICS_RELATIONS: &[&str] = &[
+    "pg_stats",
+    "pg_stats_ext",
+    "pg_stats_ext_exprs",
+    "pg_statistic",
+    "pg_statistic_ext_data",
+    "pg_stat_activity",
+    "pg_stat_statements",
+];
+
+/// Functions that show what [`STATISTICS_RELATIONS`] show.
+pub const STATISTICS_FUNCTIONS: &[&str] = &[
+    "pg_stat_get_activity",
+    "pg_stat_get_backend_activity",
+    "pg_mcv_list_items",
+    "pg_stat_statements",
+];
+
 /// Functions that run the text of a query given as an argument, with the
 /// positions of the arguments that are query text (core, and tablefunc's
 /// crosstab). Other extensions' functions that run SQL text are only seen by
@@ -122,7 +145,7 @@ pub(super) fn untrusted_language(language: &str) -> bool {
 }
 
 /// Whether `list` holds the function `parts` (folded name parts, schema first).
-pub(super) fn listed(list: &[&str], parts: &[String]) -> bool {
+pub(crate) fn listed(list: &[&str], parts: &[String]) -> bool {
     let Some(name) = parts.last().map(|n| n.to_ascii_lowercase()) else {
         return false;
     };

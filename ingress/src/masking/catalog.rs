@@ -51,6 +51,18 @@ pub enum Named {
     Ambiguous(Vec<String>),
 }
 
+/// The functions a name written in a statement may call: each one's
+/// schema-qualified name (as [`relation_name`] writes it) and whether it is
+/// built into PostgreSQL (created by initdb: its OID is below
+/// `FirstNormalObjectId`, 16384). Empty when no function has that name (a
+/// construct such as `coalesce` that the server parses itself, or an error
+/// the server will report).
+pub type Callees = Vec<(String, bool)>;
+
+/// OIDs below this were assigned by initdb (PostgreSQL's
+/// `FirstNormalObjectId`): every object with one is built in.
+const FIRST_NORMAL_OBJECT_ID: u32 = 16384;
+
 /// The catalog of one upstream.
 pub struct Catalog {
     target: Arc<UpstreamTarget>,
@@ -58,6 +70,8 @@ pub struct Catalog {
     relations: Mutex<HashMap<u32, (Instant, Arc<Relation>)>>,
     /// Relation names as statements write them ([`Catalog::resolve`]).
     names: Mutex<HashMap<String, (Instant, Arc<Named>)>>,
+    /// Function names as statements write them ([`Catalog::functions`]).
+    functions: Mutex<HashMap<String, (Instant, Arc<Callees>)>>,
     /// Moves on with every [`Catalog::invalidate`]: verdicts decided with what
     /// the catalog said before are stale.
     generation: AtomicU64,
@@ -73,6 +87,7 @@ impl Catalog {
             ttl,
             relations: Mutex::default(),
             names: Mutex::default(),
+            functions: Mutex::default(),
             generation: AtomicU64::new(0),
             conn: tokio::sync::Mutex::new(None),
         }
@@ -99,6 +114,76 @@ impl Catalog {
             .unwrap_or_else(|p| p.into_inner())
             .clear();
         self.names.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.functions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// The functions each of `names` (function names as [`relation_name`]
+    /// writes them) may call, looked up when not cached; and until when all of
+    /// it holds. An unqualified name is looked up in every schema (the
+    /// session's search_path is not known here, and may put a schema before
+    /// `pg_catalog`).
+    pub async fn functions(
+        &self,
+        names: &[String],
+    ) -> Result<(Vec<(String, Arc<Callees>)>, Instant), UpstreamError> {
+        let cached = |name: &str| {
+            let map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+            map.get(name)
+                .filter(|(at, _)| at.elapsed() < self.ttl)
+                .cloned()
+        };
+        let missing: Vec<&String> = names.iter().filter(|n| cached(n).is_none()).collect();
+        if !missing.is_empty() {
+            let list = missing
+                .iter()
+                .map(|n| format!("({})", literal(n)))
+                .collect::<Vec<_>>()
+                .join(",");
+            let sql = format!(
+                "select w.name, n.nspname, p.proname, p.oid \
+                 from (values {list}) w(name) \
+                 cross join lateral (select pg_catalog.parse_ident(w.name) as parts) x \
+                 join pg_catalog.pg_proc p on p.proname = x.parts[pg_catalog.array_length(x.parts, 1)] \
+                 join pg_catalog.pg_namespace n on n.oid = p.pronamespace \
+                 where pg_catalog.array_length(x.parts, 1) = 1 \
+                   or n.nspname = x.parts[pg_catalog.array_length(x.parts, 1) - 1]"
+            );
+            let [rows] = self.queries([sql.as_str()]).await?;
+            let mut found: HashMap<&str, Callees> =
+                missing.iter().map(|n| (n.as_str(), Vec::new())).collect();
+            for row in rows {
+                let [name, schema, proname, oid] = &row[..] else {
+                    continue;
+                };
+                let Some(callees) = found.get_mut(name.as_str()) else {
+                    continue;
+                };
+                // An OID that does not read is taken as a user's function.
+                let builtin = oid.parse::<u32>().is_ok_and(|o| o < FIRST_NORMAL_OBJECT_ID);
+                callees.push((relation_name(Some(schema), proname), builtin));
+            }
+            let now = Instant::now();
+            let mut map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+            for (name, mut callees) in found {
+                callees.sort();
+                callees.dedup();
+                map.insert(name.to_owned(), (now, Arc::new(callees)));
+            }
+        }
+        let mut out = Vec::with_capacity(names.len());
+        let mut until: Option<Instant> = None;
+        for name in names {
+            let (at, callees) = cached(name).ok_or_else(|| {
+                UpstreamError::Protocol("the catalog changed during the look-up".into())
+            })?;
+            let expires = at + self.ttl;
+            until = Some(until.map_or(expires, |u| u.min(expires)));
+            out.push((name.clone(), callees));
+        }
+        Ok((out, until.unwrap_or_else(Instant::now)))
     }
 
     /// What each of `names` (relation names as [`relation_name`] writes them)

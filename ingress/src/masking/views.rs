@@ -8,6 +8,11 @@
 //! views it finds inside those, up to [`MAX_VIEW_DEPTH`]. A caller no mask rule
 //! applies to gets no relations, so it pays for none of this. The same path
 //! serves both decision points (in-process and over NATS).
+//!
+//! The functions the decider names ([`Decision::functions`]) are looked up
+//! too: a name that may stand for a function not built into PostgreSQL (a
+//! user's, an extension's) refuses the statement, since what such a function
+//! does with the values it is given, or reads by itself, is out of sight.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -40,7 +45,7 @@ pub async fn decide<D: DecisionPoint>(
 ) -> Result<Decided, DecisionError> {
     let mut views: BTreeMap<String, ViewDefinition> = BTreeMap::new();
     let mut decision = point.decide(event, prepared, &views).await?;
-    if decision.relations.is_empty() {
+    if decision.relations.is_empty() && decision.functions.is_empty() {
         return Ok(Decided {
             decision,
             catalog_until: None,
@@ -103,6 +108,35 @@ pub async fn decide<D: DecisionPoint>(
             ));
         }
         decision = point.decide(event, prepared, &views).await?;
+    }
+    if !decision.functions.is_empty() && !matches!(decision.verdict, Verdict::Block { .. }) {
+        let (callees, fresh) = match catalog.functions(&decision.functions).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "masking_functions_lookup_failed");
+                return Ok(refused(
+                    &decision,
+                    "the upstream catalog could not be read to tell the functions it calls; retry later",
+                ));
+            }
+        };
+        for (name, callees) in &callees {
+            let user: Vec<&str> = callees
+                .iter()
+                .filter(|(_, builtin)| !builtin)
+                .map(|(q, _)| q.as_str())
+                .collect();
+            if !user.is_empty() {
+                return Ok(refused(
+                    &decision,
+                    &format!(
+                        "it calls {name}, which may be {}, not built into PostgreSQL: what such a function does with the values it is given or reads cannot be known",
+                        user.join(" or ")
+                    ),
+                ));
+            }
+        }
+        until = Some(until.map_or(fresh, |u| u.min(fresh)));
     }
     Ok(Decided {
         decision,
