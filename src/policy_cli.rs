@@ -238,6 +238,24 @@ fn render(e: &gatehouse_decider::Explanation) -> String {
             ));
         }
     }
+    if !matches!(
+        d.verdict,
+        gatehouse_schemas::decision::Verdict::Block { .. }
+    ) {
+        // What the gateway checks in the upstream catalog before it runs.
+        if !d.relations.is_empty() {
+            out.push_str(&format!(
+                "catalog: relations read through when they are views: {}\n",
+                d.relations.join(", ")
+            ));
+        }
+        if !d.functions.is_empty() {
+            out.push_str(&format!(
+                "catalog: functions refused unless built into PostgreSQL: {}\n",
+                d.functions.join(", ")
+            ));
+        }
+    }
     if let Some(err) = &e.parse_error {
         out.push_str(&format!("unparsed: {err}\n"));
     }

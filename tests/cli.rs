@@ -286,6 +286,9 @@ async fn policy_check_explain_and_test() {
         "masked:  statement 1 output column 3: reads clinic.*.email -> email",
         // The content detectors in force, and where they scan.
         "mask:    clinic.*.notes (detectors ssn, pan, email, phone) by rule research-masked",
+        // What the gateway looks up in the catalog before it runs.
+        "catalog: relations read through when they are views: clinic.patients",
+        "catalog: functions refused unless built into PostgreSQL: upper",
     ] {
         assert!(out.contains(needle), "{needle} in:\n{out}");
     }
