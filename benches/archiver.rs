@@ -64,21 +64,28 @@ async fn main() {
     let s3 = std::env::var("BENCH_STORE")
         .is_ok_and(|v| v == "s3")
         .then(Moto::start);
-    let store = match &s3 {
+    // A key of `[archiver]` itself (`dir`) goes before its sub-tables.
+    let (dir_key, s3_table) = match &s3 {
         Some(moto) => {
             moto.create_locked_bucket("bench-evidence").await;
-            format!(
-                "[archiver.s3]\nbucket = \"bench-evidence\"\nendpoint = \"{}\"\nforce_path_style = true\nobject_lock_days = 1\n",
-                moto.endpoint()
+            (
+                String::new(),
+                format!(
+                    "[archiver.s3]\nbucket = \"bench-evidence\"\nendpoint = \"{}\"\nforce_path_style = true\nobject_lock_days = 1\n",
+                    moto.endpoint()
+                ),
             )
         }
-        None => format!("dir = \"{}\"\n", dir.path().join("archive").display()),
+        None => (
+            format!("dir = \"{}\"\n", dir.path().join("archive").display()),
+            String::new(),
+        ),
     };
     let config = dir.path().join("archiver.toml");
     std::fs::write(
         &config,
         format!(
-            "[log]\nlevel = \"info\"\n[nats]\nurl = \"{}\"\n[archiver]\nsigning_key = \"{}\"\n[archiver.kafka]\nbrokers = \"{}\"\ntopic = \"{TOPIC}\"\n{store}",
+            "[log]\nlevel = \"info\"\n[nats]\nurl = \"{}\"\n[archiver]\nsigning_key = \"{}\"\n{dir_key}[archiver.kafka]\nbrokers = \"{}\"\ntopic = \"{TOPIC}\"\n{s3_table}",
             nats.url(),
             dir.path().join("keys/evidence-signing.pem").display(),
             kafka.brokers()
