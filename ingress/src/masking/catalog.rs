@@ -63,15 +63,21 @@ pub type Callees = Vec<(String, bool)>;
 /// `FirstNormalObjectId`): every object with one is built in.
 const FIRST_NORMAL_OBJECT_ID: u32 = 16384;
 
+/// Entries by a name as statements write it, each with when it was looked up.
+type NameCache<T> = Mutex<HashMap<String, (Instant, Arc<T>)>>;
+
+/// Entries for names looked up, and until when all of them hold.
+pub type Resolved<T> = (Vec<(String, Arc<T>)>, Instant);
+
 /// The catalog of one upstream.
 pub struct Catalog {
     target: Arc<UpstreamTarget>,
     ttl: Duration,
     relations: Mutex<HashMap<u32, (Instant, Arc<Relation>)>>,
     /// Relation names as statements write them ([`Catalog::resolve`]).
-    names: Mutex<HashMap<String, (Instant, Arc<Named>)>>,
+    names: NameCache<Named>,
     /// Function names as statements write them ([`Catalog::functions`]).
-    functions: Mutex<HashMap<String, (Instant, Arc<Callees>)>>,
+    functions: NameCache<Callees>,
     /// Moves on with every [`Catalog::invalidate`]: verdicts decided with what
     /// the catalog said before are stale.
     generation: AtomicU64,
@@ -125,23 +131,10 @@ impl Catalog {
     /// it holds. An unqualified name is looked up in every schema (the
     /// session's search_path is not known here, and may put a schema before
     /// `pg_catalog`).
-    pub async fn functions(
-        &self,
-        names: &[String],
-    ) -> Result<(Vec<(String, Arc<Callees>)>, Instant), UpstreamError> {
-        let cached = |name: &str| {
-            let map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
-            map.get(name)
-                .filter(|(at, _)| at.elapsed() < self.ttl)
-                .cloned()
-        };
-        let missing: Vec<&String> = names.iter().filter(|n| cached(n).is_none()).collect();
+    pub async fn functions(&self, names: &[String]) -> Result<Resolved<Callees>, UpstreamError> {
+        let missing = self.missing(&self.functions, names);
         if !missing.is_empty() {
-            let list = missing
-                .iter()
-                .map(|n| format!("({})", literal(n)))
-                .collect::<Vec<_>>()
-                .join(",");
+            let list = values_list(&missing);
             let sql = format!(
                 "select w.name, n.nspname, p.proname, p.oid \
                  from (values {list}) w(name) \
@@ -173,17 +166,7 @@ impl Catalog {
                 map.insert(name.to_owned(), (now, Arc::new(callees)));
             }
         }
-        let mut out = Vec::with_capacity(names.len());
-        let mut until: Option<Instant> = None;
-        for name in names {
-            let (at, callees) = cached(name).ok_or_else(|| {
-                UpstreamError::Protocol("the catalog changed during the look-up".into())
-            })?;
-            let expires = at + self.ttl;
-            until = Some(until.map_or(expires, |u| u.min(expires)));
-            out.push((name.clone(), callees));
-        }
-        Ok((out, until.unwrap_or_else(Instant::now)))
+        self.collect(&self.functions, names)
     }
 
     /// What each of `names` (relation names as [`relation_name`] writes them)
@@ -196,23 +179,10 @@ impl Catalog {
     /// makes it [`Named::Ambiguous`]. A view's definition comes from
     /// `pg_get_viewdef` under a `search_path` of `pg_catalog` only, so that
     /// every relation in it is schema-qualified.
-    pub async fn resolve(
-        &self,
-        names: &[String],
-    ) -> Result<(Vec<(String, Arc<Named>)>, Instant), UpstreamError> {
-        let cached = |name: &str| {
-            let map = self.names.lock().unwrap_or_else(|p| p.into_inner());
-            map.get(name)
-                .filter(|(at, _)| at.elapsed() < self.ttl)
-                .cloned()
-        };
-        let missing: Vec<&String> = names.iter().filter(|n| cached(n).is_none()).collect();
+    pub async fn resolve(&self, names: &[String]) -> Result<Resolved<Named>, UpstreamError> {
+        let missing = self.missing(&self.names, names);
         if !missing.is_empty() {
-            let list = missing
-                .iter()
-                .map(|n| format!("({})", literal(n)))
-                .collect::<Vec<_>>()
-                .join(",");
+            let list = values_list(&missing);
             let sql = format!(
                 "set search_path = pg_catalog; \
                  select w.name, n.nspname, c.relname, c.relkind, \
@@ -262,17 +232,43 @@ impl Catalog {
                 map.insert(name.to_owned(), (now, Arc::new(named)));
             }
         }
+        self.collect(&self.names, names)
+    }
+
+    /// The entry of `name` in `map`, unless it expired.
+    fn cached<T>(&self, map: &NameCache<T>, name: &str) -> Option<(Instant, Arc<T>)> {
+        let map = map.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(name)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .cloned()
+    }
+
+    /// Those of `names` that `map` does not hold fresh.
+    fn missing<'a, T>(&self, map: &NameCache<T>, names: &'a [String]) -> Vec<&'a String> {
+        names
+            .iter()
+            .filter(|n| self.cached(map, n).is_none())
+            .collect()
+    }
+
+    /// The entries of `names` in `map` (just looked up), and until when all
+    /// of them hold (the oldest entry's expiry).
+    fn collect<T>(
+        &self,
+        map: &NameCache<T>,
+        names: &[String],
+    ) -> Result<Resolved<T>, UpstreamError> {
         let mut out = Vec::with_capacity(names.len());
         let mut until: Option<Instant> = None;
         for name in names {
             // Gone only if invalidated meanwhile: ask again next time, and
             // fail closed now.
-            let (at, named) = cached(name).ok_or_else(|| {
+            let (at, entry) = self.cached(map, name).ok_or_else(|| {
                 UpstreamError::Protocol("the catalog changed during the look-up".into())
             })?;
             let expires = at + self.ttl;
             until = Some(until.map_or(expires, |u| u.min(expires)));
-            out.push((name.clone(), named));
+            out.push((name.clone(), entry));
         }
         Ok((out, until.unwrap_or_else(Instant::now)))
     }
@@ -397,6 +393,15 @@ impl Catalog {
         }
         Ok(())
     }
+}
+
+/// `names` as the rows of a `VALUES` list of one text column.
+fn values_list(names: &[&String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("({})", literal(n)))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// `text` as an escape string literal: its meaning does not depend on
