@@ -571,23 +571,25 @@ fn kafka_count(bus: &Bus) -> i64 {
 /// has had acknowledged.
 async fn wait_sent_not_acked(bus: &Bus, load: &Progress, n: i64, within: Duration) {
     let deadline = Instant::now() + within;
-    loop {
-        // In this order, so that the difference is never more than the truth:
-        // Kafka's count only grows, and records queued after the stream was
-        // read (counted by the stream or not) can only make `acked` larger.
-        let in_kafka = kafka_count(bus);
-        let unacked = bus.unacked_records().await as i64;
-        let queued = load.queued.load(Ordering::SeqCst) as i64;
-        let acked = queued - unacked;
-        if in_kafka - acked >= n {
-            return;
-        }
+    while sent_not_acked(bus, load).await < n {
         assert!(
             Instant::now() < deadline,
             "never {n} records sent and unacknowledged"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Records in Kafka that the stream still holds unacknowledged (at most).
+async fn sent_not_acked(bus: &Bus, load: &Progress) -> i64 {
+    // In this order, so that the difference is never more than the truth:
+    // Kafka's count only grows, and records queued after the stream was
+    // read (counted by the stream or not) can only make `acked` larger.
+    let in_kafka = kafka_count(bus);
+    let unacked = bus.unacked_records().await as i64;
+    let queued = load.queued.load(Ordering::SeqCst) as i64;
+    let acked = queued - unacked;
+    in_kafka - acked
 }
 
 /// Waits until the stream holds at least `n` unacknowledged events.
@@ -848,7 +850,21 @@ async fn under_load(fault: Fault) {
         Fault::KillArchiver => {
             // Killed while it holds records that Kafka has and JetStream has
             // not been told about (sent, their segment not yet sealed).
-            wait_sent_not_acked(&bus, &progress, 100, Duration::from_secs(60)).await;
+            // Frozen first and counted again: a running archiver may
+            // acknowledge them all between the count and the kill.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                wait_sent_not_acked(&bus, &progress, 100, Duration::from_secs(60)).await;
+                archiver.signal(libc::SIGSTOP);
+                if sent_not_acked(&bus, &progress).await >= 100 {
+                    break;
+                }
+                archiver.signal(libc::SIGCONT);
+                assert!(
+                    Instant::now() < deadline,
+                    "never 100 records sent and unacknowledged at a stop"
+                );
+            }
             archiver.kill9().await;
             archiver = bus.archiver();
             // What the dead one sent but never acknowledged comes back and is
