@@ -596,19 +596,20 @@ impl Policy {
                 if *u == Use::Equality && m.allow_equality {
                     continue;
                 }
-                if *u == Use::Effect {
-                    return refuse(
-                        format!(
-                            "the statement passes masked column {} (rule \"{}\") to a function with effects beyond its result (a setting, a notification, a lock, a large object); a masked caller may only read it",
-                            m.pattern, r.rule.id
-                        ),
-                        &r.rule.id,
-                    );
-                }
+                let what = match u {
+                    Use::Effect => format!(
+                        "passes masked column {} to a function with effects beyond its result (a setting, a notification, a lock, a large object)",
+                        m.pattern
+                    ),
+                    _ => format!(
+                        "filters, joins, groups, orders on or copies masked column {}",
+                        m.pattern
+                    ),
+                };
                 return refuse(
                     format!(
-                        "the statement filters, joins, groups, orders on or copies masked column {} (rule \"{}\"); a masked caller may only read it",
-                        m.pattern, r.rule.id
+                        "the statement {what} (rule \"{}\"); a masked caller may only read it",
+                        r.rule.id
                     ),
                     &r.rule.id,
                 );
