@@ -32,7 +32,7 @@ pub struct Relation {
     /// For a view: the table columns its query reads (`schema`, `table`,
     /// `column`), from `pg_depend`. Which view column shows which of them is not
     /// recorded there, so a view column is masked when the view reads any masked
-    /// column (see the README).
+    /// column (see docs/src/masking.md).
     pub reads: Vec<(String, String, String)>,
 }
 
