@@ -23,10 +23,9 @@ use sqlparser::ast::{
     Reset, SchemaName, Select, Set, SetExpr, Statement, TableFactor, TableObject, UtilityOption,
     Value, ValueWithSpan, Visit, VisitMut, Visitor, VisitorMut,
 };
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
-use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+use sqlparser::tokenizer::{Token, TokenWithSpan};
 
+use crate::parsed::{Parsed, parse, tokenize};
 use crate::{Analysis, ObjectRef, PreparedOp, Risk, StatementAnalysis, StatementClass};
 use fallback::Recognized;
 use functions::{
@@ -59,25 +58,30 @@ const STATEMENT_RISKS: [Risk; 6] = [
 /// Never panics: anything unexpected, including a panic inside the parser,
 /// comes back as [`Analysis::Unparsed`], which policy blocks by default.
 pub fn analyze(sql: &str) -> Analysis {
-    analyze_shaped(sql).0
+    match Parsed::read(sql, false) {
+        Ok(parsed) => analyze_parsed(&parsed, 0),
+        Err(error) => Analysis::Unparsed { error },
+    }
 }
 
-/// [`analyze`], and whether [`crate::shape`] of the text is `Some`, found from the
-/// same tokens rather than by tokenizing again.
-pub(crate) fn analyze_shaped(sql: &str) -> (Analysis, bool) {
-    std::panic::catch_unwind(|| match statements(sql, 0) {
-        Ok((statements, shaped)) => (Analysis::Parsed { statements }, shaped),
-        Err(error) => (Analysis::Unparsed { error }, false),
+/// Analyses a text already read (see [`crate::parsed`]); `depth`: how deep in
+/// SQL text inside SQL text it is. Never panics (as [`analyze`]).
+pub(crate) fn analyze_parsed(parsed: &Parsed<'_>, depth: usize) -> Analysis {
+    std::panic::catch_unwind(|| match statements(parsed, depth) {
+        Ok(statements) => Analysis::Parsed { statements },
+        Err(error) => Analysis::Unparsed { error },
     })
-    .unwrap_or_else(|_| {
-        let error = "internal error while analysing the statement".to_owned();
-        (Analysis::Unparsed { error }, false)
+    .unwrap_or_else(|_| Analysis::Unparsed {
+        error: "internal error while analysing the statement".to_owned(),
     })
 }
 
 fn analyze_text(sql: &str, depth: usize) -> Analysis {
-    match statements(sql, depth) {
-        Ok((statements, _)) => Analysis::Parsed { statements },
+    match Parsed::read(sql, false) {
+        Ok(parsed) => match statements(&parsed, depth) {
+            Ok(statements) => Analysis::Parsed { statements },
+            Err(error) => Analysis::Unparsed { error },
+        },
         Err(error) => Analysis::Unparsed { error },
     }
 }
@@ -102,39 +106,17 @@ pub fn literal_free(sql: &str) -> String {
 }
 
 /// What `crate::shape(sql).is_some()` says, given the text's normalized pieces.
-fn has_shape(sql: &str, pieces: &[String]) -> bool {
+pub(crate) fn has_shape(sql: &str, pieces: &[String]) -> bool {
     crate::shape::starts_with_select(sql) && pieces.len() == 1 && pieces[0].starts_with("SELECT ")
 }
 
-fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>, String> {
-    Tokenizer::new(&PostgreSqlDialect {}, sql)
-        .with_unescape(true)
-        .tokenize_with_location()
-        .map_err(|e| e.to_string())
-}
-
-/// Parses a token stream into statements, refusing a stream the parser stopped
-/// reading before its end (sqlparser's `parse_statements` quietly stops at a
-/// stray `END`).
-fn parse(tokens: Vec<TokenWithSpan>) -> Result<Vec<Statement>, String> {
-    let dialect = PostgreSqlDialect {};
-    let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
-    let statements = parser.parse_statements().map_err(|e| e.to_string())?;
-    let next = parser.peek_token();
-    if next.token != Token::EOF {
-        return Err(format!(
-            "sql parser error: unexpected {} at {}",
-            next.token, next.span.start
-        ));
-    }
-    Ok(statements)
-}
+pub(crate) use fallback::{check_nesting, normalized_pieces};
 
 /// PostgreSQL's lexer takes any non-ASCII character, non-breaking space
 /// included, as part of a name; sqlparser takes Unicode spaces for whitespace and
 /// would read `pat<NBSP>ients` as table `pat` aliased `ients`. Such a space
 /// outside a string, quoted name or comment is refused.
-fn check_unicode_spaces(sql: &str) -> Result<(), String> {
+pub(crate) fn check_unicode_spaces(sql: &str) -> Result<(), String> {
     let odd = |c: char| c.is_whitespace() && !c.is_ascii();
     if !sql.chars().any(odd) {
         return Ok(());
@@ -155,14 +137,10 @@ fn check_unicode_spaces(sql: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The statements of a text, and whether it has a shape (see [`has_shape`]).
-fn statements(sql: &str, depth: usize) -> Result<(Vec<StatementAnalysis>, bool), String> {
-    check_unicode_spaces(sql)?;
-    let tokens = tokenize(sql)?;
-    fallback::check_nesting(&tokens)?;
-    let normalized = fallback::normalized_pieces(&tokens);
-    let shaped = has_shape(sql, &normalized);
-    if let Ok(parsed) = parse(tokens) {
+/// The statements of a text, analysed.
+fn statements(parsed: &Parsed<'_>, depth: usize) -> Result<Vec<StatementAnalysis>, String> {
+    let normalized = &parsed.normalized;
+    if let Ok(parsed) = &parsed.statements {
         // One normalized text per statement, unless semicolons inside a statement
         // make the split disagree with the parse (then print the tree instead).
         let aligned = normalized.len() == parsed.len();
@@ -170,9 +148,9 @@ fn statements(sql: &str, depth: usize) -> Result<(Vec<StatementAnalysis>, bool),
             .iter()
             .enumerate()
             .map(|(i, s)| statement(s, depth, aligned.then(|| normalized[i].as_str())))
-            .collect::<Result<_, _>>()
-            .map(|statements| (statements, shaped));
+            .collect();
     }
+    let sql = parsed.sql;
     // sqlparser rejected the text. PostgreSQL runs a text only if every statement
     // in it parses, so analyse statement by statement, let the fallback recognise
     // the PostgreSQL statements sqlparser does not know, and refuse the whole
@@ -211,7 +189,7 @@ fn statements(sql: &str, depth: usize) -> Result<(Vec<StatementAnalysis>, bool),
             },
         }
     }
-    Ok((out, shaped))
+    Ok(out)
 }
 
 /// Analyses one parsed statement; `normalized` is its text for the fingerprint

@@ -14,8 +14,9 @@ use wildmatch::WildMatch;
 
 use crate::analysis::{Analysis, PreparedOp, StatementAnalysis, StatementClass};
 use crate::claims::{all_match, lookup};
-use crate::classify::{STATISTICS_FUNCTIONS, STATISTICS_RELATIONS, analyze, analyze_shaped};
+use crate::classify::{STATISTICS_FUNCTIONS, STATISTICS_RELATIONS, analyze, analyze_parsed};
 use crate::lineage::{Item, Source, StatementLineage, Use, Views};
+use crate::parsed::Parsed;
 use crate::policy::{CompiledRule, MaskTarget, ObjectPattern, Policy, RuleVerdict};
 
 /// A statement to decide, borrowed from the session that holds it.
@@ -125,7 +126,8 @@ impl Policy {
             .collect();
         let masked_caller = !masking.is_empty() || !detecting.is_empty();
 
-        let mut has_shape = false;
+        // The text, read once: everything below is read from it.
+        let mut parsed: Option<Parsed<'_>> = None;
         let (analyses, parse_error) = match req.protocol {
             ProtocolKind::FunctionCall => {
                 // The legacy fast-path call runs a function by OID: only a rule
@@ -143,14 +145,21 @@ impl Policy {
                 };
                 (vec![a], None)
             }
-            ProtocolKind::SimpleQuery | ProtocolKind::Parse => match analyze_shaped(req.sql) {
-                (Analysis::Parsed { statements }, shaped) => {
-                    has_shape = shaped;
-                    (statements, None)
+            ProtocolKind::SimpleQuery | ProtocolKind::Parse => {
+                match Parsed::read(req.sql, masked_caller) {
+                    Ok(p) => {
+                        let analysis = analyze_parsed(&p, 0);
+                        parsed = Some(p);
+                        match analysis {
+                            Analysis::Parsed { statements } => (statements, None),
+                            Analysis::Unparsed { error } => (Vec::new(), Some(error)),
+                        }
+                    }
+                    Err(error) => (Vec::new(), Some(error)),
                 }
-                (Analysis::Unparsed { error }, _) => (Vec::new(), Some(error)),
-            },
+            }
         };
+        let has_shape = parsed.as_ref().is_some_and(|p| p.shaped);
 
         if let Some(error) = parse_error {
             let rule = candidates
@@ -176,9 +185,11 @@ impl Policy {
                     cacheable: false,
                     shape_cacheable: false,
                     // Nothing of an unread text is known: every value withheld.
-                    values: masked_caller.then(|| self.value_masks(req.sql, None, &masking)),
+                    values: masked_caller
+                        .then(|| self.value_masks(parsed.as_ref(), None, &masking)),
                     relations: Vec::new(),
                     functions: Vec::new(),
+                    results: Vec::new(),
                 },
                 statements: vec![StatementExplanation {
                     analysis: None,
@@ -200,7 +211,10 @@ impl Policy {
         let lineages = if !masked_caller {
             None
         } else {
-            Some(crate::lineage::lineage_with(req.sql, &views))
+            Some(match &parsed {
+                Some(p) => crate::lineage::lineage_of(p, &views),
+                None => Ok(Vec::new()),
+            })
         };
         // The relations the text names (and those the views in it name), for
         // the ingress to tell views among them.
@@ -386,14 +400,13 @@ impl Policy {
                 shadow,
                 cacheable,
                 shape_cacheable: shape_cacheable && cacheable,
-                values: masked_caller.then(|| {
-                    self.value_masks(
-                        req.sql,
-                        lineages
-                            .as_ref()
-                            .filter(|_| req.protocol != ProtocolKind::FunctionCall),
-                        &masking,
-                    )
+                values: masked_caller.then(|| match req.protocol {
+                    // No text: nothing to show or withhold.
+                    ProtocolKind::FunctionCall => ValueMasks {
+                        spans: Some(Vec::new()),
+                        ..ValueMasks::default()
+                    },
+                    _ => self.value_masks(parsed.as_ref(), lineages.as_ref(), &masking),
                 }),
                 // The catalog's own schemas hold no view over a user's table.
                 relations: relations
@@ -411,6 +424,11 @@ impl Policy {
                     .iter()
                     .map(|f| crate::lineage::relation_name(f.schema.as_deref(), &f.name))
                     .collect(),
+                results: parsed
+                    .as_ref()
+                    .and_then(|p| p.statements.as_ref().ok())
+                    .map(|s| crate::results::result_ops(s))
+                    .unwrap_or_default(),
             },
             statements: explained,
             parse_error: None,
@@ -688,15 +706,18 @@ impl Policy {
     /// clear; one it does not place (or a text it cannot read) is withheld.
     fn value_masks(
         &self,
-        sql: &str,
+        parsed: Option<&Parsed<'_>>,
         lineages: Option<&Result<Vec<StatementLineage>, String>>,
         masking: &[(&CompiledRule, &MaskTarget)],
     ) -> ValueMasks {
-        let Ok(tokens) = crate::values::value_tokens(sql) else {
+        let Some((tokens, spans)) = parsed.and_then(|p| p.values.as_ref().zip(p.spans.as_ref()))
+        else {
+            // The text could not be read: evidence withholds all of it.
             return ValueMasks::default();
         };
         let mut out = ValueMasks {
             values: u32::try_from(tokens.len()).unwrap_or(u32::MAX),
+            spans: Some(spans.clone()),
             ..ValueMasks::default()
         };
         let Some(Ok(lineages)) = lineages else {

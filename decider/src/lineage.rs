@@ -29,6 +29,7 @@ use sqlparser::parser::Parser;
 
 use crate::ObjectRef;
 use crate::classify::{ADMIN_FUNCTIONS, SIDE_EFFECT_FUNCTIONS, names};
+use crate::parsed::Parsed;
 
 /// Where a value comes from.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -116,8 +117,7 @@ pub struct StatementLineage {
     pub functions: BTreeSet<ObjectRef>,
 }
 
-/// How deep views may nest inside views before the lineage gives up.
-pub const MAX_VIEW_DEPTH: usize = 8;
+pub use gatehouse_schemas::decision::{MAX_VIEW_DEPTH, relation_name};
 
 /// View definitions looked up in the upstream catalog (see
 /// [`gatehouse_schemas::decision::DecisionRequest::views`]), parsed.
@@ -189,30 +189,6 @@ impl Views {
     }
 }
 
-/// A relation's name as the decider writes it for the ingress
-/// ([`gatehouse_schemas::decision::Decision::relations`]) and the ingress keys
-/// view definitions: each part bare when it is a plain lower-case identifier,
-/// else double-quoted with quotes doubled, so that it reads back exactly.
-pub fn relation_name(schema: Option<&str>, name: &str) -> String {
-    fn part(p: &str) -> String {
-        let plain = p
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-            && p.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
-        if plain {
-            p.to_owned()
-        } else {
-            format!("\"{}\"", p.replace('"', "\"\""))
-        }
-    }
-    match schema {
-        Some(s) => format!("{}.{}", part(s), part(name)),
-        None => part(name),
-    }
-}
-
 /// Lineage of each statement of a text. `Err`: the text does not parse.
 pub fn lineage(sql: &str) -> Result<Vec<StatementLineage>, String> {
     lineage_with(sql, &Rc::new(Views::default()))
@@ -220,18 +196,23 @@ pub fn lineage(sql: &str) -> Result<Vec<StatementLineage>, String> {
 
 /// [`lineage`], reading the views in `views` through their definitions.
 pub fn lineage_with(sql: &str, views: &Rc<Views>) -> Result<Vec<StatementLineage>, String> {
-    let tokens = crate::values::tokenize(sql)?;
-    let at: HashMap<(u64, u64), u32> = crate::values::values_of(sql, &tokens)
+    lineage_of(&Parsed::read(sql, true)?, views)
+}
+
+/// The lineage of a text already read with its values (see [`crate::parsed`]).
+pub(crate) fn lineage_of(
+    parsed: &Parsed<'_>,
+    views: &Rc<Views>,
+) -> Result<Vec<StatementLineage>, String> {
+    let at: HashMap<(u64, u64), u32> = parsed
+        .values
         .iter()
+        .flatten()
         .zip(0u32..)
         .map(|(v, i)| (v.location, i))
         .collect();
     let at = Rc::new(at);
-    let dialect = PostgreSqlDialect {};
-    let statements = Parser::new(&dialect)
-        .with_tokens_with_locations(tokens)
-        .parse_statements()
-        .map_err(|e| e.to_string())?;
+    let statements = parsed.statements.as_ref().map_err(Clone::clone)?;
     Ok(statements
         .iter()
         .map(|s| statement(s, &at, views))

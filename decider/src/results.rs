@@ -8,86 +8,20 @@ use sqlparser::ast::{
     CloseCursor, CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget,
     DiscardObject, Statement,
 };
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
 
 use crate::classify::names;
+pub use gatehouse_schemas::decision::{CopyFormat, ResultOp};
 
-/// How `COPY ... TO` writes rows.
-/// <https://www.postgresql.org/docs/current/sql-copy.html#id-1.9.3.55.9>
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CopyFormat {
-    /// `text`: fields split by `delimiter`, backslash escapes, rows end at a newline.
-    Text {
-        /// Field delimiter (one byte).
-        delimiter: u8,
-        /// How NULL is written.
-        null: Vec<u8>,
-        /// Whether the first row holds column names.
-        header: bool,
-    },
-    /// `csv`: quoted fields may hold delimiters and newlines.
-    Csv {
-        /// Field delimiter (one byte).
-        delimiter: u8,
-        /// How NULL is written (unquoted).
-        null: Vec<u8>,
-        /// Whether the first row holds column names.
-        header: bool,
-        /// Quote character.
-        quote: u8,
-        /// Escape character inside quotes.
-        escape: u8,
-    },
-    /// `binary`: a signature, then length-prefixed fields.
-    Binary,
-}
-
-/// What one statement does to result rows that arrive without their own
-/// description.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ResultOp {
-    /// `COPY ... TO STDOUT`: `probe` is a query with the same output columns
-    /// (its `Describe` gives their origins and types).
-    CopyOut {
-        /// `SELECT` of the copied columns.
-        probe: String,
-        /// How the rows are written.
-        format: CopyFormat,
-    },
-    /// `DECLARE name CURSOR [WITH HOLD] FOR ...`.
-    Declare {
-        /// The cursor's name, folded.
-        name: String,
-        /// Whether it outlives its transaction.
-        hold: bool,
-    },
-    /// `FETCH ... FROM name` (rows) or `MOVE` (none).
-    Fetch {
-        /// The cursor's name, folded.
-        name: String,
-    },
-    /// `CLOSE name`; `None`: `CLOSE ALL`, `DISCARD ALL`.
-    Close(Option<String>),
-    /// Anything else.
-    Other,
-}
-
-/// Each statement's [`ResultOp`]; `None` when the text does not parse (then no
-/// statement of it was masked as one of these: the decider refuses it or lets
-/// it through unparsed by an explicit rule).
-pub fn result_ops(sql: &str) -> Option<Vec<ResultOp>> {
-    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
-    Some(statements.iter().map(op).collect())
-}
-
-/// Whether `sql` may hold a statement [`result_ops`] reports (a cheap test
-/// before parsing: every such statement starts with one of these words).
-pub fn may_have_ops(sql: &str) -> bool {
-    let lower = sql.to_ascii_lowercase();
-    ["copy", "declare", "fetch", "close", "discard"]
-        .iter()
-        .any(|w| lower.contains(w))
+/// Each statement's [`ResultOp`] (as the decision carries them: empty when
+/// every statement's is `Other`). A text that does not parse has none: no
+/// statement of it was masked as one of these (the decider refuses it, or
+/// lets it through unparsed by an explicit rule).
+pub fn result_ops(statements: &[Statement]) -> Vec<ResultOp> {
+    let ops: Vec<ResultOp> = statements.iter().map(op).collect();
+    if ops.iter().all(|o| *o == ResultOp::Other) {
+        return Vec::new();
+    }
+    ops
 }
 
 fn op(s: &Statement) -> ResultOp {
@@ -137,12 +71,14 @@ fn op(s: &Statement) -> ResultOp {
             name: names::ident(name),
         },
         Statement::Close { cursor } => match cursor {
-            CloseCursor::All => ResultOp::Close(None),
-            CloseCursor::Specific { name } => ResultOp::Close(Some(names::ident(name))),
+            CloseCursor::All => ResultOp::Close { name: None },
+            CloseCursor::Specific { name } => ResultOp::Close {
+                name: Some(names::ident(name)),
+            },
         },
         Statement::Discard {
             object_type: DiscardObject::ALL,
-        } => ResultOp::Close(None),
+        } => ResultOp::Close { name: None },
         _ => ResultOp::Other,
     }
 }
@@ -218,16 +154,20 @@ pub fn copy_format(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Optio
 mod tests {
     use super::*;
 
+    fn ops_of(sql: &str) -> Vec<ResultOp> {
+        let parsed = crate::parsed::Parsed::read(sql, false).unwrap();
+        result_ops(parsed.statements.as_ref().unwrap())
+    }
+
     #[test]
     fn copies_and_cursors_are_recognised() {
-        let ops = result_ops(
+        let ops = ops_of(
             "copy clinic.patients (id, ssn) to stdout with (format csv, header); \
              copy (select upper(ssn) from clinic.patients) to stdout binary; \
              COPY clinic.patients TO STDOUT; \
              declare C cursor with hold for select ssn from clinic.patients; \
              fetch 2 from c; close all; select 1",
-        )
-        .unwrap();
+        );
         assert_eq!(
             ops[0],
             ResultOp::CopyOut {
@@ -258,14 +198,10 @@ mod tests {
             }
         );
         assert_eq!(ops[4], ResultOp::Fetch { name: "c".into() });
-        assert_eq!(ops[5], ResultOp::Close(None));
+        assert_eq!(ops[5], ResultOp::Close { name: None });
         assert_eq!(ops[6], ResultOp::Other);
-        // COPY FROM and COPY TO a file are not result rows.
-        assert_eq!(
-            result_ops("copy t to '/tmp/x'; copy t from stdin").unwrap(),
-            vec![ResultOp::Other, ResultOp::Other]
-        );
-        assert!(may_have_ops("FETCH ALL FROM c"));
-        assert!(!may_have_ops("select ssn from clinic.patients"));
+        // COPY FROM and COPY TO a file are not result rows: nothing to carry.
+        assert!(ops_of("copy t to '/tmp/x'; copy t from stdin").is_empty());
+        assert!(ops_of("select ssn from clinic.patients").is_empty());
     }
 }

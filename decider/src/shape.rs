@@ -10,6 +10,8 @@
 //! of those functions has the same analysis, and so the same verdict, for every
 //! literal value; [`literal_invariant`] says exactly that.
 
+use gatehouse_schemas::decision::{SpanKind, TextSpan};
+
 use crate::analysis::{StatementAnalysis, StatementClass};
 
 /// Functions whose literal arguments the analyser interprets (setting names,
@@ -55,7 +57,22 @@ pub fn shape(sql: &str) -> Option<String> {
     if !starts_with_select(sql) {
         return None;
     }
-    scan(sql.as_bytes())
+    scan(sql.as_bytes(), None)
+}
+
+/// [`shape`], and where the text's values stand: what the ingress shows a
+/// masked caller's text with when its verdict came from another text of the
+/// same shape (whose value spans are that text's). The scanner's value tokens
+/// are the tokenizer's: the same literals and placeholders, in the same order
+/// (each `'…'` string it accepts is written without escapes, so its content
+/// is its value).
+pub fn shape_spans(sql: &str) -> Option<(String, Vec<TextSpan>)> {
+    if !starts_with_select(sql) {
+        return None;
+    }
+    let mut spans = Vec::new();
+    let shape = scan(sql.as_bytes(), Some(&mut spans))?;
+    Some((shape, spans))
 }
 
 /// What the previous token was, where it matters to the next one.
@@ -95,7 +112,17 @@ fn is_operator(b: u8) -> bool {
     )
 }
 
-fn scan(s: &[u8]) -> Option<String> {
+fn scan(s: &[u8], mut spans: Option<&mut Vec<TextSpan>>) -> Option<String> {
+    let pos = |b: usize| u32::try_from(b).unwrap_or(u32::MAX);
+    let mut span = |start: usize, end: usize, kind: SpanKind| {
+        if let Some(spans) = spans.as_deref_mut() {
+            spans.push(TextSpan {
+                start: pos(start),
+                end: pos(end),
+                kind,
+            });
+        }
+    };
     let mut out = String::with_capacity(s.len() + 8);
     let mut last = Last::Other;
     let mut i = 0;
@@ -169,11 +196,25 @@ fn scan(s: &[u8]) -> Option<String> {
                     return None;
                 }
                 i += 1;
+                span(
+                    start,
+                    i,
+                    SpanKind::Literal {
+                        content: Some((pos(start + 1), pos(i - 1))),
+                    },
+                );
                 push(&mut out, b"'?'");
                 this = Last::String;
             }
             b'0'..=b'9' | b'.' if b != b'.' || s.get(i + 1).is_some_and(u8::is_ascii_digit) => {
                 i = number_end(s, i)?;
+                span(
+                    start,
+                    i,
+                    SpanKind::Literal {
+                        content: Some((pos(start), pos(i))),
+                    },
+                );
                 push(&mut out, b"?");
             }
             b'$' => {
@@ -186,6 +227,7 @@ fn scan(s: &[u8]) -> Option<String> {
                 if i == digits || s.get(i).is_some_and(|&c| is_name_part(c)) {
                     return None;
                 }
+                span(start, i, SpanKind::Param);
                 push(&mut out, b"$?");
             }
             b';' => {
@@ -384,6 +426,38 @@ mod tests {
         ] {
             assert_eq!(shape(sql), None, "{sql:?}");
         }
+    }
+
+    #[test]
+    fn the_scanner_places_the_tokenizers_values() {
+        for sql in [
+            "select abalance from pgbench_accounts where aid = 42",
+            "select * from t where a = 'x' and b = $1 and c = .5 and d = 1.5e-3",
+            "select x::int, y[1], f(a, 'b c'), -7 from t where j ? 'k' and z = ''",
+            "select \"Mixed Case\".x, $12 from \"Mixed Case\";",
+        ] {
+            let (_, spans) = shape_spans(sql).unwrap_or_else(|| panic!("{sql}"));
+            let tokens = crate::values::value_tokens(sql).unwrap();
+            let scanned: Vec<&str> = spans
+                .iter()
+                .map(|s| sql[s.start as usize..s.end as usize].trim_end())
+                .collect();
+            let tokenized: Vec<&str> = tokens
+                .iter()
+                .map(|t| sql[t.start..t.end].trim_end())
+                .collect();
+            assert_eq!(scanned, tokenized, "{sql}");
+            for s in &spans {
+                if let SpanKind::Literal {
+                    content: Some((a, b)),
+                } = s.kind
+                {
+                    let content = &sql[a as usize..b as usize];
+                    assert!(!content.contains('\''), "{sql}: {content}");
+                }
+            }
+        }
+        assert_eq!(shape_spans("update t set a = 1"), None);
     }
 
     #[test]

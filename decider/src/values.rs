@@ -1,11 +1,10 @@
 //! The values a statement text carries — its literals and `$n` placeholders,
-//! numbered in order ("value tokens") — and the text as evidence shows it for a
-//! caller under a mask: values that target a masked column masked, values
-//! known to target none as written, any other withheld (`?`).
+//! numbered in order ("value tokens"). For a caller under a mask, the decider
+//! says which of them target a masked column (see `engine`), and where each
+//! stands in the text (see `parsed`), so that evidence can show the text with
+//! them masked, kept or withheld without reading it again.
 
-use gatehouse_schemas::decision::{MaskMethod, ValueMasks};
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer, Whitespace};
+use sqlparser::tokenizer::{Location, Token, TokenWithSpan};
 
 /// One value token of a text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,18 +19,9 @@ pub struct ValueToken {
     pub location: (u64, u64),
 }
 
-/// The text's tokens as the parser reads them (the same tokenizer settings
-/// as `Parser::parse_sql`, so that spans in the tree match).
-pub(crate) fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>, String> {
-    Tokenizer::new(&PostgreSqlDialect {}, sql)
-        .with_unescape(true)
-        .tokenize_with_location()
-        .map_err(|e| e.to_string())
-}
-
 /// Whether a token carries a value a client chose: a literal of any kind or a
 /// placeholder. Everything else is syntax (keywords, names, operators).
-fn is_value(t: &Token) -> bool {
+pub(crate) fn is_value(t: &Token) -> bool {
     matches!(
         t,
         Token::Number(..)
@@ -59,7 +49,7 @@ fn is_value(t: &Token) -> bool {
 }
 
 /// A literal token's value (what a mask method is applied to).
-fn literal_text(t: &Token) -> String {
+pub(crate) fn literal_text(t: &Token) -> String {
     match t {
         Token::Number(n, _) => n.clone(),
         Token::SingleQuotedString(s)
@@ -75,7 +65,7 @@ fn literal_text(t: &Token) -> String {
 
 /// Byte offset of each token's start, found by walking the text with the
 /// tokenizer's own line and column counting.
-fn offsets(sql: &str, tokens: &[TokenWithSpan]) -> Vec<usize> {
+pub(crate) fn offsets(sql: &str, tokens: &[TokenWithSpan]) -> Vec<usize> {
     let mut out = Vec::with_capacity(tokens.len());
     let mut chars = sql.char_indices().peekable();
     let (mut line, mut col) = (1u64, 1u64);
@@ -98,7 +88,7 @@ fn offsets(sql: &str, tokens: &[TokenWithSpan]) -> Vec<usize> {
 
 /// The text's value tokens, in order.
 pub fn value_tokens(sql: &str) -> Result<Vec<ValueToken>, String> {
-    let tokens = tokenize(sql)?;
+    let tokens = crate::parsed::tokenize(sql)?;
     Ok(values_of(sql, &tokens))
 }
 
@@ -120,62 +110,9 @@ pub(crate) fn values_of(sql: &str, tokens: &[TokenWithSpan]) -> Vec<ValueToken> 
         .collect()
 }
 
-/// The text as evidence and logs show it under `masks`: each literal that
-/// targets a masked column replaced by `render` of its value (quoted; `None`
-/// renders `NULL`), each literal known to target none kept, every other
-/// literal `?`; placeholders kept; comments dropped. `None` when the text does
-/// not tokenize or holds another number of values than the decided text did
-/// (then the caller withholds every literal).
-pub fn evidence_text(
-    sql: &str,
-    masks: &ValueMasks,
-    render: impl Fn(&str, &MaskMethod) -> Option<String>,
-) -> Option<String> {
-    let tokens = tokenize(sql).ok()?;
-    let at = offsets(sql, &tokens);
-    let count = tokens.iter().filter(|t| is_value(&t.token)).count();
-    if u32::try_from(count).ok()? != masks.values {
-        return None;
-    }
-    let mut out = String::with_capacity(sql.len());
-    let mut ordinal = 0u32;
-    for (i, t) in tokens.iter().enumerate() {
-        let end = at.get(i + 1).copied().unwrap_or(sql.len());
-        let original = sql.get(at[i]..end).unwrap_or_default();
-        match &t.token {
-            Token::Whitespace(Whitespace::SingleLineComment { .. })
-            | Token::Whitespace(Whitespace::MultiLineComment(_)) => out.push(' '),
-            Token::Placeholder(_) => {
-                out.push_str(original);
-                ordinal += 1;
-            }
-            v if is_value(v) => {
-                if let Some(m) = masks.literals.iter().find(|m| m.index == ordinal) {
-                    match render(&literal_text(v), &m.method) {
-                        Some(shown) => {
-                            out.push('\'');
-                            out.push_str(&shown.replace('\'', "''"));
-                            out.push('\'');
-                        }
-                        None => out.push_str("NULL"),
-                    }
-                } else if masks.clear_literals.contains(&ordinal) {
-                    out.push_str(original);
-                } else {
-                    out.push('?');
-                }
-                ordinal += 1;
-            }
-            _ => out.push_str(original),
-        }
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gatehouse_schemas::decision::ValueMask;
 
     #[test]
     fn value_tokens_are_numbered_with_their_byte_ranges() {
@@ -186,34 +123,5 @@ mod tests {
         assert_eq!(v[0].param, Some(1));
         assert_eq!(v[1].param, None);
         assert_eq!(v[2].location, (2, 4));
-    }
-
-    #[test]
-    fn evidence_text_masks_keeps_and_withholds() {
-        let sql = "insert into t (name, ssn, n) values ('ann', '123-45-6789', 3) -- 987-65-4321\n";
-        let masks = ValueMasks {
-            values: 3,
-            literals: vec![ValueMask {
-                index: 1,
-                column: "*.t.ssn".into(),
-                method: MaskMethod::Redact,
-            }],
-            clear_literals: vec![0],
-            ..Default::default()
-        };
-        let out = evidence_text(sql, &masks, |_, _| Some("****".into())).unwrap();
-        assert_eq!(
-            out,
-            "insert into t (name, ssn, n) values ('ann', '****', ?)  \n"
-        );
-        // Another number of values: the decided text's numbering does not fit.
-        let other = "insert into t (name, ssn, n) values ('ann', '123-45-6789', 3, 4)";
-        assert!(evidence_text(other, &masks, |_, _| None).is_none());
-        // Quotes in a shown value are doubled; NULL renders bare.
-        let out = evidence_text("select 'a', 'b', 'c'", &masks, |v, _| {
-            (v == "b").then(|| "it's".to_owned())
-        })
-        .unwrap();
-        assert_eq!(out, "select 'a', 'it''s', ?");
     }
 }

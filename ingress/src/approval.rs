@@ -25,8 +25,6 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{Notify, broadcast};
 use uuid::Uuid;
 
-use crate::error::SqlState;
-
 /// Records are kept this long after their last change (for `approvals show`).
 const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Attempts of one compare-and-set before giving up (each conflict means
@@ -489,12 +487,22 @@ pub fn display_name(identity: &gatehouse_schemas::Identity) -> String {
 pub enum Resolution {
     /// Approved: run the statement once.
     Approved(Box<ApprovalRecord>),
-    /// Denied, expired or withdrawn: the client gets this error instead.
-    Refused {
-        /// `42501` (denied) or `57014` (expired, withdrawn).
-        state: SqlState,
-        /// The client's message.
-        message: String,
+    /// An approver denied it.
+    Denied {
+        /// Who.
+        by: String,
+        /// Their comment.
+        comment: Option<String>,
+    },
+    /// No decision before the deadline.
+    Expired {
+        /// Why it closed.
+        reason: String,
+    },
+    /// Withdrawn (the client cancelled).
+    Withdrawn {
+        /// Why it closed.
+        reason: String,
     },
     /// The client went away while it waited.
     ClientGone,
@@ -647,40 +655,20 @@ fn resolve(r: &ApprovalRecord, record_event: &mut impl FnMut(ApprovalEvent)) -> 
                 comment.clone(),
                 decided.map(|d| d.identity.clone()),
             ));
-            Resolution::Refused {
-                state: SqlState::InsufficientPrivilege,
-                message: format!(
-                    "statement denied by {who} (approval request {}){}",
-                    r.request.id,
-                    comment.map(|c| format!(": {c}")).unwrap_or_default()
-                ),
-            }
+            Resolution::Denied { by: who, comment }
         }
         ApprovalState::Expired | ApprovalState::Withdrawn | ApprovalState::Pending => {
-            let state = if r.state == ApprovalState::Withdrawn {
-                "withdrawn"
-            } else {
-                "expired"
-            };
+            let withdrawn = r.state == ApprovalState::Withdrawn;
             let reason = r
                 .closed_reason
                 .clone()
                 .unwrap_or_else(|| "no decision".into());
+            let state = if withdrawn { "withdrawn" } else { "expired" };
             record_event(event(r, state, None, Some(reason.clone()), None));
-            let message = if state == "withdrawn" {
-                format!(
-                    "canceling statement: approval request {} withdrawn ({reason})",
-                    r.request.id
-                )
+            if withdrawn {
+                Resolution::Withdrawn { reason }
             } else {
-                format!(
-                    "canceling statement: approval request {} expired without a decision by \"{}\" ({reason})",
-                    r.request.id, r.request.approvers
-                )
-            };
-            Resolution::Refused {
-                state: SqlState::QueryCanceled,
-                message,
+                Resolution::Expired { reason }
             }
         }
     }

@@ -151,6 +151,7 @@ mod tests {
             values: None,
             relations: Vec::new(),
             functions: Vec::new(),
+            results: Vec::new(),
         })
     }
 

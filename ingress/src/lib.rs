@@ -5,19 +5,16 @@ pub mod approval;
 pub mod auth;
 pub mod cache;
 pub mod cancel;
-pub mod codec;
 pub mod config;
 pub mod decision;
 pub mod error;
 pub mod evidence;
 pub mod gather;
 pub mod masking;
-pub mod refusal;
+pub mod protocol;
 pub mod remote;
-pub mod results;
 pub mod session;
 pub mod tls;
-pub mod tracker;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -27,6 +24,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use approval::ApprovalStore;
 use auth::Authenticator;
 use cancel::CancelRegistry;
 use config::{Config, RoleConfig};
@@ -66,7 +64,7 @@ pub struct Gateway<D> {
     pub masking: masking::Masking,
     /// Where held statements wait for approval (`None`: an `approve` verdict is
     /// refused).
-    pub approvals: Option<approval::ApprovalStore>,
+    pub approvals: Option<ApprovalStore>,
 }
 
 impl<D: DecisionPoint> Gateway<D> {
@@ -100,7 +98,7 @@ impl<D: DecisionPoint> Gateway<D> {
             }
         };
         let masking = masking::Masking::new(key, config.masking.catalog_ttl);
-        let http = jwks_http_client(&config)?;
+        let http = http_client(&config.issuers)?;
         let auth = Authenticator::new(&config.issuers, http)?;
         let tls = config
             .ingress
@@ -124,7 +122,7 @@ impl<D: DecisionPoint> Gateway<D> {
     }
 
     /// Holds statements whose verdict is `approve` until approved (see [`approval`]).
-    pub fn with_approvals(mut self, store: approval::ApprovalStore) -> Self {
+    pub fn with_approvals(mut self, store: ApprovalStore) -> Self {
         self.approvals = Some(store);
         self
     }
@@ -144,11 +142,6 @@ fn instance_name() -> String {
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "gatehouse".to_owned())
-}
-
-/// The HTTP client for JWKS URLs: rustls, system roots plus each issuer's extra CA.
-fn jwks_http_client(config: &Config) -> Result<reqwest::Client, ConfigError> {
-    http_client(&config.issuers)
 }
 
 /// The HTTP client for these issuers' JWKS URLs (also the approver's issuers).

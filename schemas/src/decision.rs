@@ -230,6 +230,137 @@ pub struct ValueMasks {
     /// Parameters (`n` of `$n`) known to target no masked column.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clear_params: Vec<u32>,
+    /// Where the decided text's value tokens and comments stand, in order:
+    /// what the ingress needs to show the text masked without reading SQL
+    /// itself. `None` when the text could not be read: evidence then
+    /// withholds all of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spans: Option<Vec<TextSpan>>,
+}
+
+/// Where one value token or comment of a text stands, in bytes of the text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TextSpan {
+    /// Its first byte.
+    pub start: u32,
+    /// One past its last byte.
+    pub end: u32,
+    /// What it is.
+    #[serde(flatten)]
+    pub kind: SpanKind,
+}
+
+/// What a [`TextSpan`] holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum SpanKind {
+    /// A literal (a value token). `content`: bytes of the text that spell its
+    /// value exactly, when it is written without escapes (a mask method is
+    /// applied to them); without, it is only ever shown withheld.
+    Literal {
+        /// Start and end of its value's bytes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        content: Option<(u32, u32)>,
+    },
+    /// A `$n` placeholder (a value token; shown as written).
+    Param,
+    /// A comment (never shown: it may hold anything).
+    Comment,
+}
+
+/// How `COPY ... TO` writes rows.
+/// <https://www.postgresql.org/docs/current/sql-copy.html#id-1.9.3.55.9>
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", tag = "format")]
+pub enum CopyFormat {
+    /// `text`: fields split by `delimiter`, backslash escapes, rows end at a newline.
+    Text {
+        /// Field delimiter (one byte).
+        delimiter: u8,
+        /// How NULL is written.
+        null: Vec<u8>,
+        /// Whether the first row holds column names.
+        header: bool,
+    },
+    /// `csv`: quoted fields may hold delimiters and newlines.
+    Csv {
+        /// Field delimiter (one byte).
+        delimiter: u8,
+        /// How NULL is written (unquoted).
+        null: Vec<u8>,
+        /// Whether the first row holds column names.
+        header: bool,
+        /// Quote character.
+        quote: u8,
+        /// Escape character inside quotes.
+        escape: u8,
+    },
+    /// `binary`: a signature, then length-prefixed fields.
+    Binary,
+}
+
+/// What one statement of a text does to result rows that arrive without
+/// their own description (the ingress masks them by it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", tag = "op")]
+pub enum ResultOp {
+    /// `COPY ... TO STDOUT`: `probe` is a query with the same output columns
+    /// (its `Describe` gives their origins and types).
+    CopyOut {
+        /// `SELECT` of the copied columns.
+        probe: String,
+        /// How the rows are written.
+        format: CopyFormat,
+    },
+    /// `DECLARE name CURSOR [WITH HOLD] FOR ...`.
+    Declare {
+        /// The cursor's name, folded.
+        name: String,
+        /// Whether it outlives its transaction.
+        hold: bool,
+    },
+    /// `FETCH ... FROM name` (rows) or `MOVE` (none).
+    Fetch {
+        /// The cursor's name, folded.
+        name: String,
+    },
+    /// `CLOSE name`; `None`: `CLOSE ALL`, `DISCARD ALL`.
+    Close {
+        /// The cursor's name, folded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// Anything else.
+    Other,
+}
+
+/// How deep views may nest inside views before the decider gives up (and the
+/// ingress stops asking again with their definitions).
+pub const MAX_VIEW_DEPTH: usize = 8;
+
+/// A relation's or function's name as the decider writes it for the ingress
+/// ([`Decision::relations`], [`Decision::functions`]) and the ingress keys
+/// view definitions ([`DecisionRequest::views`]): each part bare when it is
+/// a plain lower-case identifier, else double-quoted with quotes doubled, so
+/// that it reads back exactly.
+pub fn relation_name(schema: Option<&str>, name: &str) -> String {
+    fn part(p: &str) -> String {
+        let plain = p
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
+        if plain {
+            p.to_owned()
+        } else {
+            format!("\"{}\"", p.replace('"', "\"\""))
+        }
+    }
+    match schema {
+        Some(s) => format!("{}.{}", part(s), part(name)),
+        None => part(name),
+    }
 }
 
 /// What happens to a statement. Ordered from least to most strict.
@@ -393,6 +524,11 @@ pub struct Decision {
     /// reads itself, cannot be known).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub functions: Vec<String>,
+    /// Per statement, what it does to rows that come without their own
+    /// description (a COPY's, a cursor's); empty when no statement does
+    /// anything of the kind.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub results: Vec<ResultOp>,
 }
 
 /// A decider announcing the policy it decides with.
@@ -473,6 +609,19 @@ mod tests {
             values: None,
             relations: vec!["clinic.v".into()],
             functions: vec!["public.f".into()],
+            results: vec![
+                ResultOp::CopyOut {
+                    probe: "SELECT * FROM t".into(),
+                    format: CopyFormat::Csv {
+                        delimiter: b',',
+                        null: Vec::new(),
+                        header: true,
+                        quote: b'"',
+                        escape: b'"',
+                    },
+                },
+                ResultOp::Close { name: None },
+            ],
         };
         let json = serde_json::to_value(&d).unwrap();
         assert_eq!(json["verdict"]["verdict"], "block");

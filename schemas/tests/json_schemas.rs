@@ -188,6 +188,7 @@ fn decisions_validate() {
             values: None,
             relations: vec!["v".into(), "clinic.patients".into()],
             functions: vec!["upper".into()],
+            results: Vec::new(),
         };
         let value = serde_json::to_value(&d).unwrap();
         assert!(v.is_valid(&value), "{value}");

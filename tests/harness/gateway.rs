@@ -308,6 +308,7 @@ pub fn allow() -> Arc<Decision> {
         values: None,
         relations: Vec::new(),
         functions: Vec::new(),
+        results: Vec::new(),
     })
 }
 

@@ -18,7 +18,7 @@ pub(super) const MAX_CHAIN: usize = 10_000;
 /// Refuses token streams whose expression chains could nest deeper than
 /// [`MAX_CHAIN`]. A comma ends an expression, so it resets its level's count;
 /// UNION/EXCEPT/INTERSECT chains run across commas and are counted apart.
-pub(super) fn check_nesting(tokens: &[TokenWithSpan]) -> Result<(), String> {
+pub(crate) fn check_nesting(tokens: &[TokenWithSpan]) -> Result<(), String> {
     // Per open parenthesis: (tokens since the last comma, set operations).
     let mut levels: Vec<(usize, usize)> = vec![(0, 0)];
     let mut total = 0usize;
@@ -513,7 +513,7 @@ pub(super) fn normalized(tokens: &[TokenWithSpan]) -> String {
 
 /// [`normalized`] for each statement of a token stream, split at semicolons as
 /// [`split`] does.
-pub(super) fn normalized_pieces(tokens: &[TokenWithSpan]) -> Vec<String> {
+pub(crate) fn normalized_pieces(tokens: &[TokenWithSpan]) -> Vec<String> {
     let mut pieces = vec![String::with_capacity(tokens.len() * 4)];
     for t in tokens {
         match t.token {

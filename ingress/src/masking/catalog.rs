@@ -10,8 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use gatehouse_decider::lineage::relation_name;
-use gatehouse_schemas::decision::ViewDefinition;
+use gatehouse_schemas::decision::{ViewDefinition, relation_name};
 use pgwire::messages::{DecodeContext, PgWireBackendMessage, ProtocolVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

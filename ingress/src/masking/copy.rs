@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 
 use bytes::{BufMut, BytesMut};
-use gatehouse_decider::results::CopyFormat;
+use gatehouse_schemas::decision::CopyFormat;
 use gatehouse_schemas::decision::MaskMethod;
 
 use super::wire::{Kind, Replacement, replacement};

@@ -18,9 +18,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use gatehouse_decider::lineage::MAX_VIEW_DEPTH;
 use gatehouse_schemas::StatementEvent;
-use gatehouse_schemas::decision::{Decision, ValueMasks, Verdict, ViewDefinition};
+use gatehouse_schemas::decision::{Decision, MAX_VIEW_DEPTH, ValueMasks, Verdict, ViewDefinition};
 
 use super::catalog::{Catalog, Named};
 use crate::decision::{DecisionError, DecisionPoint};
@@ -165,6 +164,7 @@ fn refused(d: &Decision, why: &str) -> Decided {
             shape_cacheable: false,
             values: d.values.as_ref().map(|v| ValueMasks {
                 values: v.values,
+                spans: v.spans.clone(),
                 ..ValueMasks::default()
             }),
             ..d.clone()

@@ -6,6 +6,7 @@ use bytes::{BufMut, BytesMut};
 use gatehouse_schemas::decision::MaskMethod;
 
 use super::{detect, method};
+use crate::protocol::messages;
 
 /// One result column, as masking needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,77 +59,22 @@ impl Kind {
     }
 }
 
-/// A NUL-terminated string at the start of `b`.
-pub fn cstr(b: &[u8]) -> String {
-    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    String::from_utf8_lossy(&b[..end]).into_owned()
-}
+pub use crate::protocol::messages::cstr;
 
-fn take_cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
-    let end = b.iter().position(|&c| c == 0)?;
-    Some((&b[..end], &b[end + 1..]))
-}
-
-fn take<const N: usize>(b: &[u8]) -> Option<([u8; N], &[u8])> {
-    Some((b.get(..N)?.try_into().ok()?, &b[N..]))
-}
-
-/// The fields of a `RowDescription` body.
+/// The fields of a `RowDescription` body, as masking needs them.
 pub fn row_description(body: &[u8]) -> Option<Vec<Field>> {
-    let (n, mut rest) = take::<2>(body)?;
-    let n = i16::from_be_bytes(n);
-    let mut out = Vec::with_capacity(usize::try_from(n).ok()?);
-    for _ in 0..n {
-        let (_name, r) = take_cstr(rest)?;
-        let (table, r) = take::<4>(r)?;
-        let (column, r) = take::<2>(r)?;
-        let (type_oid, r) = take::<4>(r)?;
-        let (_size, r) = take::<2>(r)?;
-        let (_typmod, r) = take::<4>(r)?;
-        let (format, r) = take::<2>(r)?;
-        rest = r;
-        out.push(Field {
-            table: u32::from_be_bytes(table),
-            column: i16::from_be_bytes(column),
-            type_oid: u32::from_be_bytes(type_oid),
-            format: i16::from_be_bytes(format),
-            origin_method: None,
-        });
-    }
-    Some(out)
-}
-
-/// A `Bind` body's portal, statement and result format codes.
-pub fn bind_formats(body: &[u8]) -> Option<(String, String, Vec<i16>)> {
-    let (portal, rest) = take_cstr(body)?;
-    let (statement, rest) = take_cstr(rest)?;
-    let (n, mut rest) = take::<2>(rest)?;
-    for _ in 0..i16::from_be_bytes(n) {
-        rest = take::<2>(rest)?.1;
-    }
-    let (n, r) = take::<2>(rest)?;
-    rest = r;
-    for _ in 0..i16::from_be_bytes(n) {
-        let (len, r) = take::<4>(rest)?;
-        let len = i32::from_be_bytes(len);
-        rest = if len > 0 {
-            r.get(usize::try_from(len).ok()?..)?
-        } else {
-            r
-        };
-    }
-    let (n, mut rest) = take::<2>(rest)?;
-    let mut formats = Vec::new();
-    for _ in 0..i16::from_be_bytes(n) {
-        let (f, r) = take::<2>(rest)?;
-        formats.push(i16::from_be_bytes(f));
-        rest = r;
-    }
-    Some((
-        String::from_utf8_lossy(portal).into_owned(),
-        String::from_utf8_lossy(statement).into_owned(),
-        formats,
-    ))
+    Some(
+        messages::row_description(body)?
+            .into_iter()
+            .map(|c| Field {
+                table: c.table,
+                column: c.attribute,
+                type_oid: c.type_oid,
+                format: c.format,
+                origin_method: None,
+            })
+            .collect(),
+    )
 }
 
 /// The masked value of one column, as it goes on the wire (`None`: NULL).
@@ -176,22 +122,8 @@ pub fn rewrite_data_row(
     masks: &[Option<(MaskMethod, Kind)>],
     key: &[u8],
 ) -> Option<BytesMut> {
-    let body = msg.get(5..)?;
-    let (n, mut rest) = take::<2>(body)?;
-    let n = i16::from_be_bytes(n);
-    let mut cols: Vec<Option<&[u8]>> = Vec::with_capacity(usize::try_from(n).ok()?);
-    for _ in 0..n {
-        let (len, r) = take::<4>(rest)?;
-        let len = i32::from_be_bytes(len);
-        if len < 0 {
-            cols.push(None);
-            rest = r;
-        } else {
-            let len = usize::try_from(len).ok()?;
-            cols.push(Some(r.get(..len)?));
-            rest = &r[len..];
-        }
-    }
+    let cols = messages::data_row(msg.get(5..)?)?;
+    let n = i16::try_from(cols.len()).ok()?;
     let reps: Vec<Replacement> = cols
         .iter()
         .enumerate()
@@ -246,18 +178,10 @@ pub fn all_null(msg: &[u8]) -> BytesMut {
 /// hint or context (`invalid input syntax for type integer: "123-45-6789"`).
 /// Severity and SQLSTATE stay.
 pub fn scrub_error(tag: u8, body: &[u8]) -> BytesMut {
-    let mut keep: Vec<(u8, Vec<u8>)> = Vec::new();
-    let mut rest = body;
-    while let Some((&t, r)) = rest.split_first() {
-        if t == 0 {
-            break;
-        }
-        let Some((v, r)) = take_cstr(r) else { break };
-        if matches!(t, b'S' | b'V' | b'C') {
-            keep.push((t, v.to_vec()));
-        }
-        rest = r;
-    }
+    let mut keep: Vec<(u8, Vec<u8>)> = messages::fields(body)
+        .filter(|(t, _)| matches!(t, b'S' | b'V' | b'C'))
+        .map(|(t, v)| (t, v.to_vec()))
+        .collect();
     keep.push((
         b'M',
         b"details withheld by Gatehouse: the statement reads masked columns, and the server's message could show a masked value"

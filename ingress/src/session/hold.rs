@@ -8,19 +8,24 @@ use std::time::SystemTime;
 use bytes::BytesMut;
 use gatehouse_schemas::approval::{ApprovalRecord, ApprovalRequest, statement_hash};
 use gatehouse_schemas::decision::{Decision, Verdict};
-use gatehouse_schemas::evidence::{CiContext, EventBody, Param, Statement};
+use gatehouse_schemas::evidence::{CiContext, EventBody, Statement};
 use gatehouse_schemas::{ProtocolKind, SCHEMA_VERSION};
 use tokio::io::AsyncRead;
 use uuid::Uuid;
 
-use super::{Outcome, Prepared, SessionCtx, record_statement_counted, unrecorded_message};
+use super::frontend::{Outcome, Pending};
+use super::refusal::Refusal;
+use super::text::BoundParams;
+use super::{SessionCtx, extended, text};
 use crate::Gateway;
 use crate::approval::{self, Resolution};
-use crate::codec;
 use crate::decision::DecisionPoint;
-use crate::error::{Severity, SqlState, error_response, notice_response};
-use crate::evidence::Ticket;
-use crate::tracker::Sent;
+use crate::error::notice_response;
+use crate::protocol::codec::{self, Frame};
+use crate::protocol::names::{Approval, Prepared};
+
+/// How long the relay buffers client bytes while a statement is held.
+pub(super) const HOLD_BUFFER: usize = 1 << 20;
 
 /// A requested approval the relay waits on.
 pub(super) struct Held {
@@ -41,27 +46,17 @@ pub(super) struct Held {
     at_bind: bool,
 }
 
-/// What the relay sends upstream once the hold ends.
-pub(super) enum Release {
-    /// The original message (approved), once `ticket` is durable.
-    Run { sent: Sent, ticket: Option<Ticket> },
-    /// A refusal: the client gets `error` at the message's place.
-    Refuse { error: BytesMut, name: Vec<u8> },
-    /// The client went away.
-    ClientGone,
-}
-
 /// Records the held statement, stores the request and returns the hold, or a
 /// refusal when the request cannot be stored (nothing runs without approval).
-pub(super) async fn request<'b, D: DecisionPoint>(
+pub(super) async fn request<D: DecisionPoint>(
     gw: &Gateway<D>,
     ctx: &mut SessionCtx,
     protocol: ProtocolKind,
     statement: Statement,
-    params: Option<(Vec<Param>, [u8; 32])>,
-    name: &'b str,
+    params: Option<BoundParams>,
+    name: &str,
     decision: &Arc<Decision>,
-) -> Outcome<'b> {
+) -> Outcome {
     // Shown to approvers as recorded (withheld under a mask); enforced by digest.
     let (params, digest) = params.unzip();
     let (
@@ -72,9 +67,10 @@ pub(super) async fn request<'b, D: DecisionPoint>(
     ) = (&decision.verdict, &gw.approvals)
     else {
         // Not reached: the caller checks both. Refused rather than let through.
-        return refuse(
-            SqlState::InsufficientPrivilege,
-            "statement requires an approval this gateway cannot request".into(),
+        return Outcome::refuse(
+            Refusal::ApprovalImpossible(
+                "statement requires an approval this gateway cannot request",
+            ),
             name,
         );
     };
@@ -89,13 +85,11 @@ pub(super) async fn request<'b, D: DecisionPoint>(
         ..statement.clone()
     };
     let seq = {
-        let mut ev = ctx.evidence.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ev = ctx.shared.evidence();
         ev.statements += 1;
         match ev.record(gw.evidence.as_deref(), EventBody::Statement(held)) {
             Some(Ok((seq, _))) => seq,
-            Some(Err(e)) => {
-                return refuse(SqlState::CannotConnectNow, unrecorded_message(&e), name);
-            }
+            Some(Err(e)) => return Outcome::refuse(Refusal::Unrecorded(e), name),
             None => ctx.seq,
         }
     };
@@ -131,11 +125,10 @@ pub(super) async fn request<'b, D: DecisionPoint>(
             ctx,
             approval::event(&record, "expired", None, Some(e.to_string()), None),
         );
-        return refuse(
-            SqlState::QueryCanceled,
-            format!(
-                "canceling statement: it needs approval by \"{approvers}\", and the approval service is unavailable; retry later"
-            ),
+        return Outcome::refuse(
+            Refusal::ApprovalServiceUnavailable {
+                approvers: approvers.clone(),
+            },
             name,
         );
     }
@@ -153,30 +146,29 @@ pub(super) async fn request<'b, D: DecisionPoint>(
 
 /// Holds the `Bind` of prepared statement `name` (approved at its `Parse`
 /// without parameters) for a new approval of the statement with `params`.
-pub(super) async fn request_at_bind<'b, D: DecisionPoint>(
+pub(super) async fn request_at_bind<D: DecisionPoint>(
     gw: &Gateway<D>,
     ctx: &mut SessionCtx,
-    name: &'b str,
-    params: (Vec<Param>, [u8; 32]),
-) -> Outcome<'b> {
-    let Some(prepared) = ctx.statements.get(name).cloned() else {
-        return refuse(
-            SqlState::InsufficientPrivilege,
-            "statement requires an approval of its parameters".into(),
+    name: &str,
+    params: BoundParams,
+) -> Outcome {
+    let prepared = ctx
+        .shared
+        .pipeline()
+        .names
+        .statement(name)
+        .map(|s| s.prepared.clone());
+    let Some((sql, decision)) = prepared.and_then(|p| Some((p.sql.clone(), p.decision.clone()?)))
+    else {
+        return Outcome::refuse(
+            Refusal::ApprovalImpossible("statement requires an approval of its parameters"),
             name,
         );
     };
-    let Some(decision) = prepared.decision.clone() else {
-        return refuse(
-            SqlState::InsufficientPrivilege,
-            "statement requires an approval of its parameters".into(),
-            name,
-        );
-    };
-    let statement = super::statement_record(
+    let statement = super::record::statement_record(
         ProtocolKind::Parse.into(),
         name,
-        &prepared.sql,
+        &sql,
         None,
         Some(&decision),
         false,
@@ -218,25 +210,57 @@ pub(super) fn notice(held: &Held, where_to_look: &str) -> BytesMut {
     ))
 }
 
-/// Waits for the outcome (see [`approval::wait`]) and says what goes upstream.
+/// Waits for the outcome (see [`approval::wait`]) and says what goes upstream
+/// in the held message's place (`frame`, in `buf`): the message itself, its
+/// record durable, or a refusal's substitute; with its pipeline entry. `None`:
+/// the client went away. Bytes the client sends meanwhile are appended to
+/// `buf`, up to `max_buffer`.
 pub(super) async fn release<D: DecisionPoint, R: AsyncRead + Unpin>(
     gw: &Gateway<D>,
     ctx: &mut SessionCtx,
     held: Held,
+    frame: Frame,
     client: &mut R,
     buf: &mut BytesMut,
     max_buffer: usize,
-) -> Release {
+) -> Option<(BytesMut, Pending)> {
+    let run = match wait(gw, ctx, &held, client, buf, max_buffer).await? {
+        Ok(()) => run(gw, ctx, &held, &buf[frame.start..frame.end]).await,
+        Err(refusal) => Err(refusal),
+    };
+    Some(match run {
+        Ok(pending) => (BytesMut::from(&buf[frame.start..frame.end]), pending),
+        Err(refusal) => {
+            let s = ctx
+                .substitutes
+                .substitute(frame.tag, held.name.as_bytes(), &refusal);
+            let entry = crate::protocol::pipeline::Entry {
+                substitute: Some(s.substitute),
+                ..crate::protocol::pipeline::Entry::client(s.kind, s.cause, None)
+            };
+            ctx.shared.pipeline().sending(&entry);
+            (s.bytes, Pending::new(entry))
+        }
+    })
+}
+
+/// Waits for the request's outcome; `Ok`: approved and marked used.
+/// Cancel safety: meant to be awaited to completion (see [`approval::wait`]).
+async fn wait<D: DecisionPoint, R: AsyncRead + Unpin>(
+    gw: &Gateway<D>,
+    ctx: &mut SessionCtx,
+    held: &Held,
+    client: &mut R,
+    buf: &mut BytesMut,
+    max_buffer: usize,
+) -> Option<Result<(), Refusal>> {
     let Some(store) = gw.approvals.as_ref() else {
         // Not reached: a hold exists only with an approval store.
-        return refused_release(
-            SqlState::InsufficientPrivilege,
-            "statement requires an approval this gateway cannot wait for".into(),
-            held.name,
-        );
+        return Some(Err(Refusal::ApprovalImpossible(
+            "statement requires an approval this gateway cannot wait for",
+        )));
     };
-    let withdraw = ctx.withdraw.clone();
-    let evidence = ctx.evidence.clone();
+    let shared = ctx.shared.clone();
     let recorder = gw.evidence.as_deref();
     let resolution = approval::wait(
         store,
@@ -244,141 +268,106 @@ pub(super) async fn release<D: DecisionPoint, R: AsyncRead + Unpin>(
         client,
         buf,
         max_buffer,
-        &withdraw,
+        &ctx.withdraw,
         |e| {
-            let mut ev = evidence.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(Err(err)) = ev.record(recorder, EventBody::Approval(e)) {
+            if let Some(Err(err)) = shared.evidence().record(recorder, EventBody::Approval(e)) {
                 tracing::warn!(error = %err, "approval_step_not_recorded");
             }
         },
     )
     .await;
-    let id = held.record.request.id;
-    match resolution {
-        Resolution::ClientGone => Release::ClientGone,
-        Resolution::Refused { state, message } => {
-            tracing::info!(request = %id, sqlstate = state.code(), "held_statement_refused");
-            count_refused(ctx);
-            Release::Refuse {
-                error: error_response(Severity::Error, state, &message),
-                name: held.name.into_bytes(),
-            }
-        }
+    let r = &held.record.request;
+    let id = r.id;
+    let refused = match resolution {
+        Resolution::ClientGone => return None,
         Resolution::Approved(record) => {
             // Used once: the store moves Approved to Executed exactly once.
             match store.executed(id).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    count_refused(ctx);
-                    return refused_release(
-                        SqlState::InsufficientPrivilege,
-                        format!(
-                            "approval request {id} was already used; an approval authorizes one statement"
-                        ),
-                        held.name,
+                Ok(true) => {
+                    let by = record
+                        .decided
+                        .as_ref()
+                        .map(|d| approval::display_name(&d.identity));
+                    record_event(
+                        gw,
+                        ctx,
+                        approval::event(&record, "executed", by, None, None),
                     );
+                    return Some(Ok(()));
                 }
+                Ok(false) => Refusal::ApprovalUsed { id: id.to_string() },
                 Err(e) => {
                     tracing::warn!(error = %e, request = %id, "approval_execution_not_stored");
-                    count_refused(ctx);
-                    return refused_release(
-                        SqlState::QueryCanceled,
-                        format!(
-                            "canceling statement: approval request {id} could not be marked used ({e}); retry later"
-                        ),
-                        held.name,
-                    );
-                }
-            }
-            let by = record
-                .decided
-                .as_ref()
-                .map(|d| approval::display_name(&d.identity));
-            record_event(
-                gw,
-                ctx,
-                approval::event(&record, "executed", by, None, None),
-            );
-            let statement = Statement {
-                forwarded: true,
-                approval: Some(id.to_string()),
-                ..held.statement
-            };
-            // Counted in the session's statements when it was held, not again.
-            let ticket = match record_statement_counted(gw, ctx, statement, false) {
-                Ok(t) => t,
-                Err(e) => {
-                    return refused_release(
-                        SqlState::CannotConnectNow,
-                        unrecorded_message(&e),
-                        held.name,
-                    );
-                }
-            };
-            tracing::info!(request = %id, "approved_statement_released");
-            // Masking learns the statement as it would have at its decision: an
-            // approved statement's results are masked like any other's.
-            let tag = match held.protocol {
-                ProtocolKind::Parse => codec::PARSE,
-                _ => codec::QUERY,
-            };
-            ctx.mask_pending = ctx
-                .masker
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .decided(tag, &held.name, &record.request.sql, &held.decision);
-            match held.protocol {
-                ProtocolKind::Parse => {
-                    // Held at Bind, this approval (with its parameters) replaces
-                    // the one of the text: the Bind's Execute runs once under it.
-                    ctx.statements.insert(
-                        held.name.clone(),
-                        Arc::new(Prepared {
-                            sql: record.request.sql.clone(),
-                            decision: Some(held.decision.clone()),
-                            approval: Some((id.to_string(), AtomicBool::new(false), held.digest)),
-                        }),
-                    );
-                    let sent = if held.at_bind {
-                        Sent::Bind
-                    } else {
-                        Sent::Parse
-                    };
-                    Release::Run { sent, ticket }
-                }
-                _ => {
-                    ctx.statements.remove("");
-                    Release::Run {
-                        sent: Sent::Query {
-                            stmt: Some(ctx.last_seq()),
-                        },
-                        ticket,
+                    Refusal::ApprovalNotMarked {
+                        id,
+                        error: e.to_string(),
                     }
                 }
             }
         }
-    }
+        Resolution::Denied { by, comment } => Refusal::Denied { id, by, comment },
+        Resolution::Expired { reason } => Refusal::Expired {
+            id,
+            approvers: r.approvers.clone(),
+            reason,
+        },
+        Resolution::Withdrawn { reason } => Refusal::Withdrawn { id, reason },
+    };
+    tracing::info!(request = %id, sqlstate = crate::error::UserFacing::sqlstate(&refused).code(), "held_statement_refused");
+    ctx.shared.evidence().refused += 1;
+    Some(Err(refused))
 }
 
-fn refused_release(state: SqlState, message: String, name: String) -> Release {
-    Release::Refuse {
-        error: error_response(Severity::Error, state, &message),
-        name: name.into_bytes(),
+/// An approved statement runs: recorded again (forwarded, naming its
+/// approval) and made durable, then named as it runs (`body`: the held
+/// message's body, a `Bind`'s when held at one).
+async fn run<D: DecisionPoint>(
+    gw: &Gateway<D>,
+    ctx: &mut SessionCtx,
+    held: &Held,
+    message: &[u8],
+) -> Result<Pending, Refusal> {
+    let id = held.record.request.id;
+    let statement = Statement {
+        forwarded: true,
+        approval: Some(id.to_string()),
+        ..held.statement.clone()
+    };
+    // Counted in the session's statements when it was held, not again.
+    let ticket = ctx
+        .record(gw, statement, false)
+        .map_err(Refusal::Unrecorded)?;
+    if let (Some(t), Some(r)) = (ticket, gw.evidence.as_deref()) {
+        r.durable(t).await.map_err(Refusal::Unrecorded)?;
     }
-}
-
-fn refuse(state: SqlState, message: String, name: &str) -> Outcome<'_> {
-    Outcome::Refuse {
-        error: error_response(Severity::Error, state, &message),
-        name: name.as_bytes(),
-    }
-}
-
-fn count_refused(ctx: &SessionCtx) {
-    ctx.evidence
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .refused += 1;
+    tracing::info!(request = %id, "approved_statement_released");
+    let sql = &held.record.request.sql;
+    let approval = Approval {
+        id: id.to_string(),
+        used: AtomicBool::new(false),
+        params: held.digest,
+    };
+    // An approved statement's results are masked like any other's.
+    Ok(match held.protocol {
+        // Held at Bind, this approval (with its parameters) replaces the one
+        // of the text: the Bind's Execute runs once under it.
+        ProtocolKind::Parse if held.at_bind => {
+            ctx.shared.pipeline().names.approve_statement(
+                &held.name,
+                Arc::new(Prepared {
+                    sql: sql.clone(),
+                    decision: Some(held.decision.clone()),
+                    approval: Some(approval),
+                }),
+            );
+            extended::bound(ctx, &message[5..], gw.masking.key())
+        }
+        ProtocolKind::Parse => text::parsed(ctx, &held.name, sql, &held.decision, Some(approval)),
+        _ => {
+            debug_assert_eq!(message.first(), Some(&codec::QUERY));
+            text::queried(ctx, &held.decision)
+        }
+    })
 }
 
 fn record_event<D: DecisionPoint>(
@@ -386,11 +375,8 @@ fn record_event<D: DecisionPoint>(
     ctx: &SessionCtx,
     e: gatehouse_schemas::evidence::ApprovalEvent,
 ) {
-    let mut ev = ctx.evidence.lock().unwrap_or_else(|p| p.into_inner());
+    let mut ev = ctx.shared.evidence();
     if let Some(Err(err)) = ev.record(gw.evidence.as_deref(), EventBody::Approval(e)) {
         tracing::warn!(error = %err, "approval_step_not_recorded");
     }
 }
-
-/// How long the relay buffers client bytes while a statement is held.
-pub(super) const HOLD_BUFFER: usize = 1 << 20;

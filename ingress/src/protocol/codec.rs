@@ -147,7 +147,7 @@ pub fn function_oid(body: &[u8]) -> Option<u32> {
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
-/// A `Bind` message's names and parameter values.
+/// A `Bind` message's names, parameter values and result formats.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Bind<'a> {
     /// Portal name (empty: the unnamed portal).
@@ -156,6 +156,8 @@ pub struct Bind<'a> {
     pub statement: &'a [u8],
     /// Each parameter: whether it is in binary format, and its bytes (`None`: NULL).
     pub params: Vec<(bool, Option<&'a [u8]>)>,
+    /// Result format codes (none: all text; one: all columns; else per column).
+    pub formats: Vec<i16>,
 }
 
 /// Reads a `Bind` body; `None` when malformed (the server rejects it itself).
@@ -163,20 +165,20 @@ pub fn bind(body: &[u8]) -> Option<Bind<'_>> {
     let (portal, rest) = cstring(body)?;
     let (statement, rest) = cstring(rest)?;
     let (nformats, mut rest) = take_i16(rest)?;
-    let mut formats = Vec::with_capacity(usize::try_from(nformats).ok()?);
+    let mut binary_params = Vec::with_capacity(usize::try_from(nformats).ok()?.min(rest.len() / 2));
     for _ in 0..nformats {
         let (f, r) = take_i16(rest)?;
-        formats.push(f == 1);
+        binary_params.push(f == 1);
         rest = r;
     }
     let (nparams, mut rest) = take_i16(rest)?;
     let nparams = usize::try_from(nparams).ok()?;
-    let mut params = Vec::with_capacity(nparams);
+    let mut params = Vec::with_capacity(nparams.min(rest.len() / 4));
     for i in 0..nparams {
-        let binary = match formats.len() {
+        let binary = match binary_params.len() {
             0 => false,
-            1 => formats[0],
-            _ => *formats.get(i)?,
+            1 => binary_params[0],
+            _ => *binary_params.get(i)?,
         };
         let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
         rest = &rest[4..];
@@ -188,10 +190,18 @@ pub fn bind(body: &[u8]) -> Option<Bind<'_>> {
             rest = &rest[len..];
         }
     }
+    let (nresults, mut rest) = take_i16(rest)?;
+    let mut formats = Vec::with_capacity(usize::try_from(nresults).ok()?.min(rest.len() / 2));
+    for _ in 0..nresults {
+        let (f, r) = take_i16(rest)?;
+        formats.push(f);
+        rest = r;
+    }
     Some(Bind {
         portal,
         statement,
         params,
+        formats,
     })
 }
 
@@ -204,8 +214,9 @@ pub fn execute_portal(body: &[u8]) -> Option<&[u8]> {
     cstring(body).map(|(portal, _)| portal)
 }
 
-/// What a `Close` closes: `b'S'` (statement) or `b'P'` (portal), and its name.
-pub fn close_target(body: &[u8]) -> Option<(u8, &[u8])> {
+/// What a `Close` closes or a `Describe` describes: `b'S'` (statement) or
+/// `b'P'` (portal), and its name.
+pub fn target(body: &[u8]) -> Option<(u8, &[u8])> {
     let (&kind, rest) = body.split_first()?;
     cstring(rest).map(|(name, _)| (kind, name))
 }
@@ -283,7 +294,7 @@ mod tests {
         assert_eq!(b.params, vec![(true, Some(&[9u8][..])), (true, None)]);
         assert_eq!(bind(&ok[..ok.len() - 7]), None, "truncated");
         assert_eq!(execute_portal(b"p\0\0\0\0\0"), Some(&b"p"[..]));
-        assert_eq!(close_target(b"Sname\0"), Some((b'S', &b"name"[..])));
+        assert_eq!(target(b"Sname\0"), Some((b'S', &b"name"[..])));
     }
 
     #[test]

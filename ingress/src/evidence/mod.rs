@@ -14,6 +14,9 @@
 //! under the same ids so JetStream drops any duplicate, and statements flow
 //! again once it is back.
 
+pub mod capture;
+pub mod completion;
+
 use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -3,22 +3,17 @@
 //! the rows themselves as the client received them (after masking), bounded
 //! per statement by `max_rows` and `max_bytes`.
 //!
-//! The tracker pairs backend messages with the statements that caused them;
-//! this module keeps what it needs to name and decode their rows: the column
-//! names a `Describe` of a prepared statement or portal answered with, and the
-//! result formats each `Bind` asked for (an `Execute`'s rows carry no
-//! description of their own).
+//! An `Execute`'s rows carry no description of their own: they are named by
+//! the columns a `Describe` of their portal or statement answered with (kept
+//! in the session's name registry) and decoded by the result formats their
+//! `Bind` asked for.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::codec;
 use crate::config::{ResultRecord, ResultsConfig};
-use crate::masking::wire;
-
-/// Names kept per session; past this the maps start over (a later `Execute`
-/// of a forgotten statement names its columns `column1`, `column2`, ...).
-const MAX_NAMES: usize = 10_000;
+use crate::protocol::codec;
+use crate::protocol::messages;
+use crate::protocol::names::Names;
 
 /// One finished result set.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,23 +29,10 @@ pub struct ResultSet {
     pub truncated: bool,
 }
 
-/// What a `Bind` bound: the statement and the result formats it asked for.
-#[derive(Debug, Clone)]
-struct Bound {
-    statement: String,
-    formats: Arc<[i16]>,
-}
-
-/// One session's capture state (present only when its role records results).
+/// One session's capture settings (present only when its role records results).
 #[derive(Debug)]
 pub struct Capture {
     cfg: ResultsConfig,
-    /// Column names by prepared statement, from `Describe` answers.
-    statements: HashMap<String, Arc<Columns>>,
-    /// Column names by portal, from `Describe` answers.
-    portals_described: HashMap<String, Arc<Columns>>,
-    /// Portals as bound, client direction.
-    portals: HashMap<String, Bound>,
 }
 
 /// A `Describe` awaiting its answer.
@@ -63,8 +45,8 @@ pub struct Described {
 /// A statement's results, as they arrive.
 #[derive(Debug, Default)]
 pub struct Collecting {
-    /// For an `Execute`: the portal it runs and how it was bound.
-    portal: Option<(String, Option<Bound>)>,
+    /// For an `Execute`: the portal it runs, its statement and result formats.
+    portal: Option<(String, String, Arc<[i16]>)>,
     /// The open result set: names, formats, rows.
     open: Option<Open>,
     done: Vec<ResultSet>,
@@ -80,23 +62,28 @@ struct Open {
 }
 
 /// A `RowDescription`'s names and type OIDs.
-#[derive(Debug, Clone, Default)]
-struct Columns {
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Columns {
     names: Vec<String>,
     types: Vec<u32>,
+}
+
+/// What capture keeps with a pipeline entry.
+#[derive(Debug, Default)]
+pub enum Note {
+    /// Nothing.
+    #[default]
+    None,
+    /// A `Describe`: its answer names columns.
+    Describe(Described),
+    /// A `Query` or `Execute`: its results are collected.
+    Collect(Box<Collecting>),
 }
 
 impl Capture {
     /// Capture for a role, or `None` when it records no result data.
     pub fn new(cfg: ResultsConfig) -> Option<Box<Capture>> {
-        (cfg.record != ResultRecord::None).then(|| {
-            Box::new(Capture {
-                cfg,
-                statements: HashMap::new(),
-                portals_described: HashMap::new(),
-                portals: HashMap::new(),
-            })
-        })
+        (cfg.record != ResultRecord::None).then(|| Box::new(Capture { cfg }))
     }
 
     /// Whether `DataRow` bodies are needed (rows are kept).
@@ -104,73 +91,42 @@ impl Capture {
         self.cfg.record == ResultRecord::Rows
     }
 
-    /// A client message was forwarded: what its answer will need, if anything.
-    pub fn sent(&mut self, tag: u8, body: &[u8]) -> Note {
+    /// A client message of type `tag` is sent: what its answer will need.
+    pub fn note(&self, names: &Names, tag: u8, body: &[u8]) -> Note {
         match tag {
             codec::QUERY => Note::Collect(Box::default()),
             codec::EXECUTE => {
                 let portal = codec::execute_portal(body).map(lossy).unwrap_or_default();
-                let bound = self.portals.get(&portal).cloned();
+                let (statement, formats) = names
+                    .portal(&portal)
+                    .map(|p| (p.statement.clone(), p.formats.clone()))
+                    .unwrap_or_else(|| (String::new(), Arc::from(Vec::new())));
                 Note::Collect(Box::new(Collecting {
-                    portal: Some((portal, bound)),
+                    portal: Some((portal, statement, formats)),
                     ..Collecting::default()
                 }))
             }
-            codec::DESCRIBE => match codec::close_target(body) {
+            codec::DESCRIBE => match codec::target(body) {
                 Some((kind, name)) => Note::Describe(Described {
                     portal: kind == b'P',
                     name: lossy(name),
                 }),
                 None => Note::None,
             },
-            codec::BIND => {
-                if let Some((portal, statement, formats)) = wire::bind_formats(body) {
-                    if self.portals.len() >= MAX_NAMES {
-                        self.portals.clear();
-                    }
-                    self.portals_described.remove(&portal);
-                    self.portals.insert(
-                        portal,
-                        Bound {
-                            statement,
-                            formats: formats.into(),
-                        },
-                    );
-                }
-                Note::None
-            }
-            codec::CLOSE => {
-                match codec::close_target(body) {
-                    Some((b'S', name)) => {
-                        self.statements.remove(&lossy(name));
-                    }
-                    Some((b'P', name)) => {
-                        let name = lossy(name);
-                        self.portals.remove(&name);
-                        self.portals_described.remove(&name);
-                    }
-                    _ => {}
-                }
-                Note::None
-            }
             _ => Note::None,
         }
     }
 
     /// A `RowDescription` answered `Describe` `d`.
-    pub fn described(&mut self, d: &Described, body: &[u8]) {
+    pub fn described(&self, names: &mut Names, d: &Described, body: &[u8]) {
         let Some((columns, _)) = row_description(body) else {
             return;
         };
-        let map = if d.portal {
-            &mut self.portals_described
+        if d.portal {
+            names.describe_portal(&d.name, columns.into());
         } else {
-            &mut self.statements
-        };
-        if map.len() >= MAX_NAMES {
-            map.clear();
+            names.describe_statement(&d.name, columns.into());
         }
-        map.insert(d.name.clone(), columns.into());
     }
 
     /// A `RowDescription` of a `Query`'s next result set.
@@ -186,29 +142,22 @@ impl Capture {
     }
 
     /// A `DataRow` (`body`: empty unless rows are kept).
-    pub fn row(&self, c: &mut Collecting, body: &[u8]) {
+    pub fn row(&self, names: &Names, c: &mut Collecting, body: &[u8]) {
         if c.open.is_none() {
             // An Execute's rows: named by the Describe of its portal or its
             // statement, decoded by the formats its Bind asked for.
-            let (names, formats) = match &c.portal {
-                Some((portal, bound)) => {
-                    let names = self.portals_described.get(portal).or_else(|| {
-                        bound
-                            .as_ref()
-                            .and_then(|b| self.statements.get(&b.statement))
-                    });
-                    (
-                        names.map(|n| Columns::clone(n)),
-                        bound
-                            .as_ref()
-                            .map(|b| b.formats.clone())
-                            .unwrap_or_else(|| Arc::from(Vec::new())),
-                    )
-                }
+            let (columns, formats) = match &c.portal {
+                Some((portal, statement, formats)) => (
+                    names
+                        .portal(portal)
+                        .and_then(|p| p.columns.clone())
+                        .or_else(|| names.statement(statement).and_then(|s| s.columns.clone())),
+                    formats.clone(),
+                ),
                 None => (None, Arc::from(Vec::new())),
             };
             c.open = Some(Open {
-                columns: names.unwrap_or_default(),
+                columns: columns.map(|c| Columns::clone(&c)).unwrap_or_default(),
                 formats,
                 set: ResultSet::default(),
             });
@@ -242,18 +191,6 @@ impl Capture {
     }
 }
 
-/// What the tracker keeps with a tracked message for capture.
-#[derive(Debug, Default)]
-pub enum Note {
-    /// Nothing.
-    #[default]
-    None,
-    /// A `Describe`: its answer names columns.
-    Describe(Described),
-    /// A `Query` or `Execute`: its results are collected.
-    Collect(Box<Collecting>),
-}
-
 impl Collecting {
     /// The open result set ends (a command tag, a suspended portal, an error).
     pub fn close(&mut self) {
@@ -274,68 +211,38 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn take<const N: usize>(b: &[u8]) -> Option<([u8; N], &[u8])> {
-    Some((b.get(..N)?.try_into().ok()?, b.get(N..)?))
-}
-
-fn take_cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
-    let end = b.iter().position(|&c| c == 0)?;
-    Some((&b[..end], &b[end + 1..]))
-}
-
 /// Names and format codes of a `RowDescription` body.
 fn row_description(body: &[u8]) -> Option<(Columns, Vec<i16>)> {
-    let (n, mut rest) = take::<2>(body)?;
-    let n = usize::try_from(i16::from_be_bytes(n)).ok()?;
-    let mut columns = Columns {
-        names: Vec::with_capacity(n),
-        types: Vec::with_capacity(n),
-    };
-    let mut formats = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (name, r) = take_cstr(rest)?;
-        // Table OID and attribute number, then the type OID; size and
-        // modifier, then the format.
-        let (type_oid, r) = take::<4>(r.get(6..)?)?;
-        let (format, r) = take::<2>(r.get(6..)?)?;
-        columns.names.push(lossy(name));
-        columns.types.push(u32::from_be_bytes(type_oid));
-        formats.push(i16::from_be_bytes(format));
-        rest = r;
-    }
-    Some((columns, formats))
+    let cols = messages::row_description(body)?;
+    let formats = cols.iter().map(|c| c.format).collect();
+    let (names, types) = cols.into_iter().map(|c| (c.name, c.type_oid)).unzip();
+    Some((Columns { names, types }, formats))
 }
 
 /// The values of a `DataRow` body: text as sent; binary ones (by `formats`, as
 /// a `Bind` or `RowDescription` gives them) decoded by type where the type is
 /// text, integer or boolean, else `\x` hex.
 fn data_row(body: &[u8], formats: &[i16], types: &[u32]) -> Option<Vec<Option<String>>> {
-    let (n, mut rest) = take::<2>(body)?;
-    let n = usize::try_from(i16::from_be_bytes(n)).ok()?;
-    let mut row = Vec::with_capacity(n);
-    for i in 0..n {
-        let (len, r) = take::<4>(rest)?;
-        let len = i32::from_be_bytes(len);
-        if len < 0 {
-            row.push(None);
-            rest = r;
-            continue;
-        }
-        let len = usize::try_from(len).ok()?;
-        let value = r.get(..len)?;
-        rest = &r[len..];
-        let binary = match formats.len() {
-            0 => false,
-            1 => formats[0] == 1,
-            _ => formats.get(i).is_some_and(|&f| f == 1),
-        };
-        row.push(Some(if binary {
-            binary_text(value, types.get(i).copied().unwrap_or(0))
-        } else {
-            String::from_utf8_lossy(value).into_owned()
-        }));
-    }
-    Some(row)
+    let values = messages::data_row(body)?;
+    Some(
+        values
+            .into_iter()
+            .enumerate()
+            .map(|(i, value)| {
+                let value = value?;
+                let binary = match formats.len() {
+                    0 => false,
+                    1 => formats[0] == 1,
+                    _ => formats.get(i).is_some_and(|&f| f == 1),
+                };
+                Some(if binary {
+                    binary_text(value, types.get(i).copied().unwrap_or(0))
+                } else {
+                    String::from_utf8_lossy(value).into_owned()
+                })
+            })
+            .collect(),
+    )
 }
 
 /// A binary-format value as text: by its type OID (`pg_type.dat`) where the
@@ -400,23 +307,38 @@ mod tests {
         b.to_vec()
     }
 
-    fn bind(portal: &str, statement: &str, params: &[&[u8]], formats: &[i16]) -> Vec<u8> {
-        let mut b = BytesMut::new();
-        b.put_slice(portal.as_bytes());
-        b.put_u8(0);
-        b.put_slice(statement.as_bytes());
-        b.put_u8(0);
-        b.put_i16(0);
-        b.put_i16(params.len() as i16);
-        for p in params {
-            b.put_i32(p.len() as i32);
-            b.put_slice(p);
-        }
-        b.put_i16(formats.len() as i16);
-        for f in formats {
-            b.put_i16(*f);
-        }
-        b.to_vec()
+    fn names_with(statement: &str, portal: &str, formats: &[i16]) -> Names {
+        use crate::protocol::names::{Mask, Portal, Prepared, Statement};
+        let prepared = Arc::new(Prepared {
+            sql: "select".into(),
+            decision: None,
+            approval: None,
+        });
+        let mut names = Names::default();
+        names.name_statement(
+            statement,
+            Statement {
+                prepared: prepared.clone(),
+                sql_prepare: false,
+                mask: Mask::Clear,
+                ddl: false,
+                columns: None,
+            },
+        );
+        names.bind(
+            portal,
+            Portal {
+                prepared: Some(prepared),
+                statement: statement.into(),
+                params: Vec::new(),
+                digest: None,
+                formats: formats.into(),
+                mask: Mask::Clear,
+                ddl: false,
+                columns: None,
+            },
+        );
+        names
     }
 
     fn capture(record: ResultRecord, max_rows: usize, max_bytes: usize) -> Box<Capture> {
@@ -442,15 +364,16 @@ mod tests {
 
     #[test]
     fn query_result_sets_are_kept_within_bounds() {
+        let names = Names::default();
         let cap = capture(ResultRecord::Rows, 2, 1024);
         let mut c = collecting(Note::Collect(Box::default()));
         cap.description(&mut c, &row_desc(&[("id", 0), ("ssn", 0)]));
         for (id, ssn) in [(&b"1"[..], &b"***-**-6789"[..]), (b"2", b"x"), (b"3", b"y")] {
-            cap.row(&mut c, &data(&[Some(id), Some(ssn)]));
+            cap.row(&names, &mut c, &data(&[Some(id), Some(ssn)]));
         }
         c.close();
         cap.description(&mut c, &row_desc(&[("n", 0)]));
-        cap.row(&mut c, &data(&[None]));
+        cap.row(&names, &mut c, &data(&[None]));
         let sets = c.finish();
         assert_eq!(sets.len(), 2);
         assert_eq!(sets[0].columns, ["id", "ssn"]);
@@ -471,11 +394,12 @@ mod tests {
 
     #[test]
     fn byte_bound_and_counts_only() {
+        let names = Names::default();
         let cap = capture(ResultRecord::Rows, 100, 4);
         let mut c = collecting(Note::Collect(Box::default()));
         cap.description(&mut c, &row_desc(&[("v", 0)]));
-        cap.row(&mut c, &data(&[Some(b"abc")]));
-        cap.row(&mut c, &data(&[Some(b"de")]));
+        cap.row(&names, &mut c, &data(&[Some(b"abc")]));
+        cap.row(&names, &mut c, &data(&[Some(b"de")]));
         let sets = c.finish();
         assert_eq!(sets[0].rows, [vec![Some("abc".to_owned())]]);
         assert!(sets[0].truncated);
@@ -484,8 +408,8 @@ mod tests {
         assert!(!cap.rows());
         let mut c = collecting(Note::Collect(Box::default()));
         cap.description(&mut c, &row_desc(&[("v", 0)]));
-        cap.row(&mut c, b"");
-        cap.row(&mut c, b"");
+        cap.row(&names, &mut c, b"");
+        cap.row(&names, &mut c, b"");
         let sets = c.finish();
         assert_eq!(sets[0].columns, ["v"]);
         assert_eq!((sets[0].count, sets[0].rows.len()), (2, 0));
@@ -493,17 +417,19 @@ mod tests {
 
     #[test]
     fn execute_rows_are_named_by_describe_and_decoded_by_bind_formats() {
-        let mut cap = capture(ResultRecord::Rows, 100, 1024);
-        let Note::Describe(d) = cap.sent(codec::DESCRIBE, b"Ss1\0") else {
+        let cap = capture(ResultRecord::Rows, 100, 1024);
+        let mut names = names_with("s1", "", &[0, 1, 1, 1]);
+        let Note::Describe(d) = cap.note(&names, codec::DESCRIBE, b"Ss1\0") else {
             panic!()
         };
-        cap.described(&d, &row_desc(&[("id", 0), ("n", 0), ("s", 0), ("b", 0)]));
-        assert!(matches!(
-            cap.sent(codec::BIND, &bind("", "s1", &[b"42"], &[0, 1, 1, 1])),
-            Note::None
-        ));
-        let mut c = collecting(cap.sent(codec::EXECUTE, b"\0\0\0\0\0"));
+        cap.described(
+            &mut names,
+            &d,
+            &row_desc(&[("id", 0), ("n", 0), ("s", 0), ("b", 0)]),
+        );
+        let mut c = collecting(cap.note(&names, codec::EXECUTE, b"\0\0\0\0\0"));
         cap.row(
+            &names,
             &mut c,
             &data(&[
                 Some(b"7"),
@@ -524,9 +450,9 @@ mod tests {
             ]]
         );
         // Never described: columns are numbered.
-        cap.sent(codec::BIND, &bind("p", "s2", &[], &[]));
-        let mut c = collecting(cap.sent(codec::EXECUTE, b"p\0\0\0\0\0"));
-        cap.row(&mut c, &data(&[Some(b"a")]));
+        let names = names_with("s2", "p", &[]);
+        let mut c = collecting(cap.note(&names, codec::EXECUTE, b"p\0\0\0\0\0"));
+        cap.row(&names, &mut c, &data(&[Some(b"a")]));
         assert_eq!(c.finish()[0].columns, ["column1"]);
     }
 }
