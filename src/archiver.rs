@@ -4,12 +4,14 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use gatehouse_archiver::config::ArchiverStore;
 use gatehouse_archiver::kafka::{KafkaSettings, KafkaSink};
 use gatehouse_archiver::service::{self, Reconnects, ServiceSettings, Stats};
 use gatehouse_archiver::{
     Archive, LocalDir, S3Store, Segmenter, SegmenterConfig, load_signing_key, new_writer_id,
 };
-use gatehouse_ingress::config::{ArchiverStore, Config};
+
+use crate::config::Config;
 
 /// Runs the archiver until `shutdown` resolves.
 pub async fn serve(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {

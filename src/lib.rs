@@ -3,7 +3,9 @@
 pub mod approvals_cli;
 pub mod approvals_watch;
 pub mod archiver;
+pub mod config;
 pub mod evidence_cli;
 pub mod local_evidence;
 pub mod policy_cli;
+pub mod services;
 pub mod token;

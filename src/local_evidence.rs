@@ -18,8 +18,9 @@ use gatehouse_archiver::{
     Archive, Ingested, LocalDir, RecordId, Segmenter, SegmenterConfig, load_signing_key,
     new_writer_id,
 };
-use gatehouse_ingress::config::EvidenceConfig;
 use gatehouse_ingress::evidence::{Recorder, Spool, SpoolBatch, spool_files};
+
+use crate::config::EvidenceConfig;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -207,8 +208,8 @@ async fn archive_loop(
 }
 
 /// The evidence pipeline `evidence.mode` asks for.
-pub async fn recorder(cfg: &gatehouse_ingress::config::Config) -> Result<Evidence> {
-    use gatehouse_ingress::config::EvidenceMode;
+pub async fn recorder(cfg: &crate::config::Config) -> Result<Evidence> {
+    use crate::config::EvidenceMode;
     use gatehouse_ingress::evidence::{JetStream, ensure_stream};
     let ev = &cfg.evidence;
     match ev.mode {

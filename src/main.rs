@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use gatehouse::token;
+use gatehouse::config::{Config, LogFormat};
+use gatehouse::{services, token};
+use gatehouse_approver::store::ApprovalStore;
 use gatehouse_decider::PolicyHandle;
-use gatehouse_ingress::config::{Config, LogFormat};
 use gatehouse_ingress::decision::LocalPolicy;
 use gatehouse_ingress::remote::NatsDecisionPoint;
 use gatehouse_ingress::{Gateway, run};
@@ -191,8 +192,8 @@ async fn serve_approver(cfg: Config) -> Result<()> {
         .connect(cfg.nats.url.as_str())
         .await
         .with_context(|| format!("connect to NATS at {}", cfg.nats.url))?;
-    let store = gatehouse_ingress::approval::ApprovalStore::open(client.clone()).await?;
-    let approver = Arc::new(gatehouse_approver::Approver::new(store, cfg.approvals)?);
+    let store = ApprovalStore::open(client.clone()).await?;
+    let approver = Arc::new(services::approver(store, &cfg.approvals)?);
     gatehouse_approver::service::run(approver, client, shutdown_signal()).await?;
     Ok(())
 }
@@ -220,7 +221,7 @@ async fn serve_decider(cfg: Config) -> Result<()> {
 
 /// `serve --role ingress`: the wire proxy, asking the deciders over NATS.
 async fn serve_ingress(cfg: Config) -> Result<()> {
-    let decision = NatsDecisionPoint::connect(&cfg.nats)
+    let decision = NatsDecisionPoint::connect(&cfg.nats.url)
         .await
         .map_err(|e| anyhow::anyhow!("connect to NATS at {}: {e}", cfg.nats.url))?;
     let listen = cfg.ingress.listen;
@@ -234,9 +235,9 @@ async fn serve_ingress(cfg: Config) -> Result<()> {
         .with_context(|| format!("connect to NATS at {}", cfg.nats.url))?;
     // Opened at first use: the ingress starts while NATS is down, and refuses held
     // statements (fail closed) until the bucket can be reached.
-    let approvals = gatehouse_ingress::approval::ApprovalStore::connect_lazily(bus);
+    let approvals = ApprovalStore::connect_lazily(bus);
     let gateway = Arc::new(with_evidence(
-        Gateway::new(cfg, decision)?.with_approvals(approvals),
+        Gateway::new(cfg.gateway(), decision)?.with_approvals(approvals),
         evidence.recorder.clone(),
     ));
     let listener = tokio::net::TcpListener::bind(listen)
@@ -290,8 +291,7 @@ fn main() -> Result<()> {
                 // answer on; without one, `approve` verdicts are refused.
                 let approvals = match cfg.approvals.admin_listen {
                     Some(addr) => {
-                        let local =
-                            gatehouse_approver::local::InProcess::new(cfg.approvals.clone())?;
+                        let local = services::in_process_approvals(&cfg.approvals)?;
                         let admin =
                             tokio::net::TcpListener::bind(addr).await.with_context(|| {
                                 format!("listen on {addr} ([approvals] admin_listen)")
@@ -306,7 +306,7 @@ fn main() -> Result<()> {
                     }
                     None => None,
                 };
-                let gateway = Gateway::new(cfg, LocalPolicy::new(handle))?;
+                let gateway = Gateway::new(cfg.gateway(), LocalPolicy::new(handle))?;
                 let gateway = match approvals {
                     Some(store) => gateway.with_approvals(store),
                     None => gateway,

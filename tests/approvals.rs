@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use gatehouse::token::{self, MintRequest};
-use gatehouse_approver::Approver;
+use gatehouse_approver::store::ApprovalStore;
 use gatehouse_decider::PolicyHandle;
-use gatehouse_ingress::approval::ApprovalStore;
 use gatehouse_ingress::decision::LocalPolicy;
 use gatehouse_schemas::SCHEMA_VERSION;
 use gatehouse_schemas::approval::{
@@ -110,10 +109,10 @@ leeway = "0s"
 
     /// An approver service, in-process, until the handle is aborted.
     async fn approver(&self) -> tokio::task::JoinHandle<()> {
-        let cfg = gatehouse_ingress::config::Config::from_toml(&self.config("10m")).unwrap();
+        let cfg = gatehouse::config::Config::from_toml(&self.config("10m")).unwrap();
         let client = self.nats.client().await;
         let store = ApprovalStore::open(client.clone()).await.unwrap();
-        let approver = Arc::new(Approver::new(store, cfg.approvals).unwrap());
+        let approver = Arc::new(gatehouse::services::approver(store, &cfg.approvals).unwrap());
         tokio::spawn(async move {
             gatehouse_approver::service::run(approver, client, std::future::pending())
                 .await

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gatehouse::token::{self, MintRequest};
-use gatehouse_approver::local::InProcess;
 use gatehouse_decider::PolicyHandle;
 use gatehouse_ingress::decision::LocalPolicy;
 use gatehouse_schemas::approval::{ApprovalList, ApprovalRecord, ApprovalState, DecisionReply};
@@ -95,8 +94,8 @@ leeway = "0s"
     /// The gateway, with the approver core in-process and its admin endpoint.
     async fn gateway(&self, timeout: &str, webhooks: &str) -> Local {
         let toml = self.config(timeout, webhooks);
-        let cfg = gatehouse_ingress::config::Config::from_toml(&toml).unwrap();
-        let local = InProcess::new(cfg.approvals.clone()).unwrap();
+        let cfg = gatehouse::config::Config::from_toml(&toml).unwrap();
+        let local = gatehouse::services::in_process_approvals(&cfg.approvals).unwrap();
         let store = local.store();
         let admin = tokio::net::TcpListener::bind(cfg.approvals.admin_listen.unwrap())
             .await
@@ -719,8 +718,8 @@ async fn approvals_watch_approves_and_denies_with_a_key_press() {
 async fn expiry_is_the_gateways_to_decide_not_the_approvers_clock() {
     let s = Setup::new();
     let toml = s.config("10m", "");
-    let cfg = gatehouse_ingress::config::Config::from_toml(&toml).unwrap();
-    let local = InProcess::new(cfg.approvals.clone()).unwrap();
+    let cfg = gatehouse::config::Config::from_toml(&toml).unwrap();
+    let local = gatehouse::services::in_process_approvals(&cfg.approvals).unwrap();
     let store = local.store();
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", admin.local_addr().unwrap());
@@ -739,7 +738,7 @@ async fn expiry_is_the_gateways_to_decide_not_the_approvers_clock() {
     // decides expiry) still waits.
     store
         .transition(rec.request.id, |r| {
-            r.request.deadline_ms = gatehouse_ingress::approval::now_ms() - 2_000;
+            r.request.deadline_ms = gatehouse_approver::store::now_ms() - 2_000;
             true
         })
         .await

@@ -99,8 +99,8 @@ impl Setup {
             TIMEOUT.as_millis(),
             self.nats.url()
         );
-        let cfg = gatehouse_ingress::config::Config::from_toml(&config).unwrap();
-        let point = NatsDecisionPoint::connect(&cfg.nats).await.unwrap();
+        let cfg = gatehouse::config::Config::from_toml(&config).unwrap();
+        let point = NatsDecisionPoint::connect(&cfg.nats.url).await.unwrap();
         start_gateway(&config, point).await
     }
 }

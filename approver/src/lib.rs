@@ -1,10 +1,13 @@
 //! Gatehouse's approver: takes approvers' decisions on held statements and
 //! enforces who may approve (invariant 5); announces new requests to bots.
 //!
-//! The core ([`Approver`]) is a plain async API over the approval store (JetStream
-//! key-value, see [`gatehouse_ingress::approval`]); [`service`] puts it on NATS.
+//! The core ([`Approver`]) is a plain async API over the approval [`store`]
+//! (JetStream key-value, or memory in all-in-one mode), which the gateway
+//! holding a statement writes its request to; [`service`] puts the core on
+//! NATS, [`local`] runs it in the gateway's process.
 //!
-//! An approver proves who they are with a JWT from one of `[[approvals.issuers]]`.
+//! An approver proves who they are with a JWT from one of `[[approvals.issuers]]`
+//! (checked by a [`TokenVerifier`] the binary gives: the gateway's own).
 //! Their groups are the `[approvals] groups_claim` claim of that token (default
 //! `groups`: an array of strings, or a space-separated string); the rule's
 //! `approvers` group must be one of them.
@@ -13,20 +16,49 @@ pub mod admin;
 pub mod local;
 pub mod notify;
 pub mod service;
+pub mod store;
 pub mod webhook;
 
-use std::time::SystemTime;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use gatehouse_ingress::approval::{self, ApprovalError, ApprovalStore};
-use gatehouse_ingress::auth::Authenticator;
-use gatehouse_ingress::config::ApprovalsConfig;
-use gatehouse_ingress::error::{ConfigError, UserFacing};
 use gatehouse_schemas::approval::{
     ApprovalRecord, ApprovalState, ApproverDecision, Choice, DecidedBy, DecisionReply,
     RefusedDecision,
 };
 use gatehouse_schemas::{Identity, SCHEMA_VERSION};
+use store::{ApprovalError, ApprovalStore};
 use uuid::Uuid;
+use webhook::WebhookConfig;
+
+/// Proves who an approver is from their token.
+pub trait TokenVerifier: Send + Sync + 'static {
+    /// The identity `token` proves, or why it proves none (a message the
+    /// approver may read).
+    fn verify<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Identity, String>> + Send + 'a>>;
+}
+
+/// How the approver judges and announces requests (`[approvals]`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The claim of an approver's token that lists its groups (an array of
+    /// strings, or a space-separated string).
+    pub groups_claim: String,
+    /// Claims of the requester's token that name a person: an approver whose
+    /// `sub`, `preferred_username` or `email` equals one of them, or the
+    /// requester's `sub`, is the requester.
+    pub requester_claims: Vec<String>,
+    /// How often requests past their deadline whose gateway did not close
+    /// them (a gateway that died) are looked for.
+    pub sweep_interval: Duration,
+    /// Incoming webhooks told of each new request.
+    pub webhooks: Vec<WebhookConfig>,
+}
 
 /// How long past its deadline a pending request must be before an approver
 /// service expires it. Expiry is the gateway's to decide (one clock); this only
@@ -36,9 +68,9 @@ pub const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(60)
 /// The approver core.
 pub struct Approver {
     store: ApprovalStore,
-    auth: Authenticator,
+    auth: Arc<dyn TokenVerifier>,
     http: reqwest::Client,
-    pub(crate) config: ApprovalsConfig,
+    pub(crate) config: Settings,
 }
 
 /// Why a decision was not applied (the reply's `error`, and the record's refusal).
@@ -71,16 +103,20 @@ pub enum Refused {
 }
 
 impl Approver {
-    /// A core over `store`, validating approver tokens against `config.issuers`.
-    pub fn new(store: ApprovalStore, config: ApprovalsConfig) -> Result<Self, ConfigError> {
-        let http = gatehouse_ingress::http_client(&config.issuers)?;
-        let auth = Authenticator::new(&config.issuers, http.clone())?;
-        Ok(Self {
+    /// A core over `store`, approvers proven by `auth`, webhooks posted with
+    /// `http`.
+    pub fn new(
+        store: ApprovalStore,
+        config: Settings,
+        auth: Arc<dyn TokenVerifier>,
+        http: reqwest::Client,
+    ) -> Self {
+        Self {
             store,
             auth,
             http,
             config,
-        })
+        }
     }
 
     /// The configured webhooks' notifier.
@@ -95,11 +131,7 @@ impl Approver {
 
     /// Verifies an approver's token.
     pub async fn approver(&self, token: &str) -> Result<Identity, Refused> {
-        self.auth
-            .verify(token.trim())
-            .await
-            .map(|v| v.identity)
-            .map_err(|e| Refused::Token(e.client_message()))
+        self.auth.verify(token.trim()).await.map_err(Refused::Token)
     }
 
     /// Applies a decision if every check passes; otherwise records the refusal
@@ -128,7 +160,7 @@ impl Approver {
                                 subject: subject.clone(),
                                 decision: d.decision,
                                 reason: reason.clone(),
-                                at: approval::rfc3339(SystemTime::now()),
+                                at: store::rfc3339(SystemTime::now()),
                             });
                             true
                         })
@@ -182,7 +214,7 @@ impl Approver {
                     identity: approver.clone(),
                     decision: d.decision,
                     comment: d.comment.clone(),
-                    at: approval::rfc3339(SystemTime::now()),
+                    at: store::rfc3339(SystemTime::now()),
                 });
                 true
             })
@@ -266,7 +298,7 @@ impl Approver {
     /// [`ORPHAN_GRACE`]): their gateway, which decides expiry, did not close
     /// them, so it died. Returns how many.
     pub async fn sweep(&self) -> Result<usize, ApprovalError> {
-        let now = approval::now_ms();
+        let now = store::now_ms();
         let grace = u64::try_from(ORPHAN_GRACE.as_millis()).unwrap_or(u64::MAX);
         let mut n = 0;
         for r in self.store.all().await? {

@@ -6,12 +6,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use gatehouse_ingress::approval::ApprovalStore;
-use gatehouse_ingress::config::ApprovalsConfig;
-use gatehouse_ingress::error::ConfigError;
 
-use crate::Approver;
 use crate::notify::Announcer;
+use crate::store::ApprovalStore;
+use crate::{Approver, Settings, TokenVerifier};
 
 /// The in-process approver: give [`InProcess::store`] to the gateway
 /// (`Gateway::with_approvals`) and run [`InProcess::run`].
@@ -21,17 +19,11 @@ pub struct InProcess {
 }
 
 impl InProcess {
-    /// A core over a fresh in-memory store.
-    pub fn new(config: ApprovalsConfig) -> Result<Self, ConfigError> {
-        if config.issuers.is_empty() {
-            return Err(ConfigError::Invalid(
-                "approvals: admin_listen is set but no [[approvals.issuers]]: nobody could approve"
-                    .into(),
-            ));
+    /// A core over a fresh in-memory store (see [`Approver::new`]).
+    pub fn new(config: Settings, auth: Arc<dyn TokenVerifier>, http: reqwest::Client) -> Self {
+        Self {
+            approver: Arc::new(Approver::new(ApprovalStore::memory(), config, auth, http)),
         }
-        Ok(Self {
-            approver: Arc::new(Approver::new(ApprovalStore::memory(), config)?),
-        })
     }
 
     /// The store the gateway holds statements in.

@@ -24,7 +24,7 @@ pub enum ServiceError {
     Subscribe(#[from] async_nats::SubscribeError),
     /// The store could not be watched.
     #[error(transparent)]
-    Store(#[from] gatehouse_ingress::approval::ApprovalError),
+    Store(#[from] crate::store::ApprovalError),
     /// A subscription ended under the service.
     #[error("a NATS subscription ended")]
     SubscriptionEnded,

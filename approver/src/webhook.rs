@@ -8,9 +8,47 @@
 
 use std::time::Duration;
 
-use gatehouse_ingress::config::{WebhookConfig, WebhookFormat};
 use gatehouse_schemas::approval::ApprovalRequest;
+use serde::Deserialize;
 use serde_json::{Value, json};
+
+/// One incoming webhook told of each new approval request
+/// (`[[approvals.webhooks]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The URL the request is POSTed to (JSON).
+    pub url: String,
+    /// The body's shape.
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// Attempts before the notification is given up (logged).
+    #[serde(default = "default_webhook_attempts")]
+    pub attempts: u32,
+    /// Time allowed for one attempt.
+    #[serde(default = "default_webhook_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_webhook_attempts() -> u32 {
+    3
+}
+
+fn default_webhook_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// The body of a webhook notification.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// An incoming-webhook message (`text` and `blocks`) that Slack and
+    /// Microsoft Teams accept.
+    Slack,
+    /// The approval request as on the bus (`approval-request.schema.json`).
+    #[default]
+    Generic,
+}
 
 /// Posts notifications to the configured webhooks.
 #[derive(Clone)]

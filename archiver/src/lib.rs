@@ -102,6 +102,7 @@
 //!   JetStream to Kafka (OCSF records for SIEMs) and to the store.
 
 pub mod archive;
+pub mod config;
 pub mod error;
 pub mod kafka;
 pub mod keys;

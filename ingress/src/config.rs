@@ -1,9 +1,12 @@
-//! The gateway's configuration: a TOML file with `GATEHOUSE__SECTION__KEY` env overrides.
+//! The ingress's sections of the gateway's configuration (`[ingress]`,
+//! `[[issuers]]`, `[roles.NAME]`, `[masking]`), and what the gateway is built
+//! from ([`GatewayConfig`]). The whole file, with the other services'
+//! sections, is read by the `gatehouse` binary.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -11,124 +14,76 @@ use serde::Deserialize;
 use crate::error::ConfigError;
 pub use gatehouse_decider::claims::{ClaimConditions, ClaimMatch, ClaimOp};
 
-/// Everything `gatehouse serve` reads.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
+/// What the gateway is built from.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
     /// The client-facing listener.
-    #[serde(default)]
     pub ingress: IngressConfig,
-    /// Logging.
-    #[serde(default)]
-    pub log: LogConfig,
-    /// The policy and how statements are decided.
-    #[serde(default)]
-    pub decider: DeciderConfig,
     /// Token issuers whose tokens are accepted as passwords.
-    #[serde(default)]
     pub issuers: Vec<IssuerConfig>,
     /// Gatehouse roles, by the name a client puts in its startup `user`.
-    #[serde(default)]
     pub roles: BTreeMap<String, RoleConfig>,
-    /// The NATS bus (distributed mode: `serve --role ingress|decider`).
-    #[serde(default)]
-    pub nats: NatsConfig,
-    /// Evidence: where every statement is recorded before it runs.
-    #[serde(default)]
-    pub evidence: EvidenceConfig,
-    /// The distributed archiver (`serve --role archiver`).
-    #[serde(default)]
-    pub archiver: ArchiverConfig,
     /// Inline masking.
-    #[serde(default)]
     pub masking: MaskingConfig,
-    /// Just-in-time approvals (`serve --role approver`, and the ingress's hold).
-    #[serde(default)]
-    pub approvals: ApprovalsConfig,
+    /// A statement without a verdict by then is refused (fail closed).
+    pub decision_timeout: Duration,
+    /// How statements are held for approval.
+    pub hold: HoldConfig,
 }
 
-/// Just-in-time approvals of single statements.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ApprovalsConfig {
+/// How a statement whose verdict is `approve` is held.
+#[derive(Debug, Clone)]
+pub struct HoldConfig {
     /// How long a held statement waits for a decision.
-    #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     /// Where approvers look, shown to the held client in its NOTICE.
     pub notice: String,
-    /// The claim of an approver's token that lists its groups (an array of
-    /// strings, or a space-separated string).
-    pub groups_claim: String,
-    /// Claims of the requester's token that name a person (e.g. GitHub's
-    /// `actor`): an approver whose `sub`, `preferred_username` or `email` equals
-    /// one of them, or the requester's `sub`, is the requester.
-    pub requester_claims: Vec<String>,
-    /// How often the approver service looks for requests past their deadline
-    /// whose gateway did not close them (a gateway that died).
-    #[serde(with = "humantime_serde")]
-    pub sweep_interval: Duration,
-    /// Issuers of approvers' tokens. Kept apart from `[[issuers]]`, so an
-    /// approver's token never opens a database session and a CI token never
-    /// approves.
-    pub issuers: Vec<IssuerConfig>,
-    /// All-in-one mode: where the gateway serves approvers (`gatehouse approvals
-    /// --admin http://ADDR`), each call authenticated with the approver's token.
-    /// Unset: all-in-one mode refuses statements that need approval.
-    pub admin_listen: Option<SocketAddr>,
-    /// Incoming webhooks told of each new request (both modes).
-    pub webhooks: Vec<WebhookConfig>,
 }
 
-/// One incoming webhook told of each new approval request.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// The URL the request is POSTed to (JSON).
-    pub url: String,
-    /// The body's shape.
-    #[serde(default)]
-    pub format: WebhookFormat,
-    /// Attempts before the notification is given up (logged).
-    #[serde(default = "default_webhook_attempts")]
-    pub attempts: u32,
-    /// Time allowed for one attempt.
-    #[serde(default = "default_webhook_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
+impl GatewayConfig {
+    /// Cross-field checks of the issuers and roles that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate(&self.issuers, &self.roles)
+    }
 }
 
-fn default_webhook_attempts() -> u32 {
-    3
-}
-
-fn default_webhook_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-
-/// The body of a webhook notification.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WebhookFormat {
-    /// An incoming-webhook message (`text` and `blocks`) that Slack and
-    /// Microsoft Teams accept.
-    Slack,
-    /// The approval request as on the bus (`approval-request.schema.json`).
-    #[default]
-    Generic,
-}
-
-impl Default for ApprovalsConfig {
-    fn default() -> Self {
-        Self {
-            timeout: Duration::from_secs(600),
-            notice: "run `gatehouse approvals list`, or see your chat-ops channel".into(),
-            groups_claim: "groups".into(),
-            requester_claims: vec!["actor".into(), "user_login".into(), "user_email".into()],
-            sweep_interval: Duration::from_secs(5),
-            issuers: Vec::new(),
-            admin_listen: None,
-            webhooks: Vec::new(),
+/// Checks `issuers` (each well-formed, none twice) and that `roles` name only
+/// configured issuers.
+pub fn validate(
+    issuers: &[IssuerConfig],
+    roles: &BTreeMap<String, RoleConfig>,
+) -> Result<(), ConfigError> {
+    let invalid = |m: String| Err(ConfigError::Invalid(m));
+    for iss in issuers {
+        if iss.jwks_url.is_some() == iss.jwks_file.is_some() {
+            return invalid(format!(
+                "issuer {}: give exactly one of jwks_url and jwks_file",
+                iss.name
+            ));
+        }
+        if iss.audiences.is_empty() {
+            return invalid(format!("issuer {}: audiences must not be empty", iss.name));
+        }
+        if iss.algorithms.is_empty() {
+            return invalid(format!("issuer {}: algorithms must not be empty", iss.name));
+        }
+        if issuers.iter().filter(|o| o.issuer == iss.issuer).count() > 1 {
+            return invalid(format!("issuer {} is configured twice", iss.issuer));
         }
     }
+    for (name, role) in roles {
+        for rule in &role.allow {
+            if let Some(iss) = &rule.issuer
+                && !issuers.iter().any(|i| &i.name == iss)
+            {
+                return invalid(format!("role {name}: allow names unknown issuer {iss}"));
+            }
+        }
+        if role.allow.is_empty() {
+            tracing::warn!(role = %name, "role has no allow rules; nobody can assume it");
+        }
+    }
+    Ok(())
 }
 
 /// Inline masking: the `hash` method's key and the catalog cache.
@@ -184,217 +139,6 @@ impl MaskingConfig {
     }
 }
 
-/// `serve --role archiver`: JetStream evidence into Kafka and signed segments.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ArchiverConfig {
-    /// The Ed25519 key (PKCS#8 PEM, `gatehouse evidence keygen`) that signs
-    /// segment manifests.
-    pub signing_key: Option<PathBuf>,
-    /// Local store: segments and manifests under this directory (the layout
-    /// `gatehouse verify` reads). Exactly one of `dir` and `s3`.
-    pub dir: Option<PathBuf>,
-    /// S3 store (`[archiver.s3]`): the same layout in a bucket, with Object Lock.
-    pub s3: Option<gatehouse_archiver::S3Config>,
-    /// A session's open segment is sealed after this long…
-    #[serde(with = "humantime_serde")]
-    pub segment_max_age: Duration,
-    /// …or at this many records. Messages are acknowledged once sealed and
-    /// stored, so this and `segment_max_age` bound how long they are held.
-    pub segment_max_events: usize,
-    /// At most this many messages asked for per JetStream fetch.
-    pub fetch_batch: usize,
-    /// At most this many records held unacknowledged by one archiver (give or
-    /// take one message's worth).
-    pub max_inflight: usize,
-    /// The durable consumer's `ack_wait` (set by the archiver that creates it):
-    /// a message neither acknowledged nor renewed within it goes to another archiver.
-    #[serde(with = "humantime_serde")]
-    pub ack_wait: Duration,
-    /// The durable consumer's `max_ack_pending`, over all archivers.
-    pub max_ack_pending: i64,
-    /// The SIEM sink.
-    pub kafka: ArchiverKafkaConfig,
-}
-
-impl Default for ArchiverConfig {
-    fn default() -> Self {
-        Self {
-            signing_key: None,
-            dir: None,
-            s3: None,
-            segment_max_age: Duration::from_secs(10),
-            segment_max_events: 10_000,
-            fetch_batch: 1000,
-            max_inflight: 20_000,
-            ack_wait: Duration::from_secs(120),
-            max_ack_pending: 100_000,
-            kafka: ArchiverKafkaConfig::default(),
-        }
-    }
-}
-
-/// Where the archiver puts segments.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ArchiverStore {
-    /// A local directory (`archiver.dir`).
-    Local(PathBuf),
-    /// A bucket (`[archiver.s3]`).
-    S3(gatehouse_archiver::S3Config),
-}
-
-impl ArchiverConfig {
-    /// The signing key and the store. Checked where the archiver starts, not at
-    /// parse time: other roles share the file.
-    pub fn store(&self) -> Result<(&Path, ArchiverStore), ConfigError> {
-        let key = self.signing_key.as_deref().ok_or_else(|| {
-            ConfigError::Invalid(
-                "archiver: archiver.signing_key is required (`gatehouse evidence keygen`)".into(),
-            )
-        })?;
-        let store = match (&self.dir, &self.s3) {
-            (Some(dir), None) => ArchiverStore::Local(dir.clone()),
-            (None, Some(s3)) => ArchiverStore::S3(s3.clone()),
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::Invalid(
-                    "archiver: set one of archiver.dir and [archiver.s3], not both".into(),
-                ));
-            }
-            (None, None) => {
-                return Err(ConfigError::Invalid(
-                    "archiver: set archiver.dir (a directory) or [archiver.s3] (a bucket) for the segments".into(),
-                ));
-            }
-        };
-        if self.kafka.enabled && (self.kafka.brokers.is_empty() || self.kafka.topic.is_empty()) {
-            return Err(ConfigError::Invalid(
-                "archiver: archiver.kafka needs brokers and topic (or enabled = false)".into(),
-            ));
-        }
-        if self.fetch_batch == 0 || self.max_inflight == 0 || self.segment_max_events == 0 {
-            return Err(ConfigError::Invalid(
-                "archiver: fetch_batch, max_inflight and segment_max_events must be positive"
-                    .into(),
-            ));
-        }
-        Ok((key, store))
-    }
-}
-
-/// The archiver's Kafka sink: one OCSF record per evidence event.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ArchiverKafkaConfig {
-    /// `false`: segments only (messages are acknowledged once stored).
-    pub enabled: bool,
-    /// `host:port[,host:port…]`.
-    pub brokers: String,
-    /// The topic (created beforehand; the key is the session id).
-    pub topic: String,
-    /// A send not confirmed within this is retried, after a look at the topic.
-    #[serde(with = "humantime_serde")]
-    pub delivery_timeout: Duration,
-    /// How far before a record's time the topic is read back when looking for
-    /// an earlier copy (clock skew between gateways and brokers).
-    #[serde(with = "humantime_serde")]
-    pub scan_margin: Duration,
-    /// Extra librdkafka properties (`security.protocol`, `ssl.ca.location`,
-    /// `sasl.mechanism` …).
-    pub properties: BTreeMap<String, String>,
-}
-
-impl Default for ArchiverKafkaConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            brokers: String::new(),
-            topic: "gatehouse.evidence.ocsf".into(),
-            delivery_timeout: Duration::from_secs(30),
-            scan_margin: Duration::from_secs(60),
-            properties: BTreeMap::new(),
-        }
-    }
-}
-
-/// Where evidence goes.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum EvidenceMode {
-    /// All-in-one: an fsync'd spool and signed segments under `evidence.dir`.
-    #[default]
-    Local,
-    /// Distributed: published to the JetStream stream the archivers consume.
-    Jetstream,
-    /// No evidence at all: statements run unrecorded. For development only;
-    /// logged as a warning at start.
-    Off,
-}
-
-/// Evidence settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EvidenceConfig {
-    /// `local` (default), `jetstream` or `off`.
-    pub mode: EvidenceMode,
-    /// Local mode: the directory holding the spool and the archived segments.
-    pub dir: Option<PathBuf>,
-    /// Local mode: the Ed25519 key (PKCS#8 PEM, `gatehouse evidence keygen`)
-    /// that signs segment manifests.
-    pub signing_key: Option<PathBuf>,
-    /// A statement whose record is not durable by then is refused.
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Records allowed to wait for storage, in bytes; past this, statements are
-    /// refused at once.
-    pub max_backlog_bytes: usize,
-    /// Local mode: a session's open segment is sealed after this long.
-    #[serde(with = "humantime_serde")]
-    pub segment_max_age: Duration,
-}
-
-impl EvidenceConfig {
-    /// Local mode's directory and signing key. Checked where evidence is
-    /// recorded (the ingress), not at parse time: a decider's config has no
-    /// use for them.
-    pub fn local_paths(&self) -> Result<(&Path, &Path), ConfigError> {
-        match (&self.dir, &self.signing_key) {
-            (Some(dir), Some(key)) => Ok((dir, key)),
-            _ => Err(ConfigError::Invalid(
-                "evidence: local mode needs evidence.dir and evidence.signing_key (`gatehouse evidence keygen`); set evidence.mode = \"jetstream\" for distributed mode, or \"off\" to run statements unrecorded (development only)".into(),
-            )),
-        }
-    }
-}
-
-impl Default for EvidenceConfig {
-    fn default() -> Self {
-        Self {
-            mode: EvidenceMode::Local,
-            dir: None,
-            signing_key: None,
-            timeout: Duration::from_secs(2),
-            max_backlog_bytes: 64 << 20,
-            segment_max_age: Duration::from_secs(60),
-        }
-    }
-}
-
-/// Where the NATS bus is, for distributed mode. All-in-one mode does not use it.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct NatsConfig {
-    /// Server URL(s), comma-separated, e.g. `nats://nats-1:4222,nats://nats-2:4222`.
-    pub url: String,
-}
-
-impl Default for NatsConfig {
-    fn default() -> Self {
-        Self {
-            url: "nats://127.0.0.1:4222".into(),
-        }
-    }
-}
-
 /// The client-facing side of the ingress.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -430,31 +174,6 @@ impl Default for IngressConfig {
     }
 }
 
-/// How statements are decided.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DeciderConfig {
-    /// The policy file (all-in-one mode). Without one, `gatehouse serve` refuses
-    /// to start rather than run with every statement denied.
-    pub policy: Option<PathBuf>,
-    /// A statement without a verdict by then is refused (fail closed).
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-    /// How often the policy file is checked for changes (SIGHUP reloads at once).
-    #[serde(with = "humantime_serde")]
-    pub watch_interval: Duration,
-}
-
-impl Default for DeciderConfig {
-    fn default() -> Self {
-        Self {
-            policy: None,
-            timeout: Duration::from_secs(2),
-            watch_interval: Duration::from_secs(1),
-        }
-    }
-}
-
 /// PEM files for a TLS server.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -463,35 +182,6 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// Private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
-}
-
-/// Logging.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// A `tracing` EnvFilter directive, e.g. `info,gatehouse_ingress=debug`.
-    pub level: String,
-    /// `text` or `json`.
-    pub format: LogFormat,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            level: "info".into(),
-            format: LogFormat::Text,
-        }
-    }
-}
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// A token issuer (GitHub Actions, GitLab, a Kubernetes cluster, any OIDC provider).
@@ -755,295 +445,5 @@ impl RoleConfig {
         }
         // Trust or peer authentication upstream needs no password.
         Ok(Secret(String::new()))
-    }
-}
-
-impl Config {
-    /// Loads a file, applies `GATEHOUSE__...` environment overrides, and checks it.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let raw = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .add_source(
-                config::Environment::with_prefix("GATEHOUSE")
-                    .prefix_separator("__")
-                    .separator("__")
-                    .try_parsing(true),
-            )
-            .build()?;
-        let cfg: Config = raw.try_deserialize()?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
-    /// Parses a TOML text without environment overrides (tests, `policy check`).
-    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let raw = config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Toml))
-            .build()?;
-        let cfg: Config = raw.try_deserialize()?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
-    /// Cross-field checks that serde cannot express.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |m: String| Err(ConfigError::Invalid(m));
-        for iss in &self.issuers {
-            if iss.jwks_url.is_some() == iss.jwks_file.is_some() {
-                return invalid(format!(
-                    "issuer {}: give exactly one of jwks_url and jwks_file",
-                    iss.name
-                ));
-            }
-            if iss.audiences.is_empty() {
-                return invalid(format!("issuer {}: audiences must not be empty", iss.name));
-            }
-            if iss.algorithms.is_empty() {
-                return invalid(format!("issuer {}: algorithms must not be empty", iss.name));
-            }
-            if self
-                .issuers
-                .iter()
-                .filter(|o| o.issuer == iss.issuer)
-                .count()
-                > 1
-            {
-                return invalid(format!("issuer {} is configured twice", iss.issuer));
-            }
-        }
-        for (name, role) in &self.roles {
-            for rule in &role.allow {
-                if let Some(iss) = &rule.issuer
-                    && !self.issuers.iter().any(|i| &i.name == iss)
-                {
-                    return invalid(format!("role {name}: allow names unknown issuer {iss}"));
-                }
-            }
-            if role.allow.is_empty() {
-                tracing::warn!(role = %name, "role has no allow rules; nobody can assume it");
-            }
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SAMPLE: &str = r#"
-        [ingress]
-        listen = "127.0.0.1:7432"
-        auth_timeout = "2s"
-
-        [[issuers]]
-        name = "gh"
-        issuer = "https://token.actions.githubusercontent.com"
-        audiences = ["gatehouse"]
-        jwks_url = "https://token.actions.githubusercontent.com/.well-known/jwks"
-        algorithms = ["RS256"]
-
-        [roles.etl]
-        user = "etl"
-        password = "hunter2"
-        upstream = { host = "db", dbname = "app" }
-        [[roles.etl.allow]]
-        issuer = "gh"
-        claims = { repository = "acme/etl", ref = { one_of = ["refs/heads/main"] }, "/kubernetes.io/namespace" = { glob = "ci-*" } }
-
-        [evidence]
-        dir = "/var/lib/gatehouse/evidence"
-        signing_key = "/etc/gatehouse/evidence-signing.pem"
-    "#;
-
-    #[test]
-    fn evidence_is_local_by_default_and_needs_a_dir_and_key() {
-        let cfg = Config::from_toml(SAMPLE).unwrap();
-        assert_eq!(cfg.evidence.mode, EvidenceMode::Local);
-        assert_eq!(cfg.evidence.timeout, Duration::from_secs(2));
-        assert!(cfg.evidence.local_paths().is_ok());
-        let (head, _) = SAMPLE.split_once("[evidence]").unwrap();
-        let bare = Config::from_toml(head).unwrap();
-        let err = bare.evidence.local_paths().unwrap_err().to_string();
-        assert!(err.contains("evidence.dir"), "{err}");
-        let js = format!("{head}[evidence]\nmode = \"jetstream\"\ntimeout = \"500ms\"\n");
-        let cfg = Config::from_toml(&js).unwrap();
-        assert_eq!(
-            (cfg.evidence.mode, cfg.evidence.timeout),
-            (EvidenceMode::Jetstream, Duration::from_millis(500))
-        );
-        let off = format!("{head}[evidence]\nmode = \"off\"\n");
-        assert_eq!(
-            Config::from_toml(&off).unwrap().evidence.mode,
-            EvidenceMode::Off
-        );
-        let typo = format!("{head}[evidence]\nmode = \"of\"\n");
-        assert!(Config::from_toml(&typo).is_err());
-    }
-
-    #[test]
-    fn parses_a_full_config() {
-        let cfg = Config::from_toml(SAMPLE).unwrap();
-        assert_eq!(cfg.ingress.listen.port(), 7432);
-        assert_eq!(cfg.ingress.auth_timeout, Duration::from_secs(2));
-        assert!(!cfg.ingress.allow_cleartext_without_tls);
-        let role = &cfg.roles["etl"];
-        assert_eq!(role.upstream.port, 5432);
-        assert_eq!(role.upstream.tls, UpstreamTls::VerifyFull);
-        assert!(matches!(
-            role.allow[0].claims["repository"],
-            ClaimMatch::Equals(_)
-        ));
-        assert!(matches!(
-            role.allow[0].claims["ref"],
-            ClaimMatch::Op(ClaimOp::OneOf(_))
-        ));
-        assert_eq!(role.resolve_password("etl").unwrap().expose(), "hunter2");
-    }
-
-    #[test]
-    fn approvals_admin_endpoint_and_webhooks_parse() {
-        let text = format!(
-            "{SAMPLE}\n[approvals]\nadmin_listen = \"127.0.0.1:7433\"\n\
-             [[approvals.webhooks]]\nurl = \"https://hooks.example/x\"\nformat = \"slack\"\n\
-             [[approvals.webhooks]]\nurl = \"https://bots.example/y\"\nattempts = 5\ntimeout = \"2s\"\n"
-        );
-        let cfg = Config::from_toml(&text).unwrap();
-        let a = &cfg.approvals;
-        assert_eq!(a.admin_listen, Some("127.0.0.1:7433".parse().unwrap()));
-        assert_eq!(a.webhooks[0].format, WebhookFormat::Slack);
-        assert_eq!(a.webhooks[0].attempts, 3);
-        assert_eq!(a.webhooks[1].format, WebhookFormat::Generic);
-        assert_eq!(
-            (a.webhooks[1].attempts, a.webhooks[1].timeout),
-            (5, Duration::from_secs(2))
-        );
-        let bad =
-            format!("{SAMPLE}\n[[approvals.webhooks]]\nurl = \"https://x\"\nformat = \"teams\"\n");
-        assert!(Config::from_toml(&bad).is_err());
-    }
-
-    #[test]
-    fn the_shipped_example_config_parses() {
-        // Keeps deploy/gatehouse.example.toml in step with these structs.
-        let text = include_str!("../../deploy/gatehouse.example.toml");
-        let cfg = Config::from_toml(text).unwrap();
-        assert!(cfg.roles.len() >= 3);
-        let results = cfg.roles["reporting"].results;
-        assert_eq!(
-            (results.record, results.max_rows),
-            (ResultRecord::Rows, 100)
-        );
-        assert_eq!(cfg.roles["etl"].results.record, ResultRecord::None);
-        assert!(
-            cfg.issuers
-                .iter()
-                .any(|i| i.issuer == "https://token.actions.githubusercontent.com")
-        );
-    }
-
-    #[test]
-    fn archiver_section_is_checked_where_the_archiver_starts() {
-        // Other roles share the file: no [archiver] is fine until one starts.
-        let cfg = Config::from_toml(SAMPLE).unwrap();
-        assert!(cfg.archiver.store().is_err());
-        let shipped =
-            Config::from_toml(include_str!("../../deploy/gatehouse.example.toml")).unwrap();
-        let (key, store) = shipped.archiver.store().unwrap();
-        assert_eq!(key, Path::new("/etc/gatehouse/evidence-signing.pem"));
-        assert_eq!(
-            store,
-            ArchiverStore::Local("/var/lib/gatehouse/archive".into())
-        );
-        assert_eq!(shipped.archiver.ack_wait, Duration::from_secs(120));
-        let no_brokers = format!("{SAMPLE}\n[archiver]\nsigning_key = \"/k.pem\"\ndir = \"/a\"\n");
-        let cfg = Config::from_toml(&no_brokers).unwrap();
-        assert!(
-            cfg.archiver
-                .store()
-                .unwrap_err()
-                .to_string()
-                .contains("brokers"),
-            "Kafka is on by default and needs brokers"
-        );
-        let off = format!("{no_brokers}[archiver.kafka]\nenabled = false\n");
-        assert!(Config::from_toml(&off).unwrap().archiver.store().is_ok());
-        let both = format!("{off}[archiver.s3]\nbucket = \"ev\"\n");
-        let err = Config::from_toml(&both)
-            .unwrap()
-            .archiver
-            .store()
-            .unwrap_err();
-        assert!(err.to_string().contains("not both"), "{err}");
-        let s3 = format!(
-            "{SAMPLE}\n[archiver]\nsigning_key = \"/k.pem\"\n[archiver.kafka]\nenabled = false\n\
-             [archiver.s3]\nbucket = \"ev\"\nobject_lock_days = 30\n"
-        );
-        match Config::from_toml(&s3).unwrap().archiver.store().unwrap().1 {
-            ArchiverStore::S3(c) => {
-                assert_eq!((c.bucket.as_str(), c.object_lock_days), ("ev", Some(30)))
-            }
-            other => panic!("{other:?}"),
-        }
-        let typo = format!("{off}topik = \"x\"\n");
-        assert!(
-            Config::from_toml(&typo).is_err(),
-            "unknown keys are refused"
-        );
-    }
-
-    #[test]
-    fn nats_section_defaults_and_parses() {
-        let cfg = Config::from_toml(SAMPLE).unwrap();
-        assert_eq!(cfg.nats.url, "nats://127.0.0.1:4222");
-        let with = format!("{SAMPLE}\n[nats]\nurl = \"nats://bus:4333\"\n");
-        assert_eq!(
-            Config::from_toml(&with).unwrap().nats.url,
-            "nats://bus:4333"
-        );
-        let typo = format!("{SAMPLE}\n[nats]\nuri = \"nats://bus:4333\"\n");
-        assert!(Config::from_toml(&typo).is_err());
-    }
-
-    #[test]
-    fn secrets_never_print() {
-        let cfg = Config::from_toml(SAMPLE).unwrap();
-        let debug = format!("{cfg:?}");
-        assert!(!debug.contains("hunter2"), "{debug}");
-    }
-
-    #[test]
-    fn rejects_unknown_algorithms_and_fields() {
-        let hs = SAMPLE.replace(r#"algorithms = ["RS256"]"#, r#"algorithms = ["HS256"]"#);
-        assert!(Config::from_toml(&hs).is_err());
-        let none = SAMPLE.replace(r#"algorithms = ["RS256"]"#, r#"algorithms = ["none"]"#);
-        assert!(Config::from_toml(&none).is_err());
-        let typo = SAMPLE.replace("auth_timeout", "auth_timout");
-        assert!(Config::from_toml(&typo).is_err());
-    }
-
-    #[test]
-    fn rejects_ambiguous_key_sources_and_unknown_issuers() {
-        let both = SAMPLE.replace(
-            "algorithms = [\"RS256\"]",
-            "algorithms = [\"RS256\"]\njwks_file = \"x.json\"",
-        );
-        assert!(Config::from_toml(&both).is_err());
-        let unknown = SAMPLE.replace("issuer = \"gh\"", "issuer = \"gitlab\"");
-        assert!(Config::from_toml(&unknown).is_err());
-    }
-
-    #[test]
-    fn password_sources() {
-        let mut role = Config::from_toml(SAMPLE).unwrap().roles["etl"].clone();
-        role.password = None;
-        role.password_env = Some("GATEHOUSE_TEST_SURELY_UNSET_VAR".into());
-        assert!(role.resolve_password("etl").is_err());
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("pw");
-        std::fs::write(&file, "s3cret\n").unwrap();
-        role.password_env = None;
-        role.password_file = Some(file);
-        assert_eq!(role.resolve_password("etl").unwrap().expose(), "s3cret");
     }
 }

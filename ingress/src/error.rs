@@ -430,12 +430,9 @@ impl UserFacing for ProtocolError {
     }
 }
 
-/// The configuration cannot be used.
+/// The ingress's configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// Reading or parsing failed.
-    #[error(transparent)]
-    Load(#[from] config::ConfigError),
     /// Values that do not fit together.
     #[error("{0}")]
     Invalid(String),

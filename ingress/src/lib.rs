@@ -24,12 +24,12 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use approval::ApprovalStore;
 use auth::Authenticator;
 use cancel::CancelRegistry;
-use config::{Config, RoleConfig};
+use config::{GatewayConfig, RoleConfig};
 use decision::DecisionPoint;
 use error::ConfigError;
+use gatehouse_approver::store::ApprovalStore;
 use upstream::UpstreamTarget;
 
 /// A role as the running gateway holds it.
@@ -43,7 +43,7 @@ pub struct RoleRuntime {
 /// Everything sessions share.
 pub struct Gateway<D> {
     /// The configuration it was built from.
-    pub config: Config,
+    pub config: GatewayConfig,
     /// Roles by name.
     pub roles: HashMap<String, RoleRuntime>,
     /// Token validation.
@@ -69,7 +69,7 @@ pub struct Gateway<D> {
 
 impl<D: DecisionPoint> Gateway<D> {
     /// Resolves credentials, loads TLS material and builds the issuers.
-    pub fn new(config: Config, decision: D) -> Result<Self, ConfigError> {
+    pub fn new(config: GatewayConfig, decision: D) -> Result<Self, ConfigError> {
         config.validate()?;
         let mut roles = HashMap::new();
         for (name, rc) in &config.roles {

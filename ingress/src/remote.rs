@@ -14,7 +14,6 @@ use gatehouse_schemas::decision::{
 use gatehouse_schemas::{SCHEMA_VERSION, StatementEvent};
 use tokio::task::JoinHandle;
 
-use crate::config::NatsConfig;
 use crate::decision::{DecisionError, DecisionPoint};
 
 /// Asks the deciders of the `gatehouse-decider` queue group over NATS.
@@ -71,14 +70,15 @@ impl PolicyVersion {
 }
 
 impl NatsDecisionPoint {
-    /// Connects to the bus. The connection is retried in the background (and
-    /// after any later disconnect): meanwhile every statement is refused.
-    pub async fn connect(config: &NatsConfig) -> Result<Self, async_nats::Error> {
+    /// Connects to the bus at `url` (`[nats] url`). The connection is retried
+    /// in the background (and after any later disconnect): meanwhile every
+    /// statement is refused.
+    pub async fn connect(url: &str) -> Result<Self, async_nats::Error> {
         let client = ConnectOptions::new()
             .name("gatehouse-ingress")
             .retry_on_initial_connect()
             .request_timeout(None)
-            .connect(config.url.as_str())
+            .connect(url)
             .await?;
         Ok(Self::new(client).await?)
     }

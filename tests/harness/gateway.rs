@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
+use gatehouse::config::Config;
 use gatehouse::token::{self, MintRequest};
-use gatehouse_ingress::config::Config;
 use gatehouse_ingress::decision::{DecisionError, DecisionPoint};
 use gatehouse_ingress::{Gateway, run};
 use gatehouse_schemas::StatementEvent;
@@ -234,7 +234,7 @@ pub async fn start_gateway_with<D: DecisionPoint>(
     let pipeline = gatehouse::local_evidence::recorder(&config)
         .await
         .expect("evidence");
-    let gateway = extend(Gateway::new(config, decision).expect("gateway"));
+    let gateway = extend(Gateway::new(config.gateway(), decision).expect("gateway"));
     let gateway = Arc::new(match &pipeline.recorder {
         Some(r) => gateway.with_evidence(r.clone()),
         None => gateway,

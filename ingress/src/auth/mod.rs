@@ -226,6 +226,29 @@ pub fn may_assume(rules: &[AllowRule], verified: &Verified) -> bool {
 /// Shared handle.
 pub type SharedAuthenticator = Arc<Authenticator>;
 
+/// The approver proves who an approver is as the gateway proves who a
+/// caller is: with a token from one of its own issuers.
+impl gatehouse_approver::TokenVerifier for Authenticator {
+    fn verify<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<gatehouse_schemas::Identity, String>>
+                + Send
+                + 'a,
+        >,
+    > {
+        use crate::error::UserFacing;
+        Box::pin(async move {
+            Authenticator::verify(self, token)
+                .await
+                .map(|v| v.identity)
+                .map_err(|e| e.client_message())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

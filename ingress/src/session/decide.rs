@@ -80,7 +80,7 @@ pub(super) async fn decide<D: DecisionPoint>(
         sql: Cow::Borrowed(sql),
         function_oid,
     };
-    let timeout = gw.config.decider.timeout;
+    let timeout = gw.config.decision_timeout;
     // Read before the look-ups: DDL meanwhile makes the verdict stale.
     let generation = ctx.catalog.generation();
     // `EXECUTE name` is decided as what the session prepared under the name.

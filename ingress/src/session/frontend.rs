@@ -319,9 +319,7 @@ where
         let released = held.is_some();
         if let Some((h, frame)) = held {
             up.flush().await?;
-            let _ = ctx
-                .notices
-                .send(hold::notice(&h, &gw.config.approvals.notice));
+            let _ = ctx.notices.send(hold::notice(&h, &gw.config.hold.notice));
             let limit = buf.len() + hold::HOLD_BUFFER;
             let Some((bytes, pending)) =
                 hold::release(gw, ctx, *h, frame, client, &mut buf, limit).await

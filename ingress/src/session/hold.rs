@@ -23,6 +23,7 @@ use crate::decision::DecisionPoint;
 use crate::error::notice_response;
 use crate::protocol::codec::{self, Frame};
 use crate::protocol::names::{Approval, Prepared};
+use gatehouse_approver::store;
 
 /// How long the relay buffers client bytes while a statement is held.
 pub(super) const HOLD_BUFFER: usize = 1 << 20;
@@ -76,7 +77,7 @@ pub(super) async fn request<D: DecisionPoint>(
     };
     let id = Uuid::now_v7();
     let now = SystemTime::now();
-    let timeout = gw.config.approvals.timeout;
+    let timeout = gw.config.hold.timeout;
     let deadline = now + timeout;
     // The held statement is recorded as not forwarded, naming the request; if it
     // is approved it is recorded again, forwarded, before it runs.
@@ -107,23 +108,23 @@ pub(super) async fn request<D: DecisionPoint>(
         rule: decision.rule.clone(),
         reason: reason.clone(),
         approvers: approvers.clone(),
-        requested_at: approval::rfc3339(now),
-        deadline: approval::rfc3339(deadline),
-        deadline_ms: approval::now_ms() + u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        requested_at: store::rfc3339(now),
+        deadline: store::rfc3339(deadline),
+        deadline_ms: store::now_ms() + u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
         gateway: gw.instance.clone(),
     };
     let record = ApprovalRecord::new(request);
     record_event(
         gw,
         ctx,
-        approval::event(&record, "requested", None, None, None),
+        store::event(&record, "requested", None, None, None),
     );
     if let Err(e) = store.create(&record).await {
         tracing::warn!(error = %e, request = %id, "approval_request_not_stored");
         record_event(
             gw,
             ctx,
-            approval::event(&record, "expired", None, Some(e.to_string()), None),
+            store::event(&record, "expired", None, Some(e.to_string()), None),
         );
         return Outcome::refuse(
             Refusal::ApprovalServiceUnavailable {
@@ -287,12 +288,8 @@ async fn wait<D: DecisionPoint, R: AsyncRead + Unpin>(
                     let by = record
                         .decided
                         .as_ref()
-                        .map(|d| approval::display_name(&d.identity));
-                    record_event(
-                        gw,
-                        ctx,
-                        approval::event(&record, "executed", by, None, None),
-                    );
+                        .map(|d| store::display_name(&d.identity));
+                    record_event(gw, ctx, store::event(&record, "executed", by, None, None));
                     return Some(Ok(()));
                 }
                 Ok(false) => Refusal::ApprovalUsed { id: id.to_string() },
