@@ -184,14 +184,20 @@ enum ServeRole {
     Approver,
 }
 
-/// `serve --role approver`: takes approvers' decisions over NATS until SIGTERM.
-async fn serve_approver(cfg: Config) -> Result<()> {
-    let client = async_nats::ConnectOptions::new()
-        .name("gatehouse-approver")
+/// A client of the bus (`[nats] url`) named `name`, connecting again in the
+/// background while the bus is away.
+async fn connect_nats(cfg: &Config, name: &str) -> Result<async_nats::Client> {
+    async_nats::ConnectOptions::new()
+        .name(name)
         .retry_on_initial_connect()
         .connect(cfg.nats.url.as_str())
         .await
-        .with_context(|| format!("connect to NATS at {}", cfg.nats.url))?;
+        .with_context(|| format!("connect to NATS at {}", cfg.nats.url))
+}
+
+/// `serve --role approver`: takes approvers' decisions over NATS until SIGTERM.
+async fn serve_approver(cfg: Config) -> Result<()> {
+    let client = connect_nats(&cfg, "gatehouse-approver").await?;
     let store = ApprovalStore::open(client.clone()).await?;
     let approver = Arc::new(services::approver(store, &cfg.approvals)?);
     gatehouse_approver::service::run(approver, client, shutdown_signal()).await?;
@@ -208,12 +214,7 @@ async fn serve_decider(cfg: Config) -> Result<()> {
         .context("no [decider] policy in the config (see deploy/policy.example.toml)")?;
     let handle = Arc::new(PolicyHandle::load(&policy_path)?);
     tracing::info!(version = %handle.current().version, path = %policy_path.display(), "policy_loaded");
-    let client = async_nats::ConnectOptions::new()
-        .name("gatehouse-decider")
-        .retry_on_initial_connect()
-        .connect(cfg.nats.url.as_str())
-        .await
-        .with_context(|| format!("connect to NATS at {}", cfg.nats.url))?;
+    let client = connect_nats(&cfg, "gatehouse-decider").await?;
     tokio::spawn(watch_policy(handle.clone(), cfg.decider.watch_interval));
     gatehouse_decider::service::run(handle, client, shutdown_signal()).await?;
     Ok(())
@@ -227,35 +228,30 @@ async fn serve_ingress(cfg: Config) -> Result<()> {
     let listen = cfg.ingress.listen;
     let evidence = gatehouse::local_evidence::recorder(&cfg).await?;
     // Statements needing approval are held in the approval bucket on the same bus.
-    let bus = async_nats::ConnectOptions::new()
-        .name("gatehouse-ingress-approvals")
-        .retry_on_initial_connect()
-        .connect(cfg.nats.url.as_str())
-        .await
-        .with_context(|| format!("connect to NATS at {}", cfg.nats.url))?;
+    let bus = connect_nats(&cfg, "gatehouse-ingress-approvals").await?;
     // Opened at first use: the ingress starts while NATS is down, and refuses held
     // statements (fail closed) until the bucket can be reached.
     let approvals = ApprovalStore::connect_lazily(bus);
-    let gateway = Arc::new(with_evidence(
-        Gateway::new(cfg.gateway(), decision)?.with_approvals(approvals),
-        evidence.recorder.clone(),
-    ));
+    let gateway = Gateway::new(cfg.gateway(), decision)?.with_approvals(approvals);
+    serve_gateway(gateway, listen, evidence).await
+}
+
+/// Serves `gateway` on `listen`, recording into `evidence`, until SIGTERM.
+async fn serve_gateway<D: gatehouse_ingress::decision::DecisionPoint>(
+    gateway: Gateway<D>,
+    listen: std::net::SocketAddr,
+    evidence: gatehouse::local_evidence::Evidence,
+) -> Result<()> {
+    let gateway = Arc::new(match &evidence.recorder {
+        Some(r) => gateway.with_evidence(r.clone()),
+        None => gateway,
+    });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listen on {listen}"))?;
     run(gateway, listener, shutdown_signal()).await;
     evidence.close().await;
     Ok(())
-}
-
-fn with_evidence<D: gatehouse_ingress::decision::DecisionPoint>(
-    gateway: Gateway<D>,
-    recorder: Option<Arc<gatehouse_ingress::evidence::Recorder>>,
-) -> Gateway<D> {
-    match recorder {
-        Some(r) => gateway.with_evidence(r),
-        None => gateway,
-    }
 }
 
 fn main() -> Result<()> {
@@ -311,13 +307,7 @@ fn main() -> Result<()> {
                     Some(store) => gateway.with_approvals(store),
                     None => gateway,
                 };
-                let gateway = Arc::new(with_evidence(gateway, evidence.recorder.clone()));
-                let listener = tokio::net::TcpListener::bind(listen)
-                    .await
-                    .with_context(|| format!("listen on {listen}"))?;
-                run(gateway, listener, shutdown_signal()).await;
-                evidence.close().await;
-                Ok(())
+                serve_gateway(gateway, listen, evidence).await
             })
         }
         Command::Policy { command } => {

@@ -69,6 +69,18 @@ fn bench(c: &mut Criterion) {
     c.bench_function("decide typical select (uncached)", |b| {
         b.iter(|| policy.decide(query(black_box(typical))))
     });
+    // A caller a mask rule applies to: its decision also needs the text's
+    // lineage, where its values stand, and what it does with its rows.
+    let masked = |sql| Query {
+        role: "research",
+        ..query(sql)
+    };
+    let typical_masked = "SELECT p.full_name, upper(p.ssn) FROM clinic.patients p \
+                          WHERE p.full_name = 'Ann Smith' AND p.id = $1";
+    assert_eq!(policy.decide(masked(typical_masked)).verdict.name(), "mask");
+    c.bench_function("decide masked select (uncached)", |b| {
+        b.iter(|| policy.decide(masked(black_box(typical_masked))))
+    });
     let short = "SELECT abalance FROM pgbench_accounts WHERE aid = 48213";
     c.bench_function("decide pgbench -S statement (uncached)", |b| {
         b.iter(|| policy.decide(query(black_box(short))))

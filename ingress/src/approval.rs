@@ -95,30 +95,12 @@ pub async fn wait<R: AsyncRead + Unpin>(
                 r
             }
             _ = tokio::time::sleep_until(deadline) => {
-                match store.close(id, ApprovalState::Expired, "no decision before the deadline").await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!(error = %e, request = %id, "approval_expired_store_unavailable");
-                        let mut r = record.clone();
-                        r.state = ApprovalState::Expired;
-                        r.closed_reason = Some("no decision before the deadline (approval service unreachable)".into());
-                        r
-                    }
-                }
+                close(store, record, ApprovalState::Expired, "no decision before the deadline", " (approval service unreachable)").await
             }
             // Cancel safe: a cancel that came since the request was made is kept
             // as a permit and taken here.
             _ = withdraw.notified() => {
-                match store.close(id, ApprovalState::Withdrawn, "cancelled by the client").await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!(error = %e, request = %id, "approval_withdrawal_not_stored");
-                        let mut r = record.clone();
-                        r.state = ApprovalState::Withdrawn;
-                        r.closed_reason = Some("cancelled by the client".into());
-                        r
-                    }
-                }
+                close(store, record, ApprovalState::Withdrawn, "cancelled by the client", "").await
             }
             // Cancel safe: read_buf either read bytes into buf or did nothing.
             n = client.read_buf(buf), if buf.len() < max_buffer => {
@@ -137,6 +119,29 @@ pub async fn wait<R: AsyncRead + Unpin>(
             }
         };
         return resolve(&closed, &mut record_event);
+    }
+}
+
+/// Closes `record` in `state` for `reason`; when the store cannot be reached,
+/// the record as it would be, its reason followed by `unreachable`. Whoever
+/// changed the record first (an approver deciding meanwhile) wins.
+async fn close(
+    store: &ApprovalStore,
+    record: &ApprovalRecord,
+    state: ApprovalState,
+    reason: &str,
+    unreachable: &str,
+) -> ApprovalRecord {
+    let id = record.request.id;
+    match store.close(id, state, reason).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, request = %id, state = state.name(), "approval_close_not_stored");
+            let mut r = record.clone();
+            r.state = state;
+            r.closed_reason = Some(format!("{reason}{unreachable}"));
+            r
+        }
     }
 }
 

@@ -34,13 +34,28 @@ struct Entry {
 
 impl Entry {
     /// Whether this is the entry of exactly this key (hashes may collide).
-    fn is(&self, epoch: u64, class: u64, role: &str, protocol: ProtocolKind, sql: &str) -> bool {
-        self.epoch == epoch
-            && self.class == class
-            && self.protocol == protocol
-            && &*self.role == role
-            && &*self.sql == sql
+    fn is(&self, k: &Key<'_>) -> bool {
+        self.epoch == k.epoch
+            && self.class == k.class
+            && self.protocol == k.protocol
+            && &*self.role == k.role
+            && &*self.sql == k.sql
     }
+}
+
+/// What a verdict is cached under.
+#[derive(Debug, Clone, Copy)]
+pub struct Key<'a> {
+    /// The policy epoch.
+    pub epoch: u64,
+    /// The caller's identity class under it.
+    pub class: u64,
+    /// The session's role.
+    pub role: &'a str,
+    /// Which message carried the text.
+    pub protocol: ProtocolKind,
+    /// The exact text (or a shape key).
+    pub sql: &'a str,
 }
 
 /// What the upstream catalog said when a verdict was decided: its generation,
@@ -63,29 +78,17 @@ pub struct VerdictCache {
 }
 
 impl VerdictCache {
-    fn key(&self, epoch: u64, class: u64, role: &str, protocol: ProtocolKind, sql: &str) -> u64 {
+    fn hash(&self, k: &Key<'_>) -> u64 {
         self.hasher
-            .hash_one((epoch, class, role, protocol as u8, sql))
+            .hash_one((k.epoch, k.class, k.role, k.protocol as u8, k.sql))
     }
 
     /// A cached verdict. `generation` is the catalog's generation now (asked
     /// only of an entry that depends on the catalog).
-    pub fn get(
-        &self,
-        epoch: u64,
-        class: u64,
-        role: &str,
-        protocol: ProtocolKind,
-        sql: &str,
-        generation: impl FnOnce() -> u64,
-    ) -> Option<Arc<Decision>> {
-        let k = self.key(epoch, class, role, protocol, sql);
+    pub fn get(&self, key: Key<'_>, generation: impl FnOnce() -> u64) -> Option<Arc<Decision>> {
+        let h = self.hash(&key);
         let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let e = guard
-            .2
-            .get(&k)?
-            .iter()
-            .find(|e| e.is(epoch, class, role, protocol, sql))?;
+        let e = guard.2.get(&h)?.iter().find(|e| e.is(&key))?;
         match e.catalog {
             None => Some(e.decision.clone()),
             Some(c) => (c.generation == generation() && Instant::now() < c.until)
@@ -95,18 +98,9 @@ impl VerdictCache {
 
     /// Remembers a verdict the decider marked cacheable; `catalog`: what the
     /// catalog said when it was decided, if it depends on it.
-    #[allow(clippy::too_many_arguments)]
-    pub fn put(
-        &self,
-        epoch: u64,
-        class: u64,
-        role: &str,
-        protocol: ProtocolKind,
-        sql: &str,
-        decision: Arc<Decision>,
-        catalog: Option<CatalogState>,
-    ) {
-        let k = self.key(epoch, class, role, protocol, sql);
+    pub fn put(&self, key: Key<'_>, decision: Arc<Decision>, catalog: Option<CatalogState>) {
+        let h = self.hash(&key);
+        let epoch = key.epoch;
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let (cur_epoch, len, map) = &mut *guard;
         if *cur_epoch != epoch || *len >= CAPACITY {
@@ -115,17 +109,17 @@ impl VerdictCache {
             *len = 0;
             *cur_epoch = epoch;
         }
-        let entries = map.entry(k).or_default();
+        let entries = map.entry(h).or_default();
         // A stale entry (the catalog moved on) is replaced, not shadowed.
         let before = entries.len();
-        entries.retain(|e| !e.is(epoch, class, role, protocol, sql));
+        entries.retain(|e| !e.is(&key));
         *len -= before - entries.len();
         entries.push(Entry {
             epoch,
-            class,
-            role: role.into(),
-            protocol,
-            sql: sql.into(),
+            class: key.class,
+            role: key.role.into(),
+            protocol: key.protocol,
+            sql: key.sql.into(),
             decision,
             catalog,
         });
@@ -137,6 +131,22 @@ impl VerdictCache {
 mod tests {
     use super::*;
     use gatehouse_schemas::decision::Verdict;
+
+    fn k<'a>(
+        epoch: u64,
+        class: u64,
+        role: &'a str,
+        protocol: ProtocolKind,
+        sql: &'a str,
+    ) -> Key<'a> {
+        Key {
+            epoch,
+            class,
+            role,
+            protocol,
+            sql,
+        }
+    }
 
     fn decision(v: Verdict) -> Arc<Decision> {
         Arc::new(Decision {
@@ -160,31 +170,39 @@ mod tests {
         let c = VerdictCache::default();
         let p = ProtocolKind::Parse;
         let g = || 0;
-        c.put(1, 7, "etl", p, "select $1", decision(Verdict::Allow), None);
-        assert!(c.get(1, 7, "etl", p, "select $1", g).is_some());
+        c.put(
+            k(1, 7, "etl", p, "select $1"),
+            decision(Verdict::Allow),
+            None,
+        );
+        assert!(c.get(k(1, 7, "etl", p, "select $1"), g).is_some());
         assert!(
-            c.get(1, 7, "etl", p, "select $2", g).is_none(),
+            c.get(k(1, 7, "etl", p, "select $2"), g).is_none(),
             "other text"
         );
         assert!(
-            c.get(1, 8, "etl", p, "select $1", g).is_none(),
+            c.get(k(1, 8, "etl", p, "select $1"), g).is_none(),
             "other identity class"
         );
         assert!(
-            c.get(1, 7, "reporting", p, "select $1", g).is_none(),
+            c.get(k(1, 7, "reporting", p, "select $1"), g).is_none(),
             "other role"
         );
         assert!(
-            c.get(1, 7, "etl", ProtocolKind::SimpleQuery, "select $1", g)
+            c.get(k(1, 7, "etl", ProtocolKind::SimpleQuery, "select $1"), g)
                 .is_none()
         );
         assert!(
-            c.get(2, 7, "etl", p, "select $1", g).is_none(),
+            c.get(k(2, 7, "etl", p, "select $1"), g).is_none(),
             "new policy epoch"
         );
-        c.put(2, 7, "etl", p, "select 1", decision(Verdict::Allow), None);
+        c.put(
+            k(2, 7, "etl", p, "select 1"),
+            decision(Verdict::Allow),
+            None,
+        );
         assert!(
-            c.get(1, 7, "etl", p, "select $1", g).is_none(),
+            c.get(k(1, 7, "etl", p, "select $1"), g).is_none(),
             "a new epoch empties the cache"
         );
     }
@@ -201,27 +219,31 @@ mod tests {
                 until: later,
             })
         };
-        c.put(1, 7, "app", p, sql, decision(Verdict::Allow), at(3));
-        assert!(c.get(1, 7, "app", p, sql, || 3).is_some());
+        c.put(k(1, 7, "app", p, sql), decision(Verdict::Allow), at(3));
+        assert!(c.get(k(1, 7, "app", p, sql), || 3).is_some());
         assert!(
-            c.get(1, 7, "app", p, sql, || 4).is_none(),
+            c.get(k(1, 7, "app", p, sql), || 4).is_none(),
             "the catalog was emptied since"
         );
         // Decided again under the new generation: replaces the stale entry.
-        c.put(1, 7, "app", p, sql, decision(Verdict::Allow), at(4));
-        assert!(c.get(1, 7, "app", p, sql, || 4).is_some());
+        c.put(k(1, 7, "app", p, sql), decision(Verdict::Allow), at(4));
+        assert!(c.get(k(1, 7, "app", p, sql), || 4).is_some());
         assert_eq!(c.inner.lock().unwrap().1, 1);
         // Past the catalog's TTL.
         let past = Some(CatalogState {
             generation: 4,
             until: Instant::now(),
         });
-        c.put(1, 7, "app", p, sql, decision(Verdict::Allow), past);
-        assert!(c.get(1, 7, "app", p, sql, || 4).is_none(), "expired");
+        c.put(k(1, 7, "app", p, sql), decision(Verdict::Allow), past);
+        assert!(c.get(k(1, 7, "app", p, sql), || 4).is_none(), "expired");
         // A verdict that does not read the catalog never asks for it.
-        c.put(1, 7, "app", p, "select 1", decision(Verdict::Allow), None);
+        c.put(
+            k(1, 7, "app", p, "select 1"),
+            decision(Verdict::Allow),
+            None,
+        );
         assert!(
-            c.get(1, 7, "app", p, "select 1", || unreachable!())
+            c.get(k(1, 7, "app", p, "select 1"), || unreachable!())
                 .is_some()
         );
     }

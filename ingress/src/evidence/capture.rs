@@ -293,18 +293,7 @@ mod tests {
     }
 
     fn data(values: &[Option<&[u8]>]) -> Vec<u8> {
-        let mut b = BytesMut::new();
-        b.put_i16(values.len() as i16);
-        for v in values {
-            match v {
-                None => b.put_i32(-1),
-                Some(v) => {
-                    b.put_i32(v.len() as i32);
-                    b.put_slice(v);
-                }
-            }
-        }
-        b.to_vec()
+        crate::protocol::messages::values_body(values)
     }
 
     fn names_with(statement: &str, portal: &str, formats: &[i16]) -> Names {

@@ -583,17 +583,7 @@ mod tests {
     }
 
     fn binary_tuple(cols: &[Option<&[u8]>]) -> Vec<u8> {
-        let mut out = (cols.len() as i16).to_be_bytes().to_vec();
-        for c in cols {
-            match c {
-                None => out.extend((-1i32).to_be_bytes()),
-                Some(v) => {
-                    out.extend((v.len() as i32).to_be_bytes());
-                    out.extend(*v);
-                }
-            }
-        }
-        out
+        crate::protocol::messages::values_body(cols)
     }
 
     #[test]

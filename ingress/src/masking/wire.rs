@@ -206,19 +206,10 @@ mod tests {
     use super::*;
 
     fn data_row(cols: &[Option<&[u8]>]) -> Vec<u8> {
-        let mut out = vec![b'D', 0, 0, 0, 0];
-        out.extend((cols.len() as i16).to_be_bytes());
-        for c in cols {
-            match c {
-                None => out.extend((-1i32).to_be_bytes()),
-                Some(v) => {
-                    out.extend((v.len() as i32).to_be_bytes());
-                    out.extend(*v);
-                }
-            }
-        }
-        let len = (out.len() - 1) as u32;
-        out[1..5].copy_from_slice(&len.to_be_bytes());
+        let body = crate::protocol::messages::values_body(cols);
+        let mut out = vec![b'D'];
+        out.extend((body.len() as u32 + 4).to_be_bytes());
+        out.extend(body);
         out
     }
 

@@ -299,27 +299,16 @@ mod tests {
 
     #[test]
     fn statement_text_reads_what_the_server_reads() {
-        assert_eq!(
-            statement_text(QUERY, b"select 1\0"),
-            StatementText::Text {
-                name: "",
-                sql: "select 1"
-            }
-        );
+        let text = |name, sql| StatementText::Text { name, sql };
+        assert_eq!(statement_text(QUERY, b"select 1\0"), text("", "select 1"));
         // PostgreSQL stops at the first NUL; trailing bytes are its own error.
         assert_eq!(
             statement_text(QUERY, b"select 1\0; drop table x\0"),
-            StatementText::Text {
-                name: "",
-                sql: "select 1"
-            }
+            text("", "select 1")
         );
         assert_eq!(
             statement_text(PARSE, b"stmt\0select $1\0\0\x01\0\0\0\x17"),
-            StatementText::Text {
-                name: "stmt",
-                sql: "select $1"
-            }
+            text("stmt", "select $1")
         );
         assert_eq!(
             statement_text(QUERY, b"select 1"),

@@ -109,6 +109,22 @@ pub fn tag_rows(tag: &str) -> Option<u64> {
     last.parse().ok()
 }
 
+/// A `DataRow` body (or a binary COPY tuple: the same layout) of `values`.
+#[cfg(test)]
+pub(crate) fn values_body(values: &[Option<&[u8]>]) -> Vec<u8> {
+    let mut out = (values.len() as i16).to_be_bytes().to_vec();
+    for v in values {
+        match v {
+            None => out.extend((-1i32).to_be_bytes()),
+            Some(v) => {
+                out.extend((v.len() as i32).to_be_bytes());
+                out.extend(*v);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,11 +176,7 @@ mod tests {
         );
         assert_eq!(row_description(&body[..body.len() - 1]), None);
 
-        let mut row = 3i16.to_be_bytes().to_vec();
-        row.extend_from_slice(&1i32.to_be_bytes());
-        row.push(b'7');
-        row.extend_from_slice(&(-1i32).to_be_bytes());
-        row.extend_from_slice(&0i32.to_be_bytes());
+        let row = values_body(&[Some(b"7"), None, Some(b"")]);
         assert_eq!(
             data_row(&row).unwrap(),
             vec![Some(&b"7"[..]), None, Some(&b""[..])]

@@ -303,7 +303,8 @@ impl Pipeline {
                         }
                         ProbeStep::Failed => {
                             self.entries.pop_front();
-                            return self.stands_for_next(msg, catalog, key, done);
+                            let scrubbed = scrub_error(tag, body);
+                            return self.pair(msg, Some(scrubbed), catalog, key, done);
                         }
                         ProbeStep::Pass => {}
                     }
@@ -320,9 +321,13 @@ impl Pipeline {
                         self.entries.pop_front();
                         return Answer::Swallow;
                     }
+                    // The server now skips the client's messages up to its
+                    // Sync: the error stands for the next one's, scrubbed (it
+                    // may quote the gateway's query).
                     b'E' => {
                         self.entries.pop_front();
-                        return self.stands_for_next(msg, catalog, key, done);
+                        let scrubbed = scrub_error(tag, body);
+                        return self.pair(msg, Some(scrubbed), catalog, key, done);
                     }
                     _ => {}
                 },
@@ -330,20 +335,6 @@ impl Pipeline {
             }
         }
         self.pair(msg, None, catalog, key, done)
-    }
-
-    /// An error answering the gateway's own message ahead of a client's, which
-    /// the server now skips: it stands for that message's error, scrubbed (it
-    /// may quote the gateway's query).
-    fn stands_for_next(
-        &mut self,
-        msg: &[u8],
-        catalog: &Catalog,
-        key: &[u8],
-        done: &mut Vec<Completion>,
-    ) -> Answer {
-        let scrubbed = scrub_error(msg[0], &msg[5..]);
-        self.pair(msg, Some(scrubbed), catalog, key, done)
     }
 
     /// Pairs `msg` with the front entry (a client message's), each concern in

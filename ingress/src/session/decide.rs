@@ -10,7 +10,7 @@ use gatehouse_schemas::{ProtocolKind, SCHEMA_VERSION, StatementEvent};
 
 use super::SessionCtx;
 use crate::Gateway;
-use crate::cache::CatalogState;
+use crate::cache::{CatalogState, Key};
 use crate::decision::{DecisionError, DecisionPoint};
 use crate::masking;
 
@@ -36,12 +36,7 @@ pub(super) async fn decide<D: DecisionPoint>(
     ctx: &mut SessionCtx,
     text: Text<'_>,
 ) -> Result<Arc<Decision>, DecisionError> {
-    let Text {
-        protocol,
-        name,
-        sql,
-        function_oid,
-    } = text;
+    let (protocol, sql) = (text.protocol, text.sql);
     ctx.seq += 1;
     let epoch = gw.decision.epoch();
     if ctx.class.0 != epoch {
@@ -53,21 +48,28 @@ pub(super) async fn decide<D: DecisionPoint>(
     // The shape key starts with a NUL, which no statement text can contain.
     let mut shape_key: Option<String> = None;
     let generation = || ctx.catalog.generation();
-    if let Some(d) = gw
-        .cache
-        .get(epoch, class, &ctx.role, protocol, sql, generation)
-    {
+    let key = Key {
+        epoch,
+        class,
+        role: &ctx.role,
+        protocol,
+        sql,
+    };
+    if let Some(d) = gw.cache.get(key, generation) {
         return Ok(d);
     }
     if let Some(shape) = gatehouse_decider::shape(sql) {
-        let key = format!("\0{shape}");
-        if let Some(d) = gw
-            .cache
-            .get(epoch, class, &ctx.role, protocol, &key, generation)
-        {
+        let shaped = format!("\0{shape}");
+        if let Some(d) = gw.cache.get(
+            Key {
+                sql: &shaped,
+                ..key
+            },
+            generation,
+        ) {
             return Ok(for_this_text(d, sql));
         }
-        shape_key = Some(key);
+        shape_key = Some(shaped);
     }
     let event = StatementEvent {
         v: SCHEMA_VERSION,
@@ -76,9 +78,9 @@ pub(super) async fn decide<D: DecisionPoint>(
         role: Cow::Borrowed(&ctx.role),
         identity: Cow::Borrowed(&ctx.identity),
         protocol,
-        statement_name: (!name.is_empty()).then_some(Cow::Borrowed(name)),
+        statement_name: (!text.name.is_empty()).then_some(Cow::Borrowed(text.name)),
         sql: Cow::Borrowed(sql),
-        function_oid,
+        function_oid: text.function_oid,
     };
     let timeout = gw.config.decision_timeout;
     // Read before the look-ups: DDL meanwhile makes the verdict stale.
@@ -100,27 +102,12 @@ pub(super) async fn decide<D: DecisionPoint>(
     };
     let catalog = catalog_until.map(|until| CatalogState { generation, until });
     if decision.shape_cacheable
-        && let Some(key) = &shape_key
+        && let Some(shaped) = &shape_key
     {
-        gw.cache.put(
-            epoch,
-            class,
-            &ctx.role,
-            protocol,
-            key,
-            decision.clone(),
-            catalog,
-        );
+        gw.cache
+            .put(Key { sql: shaped, ..key }, decision.clone(), catalog);
     } else if decision.cacheable {
-        gw.cache.put(
-            epoch,
-            class,
-            &ctx.role,
-            protocol,
-            sql,
-            decision.clone(),
-            catalog,
-        );
+        gw.cache.put(key, decision.clone(), catalog);
     }
     Ok(decision)
 }

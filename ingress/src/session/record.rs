@@ -42,9 +42,7 @@ impl SessionEvidence {
                     truncated: set.truncated,
                     row_count: set.count,
                 });
-                if let Some(Err(e)) = self.record(recorder, body) {
-                    tracing::warn!(error = %e, statement = c.stmt, "result_data_not_recorded");
-                }
+                self.record_or_log(recorder, body, c.stmt, "result_data_not_recorded");
             }
             let body = EventBody::StatementCompleted(StatementCompleted {
                 statement: c.stmt,
@@ -54,9 +52,21 @@ impl SessionEvidence {
                 duration_us: c.duration_us,
                 sqlstate: c.sqlstate,
             });
-            if let Some(Err(e)) = self.record(recorder, body) {
-                tracing::warn!(error = %e, statement = c.stmt, "completion_not_recorded");
-            }
+            self.record_or_log(recorder, body, c.stmt, "completion_not_recorded");
+        }
+    }
+
+    /// Records an event nothing waits on; a failure (the session's later
+    /// records refuse its statements anyway) is logged as `what`.
+    fn record_or_log(
+        &mut self,
+        recorder: Option<&Recorder>,
+        body: EventBody,
+        statement: u64,
+        what: &'static str,
+    ) {
+        if let Some(Err(e)) = self.record(recorder, body) {
+            tracing::warn!(error = %e, statement, "{what}");
         }
     }
 
