@@ -53,9 +53,11 @@ pub struct Scope {
     pub until: Option<SystemTime>,
 }
 
-/// An RFC 3339 time, to the second.
+/// An RFC 3339 time, to the microsecond: a period printed to be read again
+/// must name exactly the same sessions (rounding `until` down to the second
+/// would drop those that started in its last second).
 pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
+    humantime::format_rfc3339_micros(t).to_string()
 }
 
 /// A word for a shell: quoted when it holds anything but safe characters.
