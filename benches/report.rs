@@ -128,7 +128,12 @@ fn session(i: usize, n: usize) -> Vec<Vec<u8>> {
         out: Vec::with_capacity(2 * n + 2),
     };
     c.push(EventBody::SessionStarted(Box::new(SessionStarted {
-        role: if i % 10 == 0 { "migrations" } else { "app" }.into(),
+        role: if i.is_multiple_of(10) {
+            "migrations"
+        } else {
+            "app"
+        }
+        .into(),
         ci: CiContext::from_claims(&identity.claims),
         identity,
         upstream: "db.internal:5432/app".into(),

@@ -288,9 +288,9 @@ pub fn render(r: &Report, show: usize) -> String {
         }
         out.push_str("</section>");
     }
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<footer>Made by <code>{}</code>. Every figure counts only records whose signatures, hashes and chains verify; each can be reproduced with the command beneath it.</footer></main></body></html>\n",
+        "<footer>Made by <code>{}</code>. Every figure counts only records whose signatures, hashes and chains verify; each can be reproduced with the command beneath it.</footer></main></body></html>",
         esc(&r.reproduce)
     );
     out
