@@ -42,7 +42,9 @@ fi
 # ---------------------------------------------------------------- prerequisites
 
 gh_log "checking prerequisites"
-packages=("postgresql-$GH_PG_MAJOR" "postgresql-client-$GH_PG_MAJOR" pgbouncer nats-server tmux shellcheck)
+# chromium (and fonts for it): the report test renders the HTML report headless
+# and prints it to PDF.
+packages=("postgresql-$GH_PG_MAJOR" "postgresql-client-$GH_PG_MAJOR" pgbouncer nats-server tmux shellcheck chromium fonts-liberation fonts-dejavu-core)
 command -v python3 >/dev/null 2>&1 || packages+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
 # Debian ships ensurepip, which `python3 -m venv` needs, in python3-venv.

@@ -631,6 +631,7 @@ mod tests {
             shadow: Vec::new(),
             forwarded,
             approval: None,
+            objects: None,
         })
     }
 
