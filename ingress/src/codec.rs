@@ -44,6 +44,21 @@ pub fn startup_message(
     buf: &mut BytesMut,
     ctx: &DecodeContext,
 ) -> Result<Option<PgWireFrontendMessage>, ProtocolError> {
+    // pgwire 0.42.1 takes a body of `length - 4` bytes without checking the
+    // length first (a password message of length 0 panicked in it); lengths
+    // PostgreSQL itself rejects are refused here: a startup packet holds at
+    // least its length and a code, a typed message at least its length.
+    let (offset, min) = if ctx.awaiting_frontend_ssl || ctx.awaiting_frontend_startup {
+        (0, 8)
+    } else {
+        (1, 4)
+    };
+    if let Some(len) = buf.get(offset..offset + 4) {
+        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        if len < min {
+            return Err(ProtocolError::BadLength(len));
+        }
+    }
     match PgWireFrontendMessage::decode(buf, ctx)? {
         Some(m) => Ok(Some(m)),
         None if buf.len() > MAX_STARTUP_BUFFER => Err(ProtocolError::TooLarge {
@@ -337,6 +352,39 @@ mod tests {
                 body.len()
             );
         }
+    }
+
+    #[test]
+    fn startup_lengths_below_the_minimum_are_refused() {
+        // Found by the `frontend` fuzz target: a password message of length 0
+        // made pgwire subtract 4 from 0.
+        let mut password = DecodeContext::new(pgwire::messages::ProtocolVersion::PROTOCOL3_0);
+        password.awaiting_frontend_ssl = false;
+        password.awaiting_frontend_startup = false;
+        for len in 0..4u32 {
+            let mut buf = BytesMut::from(&b"p"[..]);
+            buf.extend_from_slice(&len.to_be_bytes());
+            buf.extend_from_slice(b"token\0");
+            assert!(matches!(
+                startup_message(&mut buf, &password),
+                Err(ProtocolError::BadLength(_))
+            ));
+        }
+        let fresh = DecodeContext::new(pgwire::messages::ProtocolVersion::PROTOCOL3_0);
+        for len in 0..8u32 {
+            let mut buf = BytesMut::from(&len.to_be_bytes()[..]);
+            buf.extend_from_slice(&196_608u32.to_be_bytes());
+            buf.extend_from_slice(b"user\0u\0\0");
+            assert!(matches!(
+                startup_message(&mut buf, &fresh),
+                Err(ProtocolError::BadLength(_))
+            ));
+        }
+        let mut buf = BytesMut::from(&b"p\0\0\0\x0atoken\0"[..]);
+        assert!(matches!(
+            startup_message(&mut buf, &password),
+            Ok(Some(PgWireFrontendMessage::PasswordMessageFamily(_)))
+        ));
     }
 
     #[test]
