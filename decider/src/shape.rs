@@ -198,6 +198,14 @@ fn scan(s: &[u8]) -> Option<String> {
                 }
                 return None;
             }
+            // sqlparser reads `._` as a period only right after a name
+            // (`t._c`), and refuses it elsewhere (`t ._c`), where PostgreSQL
+            // reads the same name: not shaped.
+            b'.' if s.get(i + 1) == Some(&b'_')
+                && !(i > 0 && (is_name_part(s[i - 1]) || s[i - 1] == b'"')) =>
+            {
+                return None;
+            }
             b',' | b'(' | b')' | b'[' | b']' | b'.' | b':' => {
                 // `::` and `:=` stay one token, as PostgreSQL reads them.
                 i += 1;
@@ -340,6 +348,7 @@ mod tests {
         assert_ne!(shape("select a >= 1"), shape("select a > = 1"));
         // Found by the `shape` fuzz target: `:=` is one token.
         assert_ne!(shape("select f(a := 1)"), shape("select f(a : = 1)"));
+        assert!(shape("select t._c, \"T\"._c from t").is_some());
         assert_eq!(
             shape("select x::int, y[1], f(a, b)").as_deref(),
             Some("SELECT X :: INT , Y [ ? ] , F ( A , B )")
@@ -391,6 +400,10 @@ mod tests {
             // which the tokenizer reads, while it cannot read this one.
             "select a &>'x'",
             "select a &>b",
+            // Found by the `shape` fuzz target: `t ._c` is refused by the
+            // tokenizer, `t._c` read.
+            "select t ._c from t",
+            "select (t)._c from t",
             "select a\\b",
             "with x as (select 1) select * from x",
             "explain (analyze 0) delete from t",
