@@ -16,7 +16,14 @@ type Span = (usize, usize);
 /// `text` with every match of `detectors` starred out; `None` when nothing
 /// matched (the value is sent as it came).
 pub fn scrub(text: &str, detectors: &[Detector]) -> Option<String> {
-    let b = text.as_bytes();
+    // Only ASCII letters and digits are replaced, by ASCII: still UTF-8.
+    scrub_bytes(text.as_bytes(), detectors).and_then(|out| String::from_utf8(out).ok())
+}
+
+/// [`scrub`] over bytes in any ASCII-compatible encoding: every detector
+/// matches ASCII only, so bytes that are not valid UTF-8 are scanned too
+/// (they never count as letters or digits).
+pub fn scrub_bytes(b: &[u8], detectors: &[Detector]) -> Option<Vec<u8>> {
     if !b.iter().any(|c| c.is_ascii_digit() || *c == b'@') {
         return None;
     }
@@ -40,8 +47,7 @@ pub fn scrub(text: &str, detectors: &[Detector]) -> Option<String> {
             }
         }
     }
-    // Only ASCII letters and digits were replaced, by ASCII: still UTF-8.
-    String::from_utf8(out).ok()
+    Some(out)
 }
 
 fn digit(b: &[u8], i: usize) -> bool {
