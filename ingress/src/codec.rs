@@ -53,6 +53,15 @@ pub fn startup_message(
     } else {
         (1, 4)
     };
+    // After the startup packet only the password message may come (as
+    // PostgreSQL requires); any other type is refused unread, since pgwire's
+    // decoders of the others panic on a malformed body (a `Parse` did).
+    if offset == 1
+        && let Some(&tag) = buf.first()
+        && tag != b'p'
+    {
+        return Err(ProtocolError::BadType(char::from(tag)));
+    }
     if let Some(len) = buf.get(offset..offset + 4) {
         let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
         if len < min {
@@ -355,7 +364,7 @@ mod tests {
     }
 
     #[test]
-    fn startup_lengths_below_the_minimum_are_refused() {
+    fn startup_lengths_below_the_minimum_and_other_types_are_refused() {
         // Found by the `frontend` fuzz target: a password message of length 0
         // made pgwire subtract 4 from 0.
         let mut password = DecodeContext::new(pgwire::messages::ProtocolVersion::PROTOCOL3_0);
@@ -380,6 +389,13 @@ mod tests {
                 Err(ProtocolError::BadLength(_))
             ));
         }
+        // Found by the `frontend` fuzz target: a malformed `Parse` instead of
+        // the password panicked in pgwire's decoder.
+        let mut buf = BytesMut::from(&b"P\0\0\0\x09\0s\0\0\x02"[..]);
+        assert!(matches!(
+            startup_message(&mut buf, &password),
+            Err(ProtocolError::BadType('P'))
+        ));
         let mut buf = BytesMut::from(&b"p\0\0\0\x0atoken\0"[..]);
         assert!(matches!(
             startup_message(&mut buf, &password),
