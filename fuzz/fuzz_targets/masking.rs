@@ -177,7 +177,15 @@ fn copy(
         )
     });
     if let Some(head) = head {
-        let names: Row = names.into_iter().map(Some).collect();
+        // A name spelled like the NULL string reads as NULL.
+        let null = match format {
+            CopyFormat::Text { null, .. } | CopyFormat::Csv { null, .. } => null.clone(),
+            CopyFormat::Binary => Vec::new(),
+        };
+        let head: Vec<Vec<u8>> = head
+            .into_iter()
+            .map(|h| h.unwrap_or_else(|| null.clone()))
+            .collect();
         assert_eq!(head, names, "the header changed");
     }
     // Unmasked columns must read as the server's own stream reads.
