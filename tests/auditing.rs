@@ -317,6 +317,9 @@ leeway = "0s"
     assert_eq!(r.status().as_u16(), 200);
     held.await.unwrap().expect("the approved delete ran");
     drop(etl);
+    // The sessions end (and record it) once their clients' Terminate arrives;
+    // shutting down before that would cut the ETL session short.
+    pg.wait_no_backends(APP_USER).await;
     gw.shutdown().await;
     Workload {
         _pg: pg,
