@@ -47,6 +47,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Check a whole gateway config, for the role that runs it.
+    Config {
+        #[command(subcommand)]
+        command: gatehouse::config_cli::ConfigCommand,
+    },
     /// Check, explain and test policies.
     Policy {
         #[command(subcommand)]
@@ -319,6 +324,10 @@ fn main() -> Result<()> {
                 evidence.close().await;
                 Ok(())
             })
+        }
+        Command::Config { command } => {
+            let code = gatehouse::config_cli::run(command, &mut std::io::stdout().lock())?;
+            std::process::exit(code);
         }
         Command::Policy { command } => {
             let code = gatehouse::policy_cli::run(command)?;
