@@ -47,6 +47,7 @@ impl ChainBuilder {
             session,
             records: Vec::new(),
             prev: GENESIS.into(),
+            ctx: None,
         }
     }
 
