@@ -59,7 +59,7 @@ pub fn run(cmd: ConfigCommand, out: &mut impl std::io::Write) -> Result<i32> {
         root,
         skip_files,
     } = cmd;
-    let files = (!skip_files).then(|| Files { root });
+    let files = (!skip_files).then_some(Files { root });
     match check(&file, role, files.as_ref()) {
         Ok(summary) => {
             writeln!(out, "{}: ok ({summary})", file.display())?;
@@ -254,6 +254,10 @@ fn check_jwks(
         }
     }
     if let Some(p) = &iss.jwks_ca_file {
-        f.readable(&format!("{section} {}: jwks_ca_file", iss.name), p, problems);
+        f.readable(
+            &format!("{section} {}: jwks_ca_file", iss.name),
+            p,
+            problems,
+        );
     }
 }

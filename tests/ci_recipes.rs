@@ -35,7 +35,7 @@ async fn github_token(
     if auth.map(str::to_ascii_lowercase) != Some(format!("bearer {REQUEST_TOKEN}")) {
         return Err(StatusCode::UNAUTHORIZED);
     }
-    if q.get("api-version").is_none() {
+    if !q.contains_key("api-version") {
         return Err(StatusCode::BAD_REQUEST);
     }
     e.asked
