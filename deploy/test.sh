@@ -44,8 +44,11 @@ fi
 # ---------------------------------------------------------------- prerequisites
 
 gh_log "checking prerequisites"
-# systemd: `systemd-analyze verify` of the units (tests/deploy_files.rs).
-packages=("postgresql-$GH_PG_MAJOR" "postgresql-client-$GH_PG_MAJOR" pgbouncer nats-server tmux shellcheck systemd curl jq)
+# systemd: `systemd-analyze verify` of the units (tests/deploy_files.rs);
+# curl and jq: the GitHub Actions recipe (tests/ci_recipes.rs); chromium (and
+# fonts for it): the report test renders the HTML report headless and prints it
+# to PDF.
+packages=("postgresql-$GH_PG_MAJOR" "postgresql-client-$GH_PG_MAJOR" pgbouncer nats-server tmux shellcheck systemd curl jq chromium fonts-liberation fonts-dejavu-core)
 command -v python3 >/dev/null 2>&1 || packages+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
 # Debian ships ensurepip, which `python3 -m venv` needs, in python3-venv.

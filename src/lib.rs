@@ -3,6 +3,7 @@
 pub mod approvals_cli;
 pub mod approvals_watch;
 pub mod archiver;
+pub mod audit;
 pub mod config_cli;
 pub mod connect;
 pub mod evidence_cli;

@@ -69,6 +69,9 @@ enum Command {
     /// Evidence: verify, replay, sessions list, evidence keygen.
     #[command(flatten)]
     Audit(gatehouse::evidence_cli::AuditCommand),
+    /// Answers for auditors: report, who-changed, access review.
+    #[command(flatten)]
+    Answer(gatehouse::audit::cli::AnswerCommand),
 }
 
 #[derive(Subcommand)]
@@ -364,6 +367,10 @@ fn main() -> Result<()> {
         }
         Command::Audit(command) => {
             let code = gatehouse::evidence_cli::run(command, &mut std::io::stdout().lock())?;
+            std::process::exit(code);
+        }
+        Command::Answer(command) => {
+            let code = gatehouse::audit::cli::run(command, &mut std::io::stdout().lock())?;
             std::process::exit(code);
         }
         Command::Token {

@@ -40,7 +40,7 @@ use crate::upstream::{self, Upstream};
 use gatehouse_schemas::decision::{Decision, Verdict};
 use gatehouse_schemas::evidence::{
     CiContext, EventBody, Param, ResultData, SessionEnded, SessionStarted, Statement,
-    StatementCompleted, StatementPath, TlsInfo,
+    StatementCompleted, StatementObjects, StatementPath, TlsInfo,
 };
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -1362,6 +1362,7 @@ fn statement_record(
         shadow: decision.map(|d| d.shadow.clone()).unwrap_or_default(),
         forwarded,
         approval: None,
+        objects: decision.map(StatementObjects::of),
     }
 }
 

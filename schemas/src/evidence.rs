@@ -36,7 +36,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::decision::ShadowHit;
+use crate::decision::{Decision, ShadowHit};
 use crate::{Identity, ProtocolKind};
 
 /// JetStream stream holding evidence events (file storage), on every subject
@@ -421,6 +421,43 @@ pub struct Statement {
     /// The approval it ran under.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<String>,
+    /// What it reads, writes and calls, as the decider found them (absent: no
+    /// verdict was obtained, or the record predates this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects: Option<StatementObjects>,
+}
+
+/// What a recorded statement reads, writes and calls, over every statement of
+/// its text, as the decider resolved them (`schema.name`): what `gatehouse
+/// who-changed` and `policy suggest` read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StatementObjects {
+    /// Tables, views and sequences read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reads: Vec<String>,
+    /// Tables written, sequences advanced, objects created, altered, dropped or
+    /// granted on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writes: Vec<String>,
+    /// Functions called.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<String>,
+}
+
+impl StatementObjects {
+    /// The union over a decision's statements, sorted, without repeats.
+    pub fn of(d: &Decision) -> Self {
+        let collect = |f: fn(&crate::decision::StatementSummary) -> &Vec<String>| {
+            let set: std::collections::BTreeSet<&String> =
+                d.statements.iter().flat_map(f).collect();
+            set.into_iter().cloned().collect()
+        };
+        Self {
+            reads: collect(|s| &s.reads),
+            writes: collect(|s| &s.writes),
+            calls: collect(|s| &s.calls),
+        }
+    }
 }
 
 /// How a forwarded statement ended.

@@ -431,6 +431,7 @@ mod tests {
             shadow: Vec::new(),
             forwarded,
             approval: None,
+            objects: None,
         })
     }
 

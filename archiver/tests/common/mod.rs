@@ -98,6 +98,7 @@ impl ChainBuilder {
             shadow: vec![],
             forwarded,
             approval: None,
+            objects: None,
         }));
         if forwarded {
             self.push(EventBody::StatementCompleted(StatementCompleted {
