@@ -46,6 +46,7 @@ impl Chain {
             seq: self.seq,
             ts: humantime::format_rfc3339_micros(self.ts).to_string(),
             prev: std::mem::take(&mut self.prev),
+            ctx: None,
             body,
         };
         let r = serde_json::to_vec(&e).unwrap();

@@ -399,6 +399,7 @@ mod tests {
                 seq: i as u64 + 1,
                 ts: "2027-01-15T08:00:00.000000Z".into(),
                 prev: prev.clone(),
+                ctx: None,
                 body,
             };
             let r = serde_json::to_vec(&e).unwrap();

@@ -197,7 +197,7 @@ fn read_claims(path: &Path) -> Result<Map<String, Value>> {
     }
 }
 
-fn token_claims(token: &str) -> Result<Map<String, Value>> {
+pub(crate) fn token_claims(token: &str) -> Result<Map<String, Value>> {
     let payload = token.split('.').nth(1).context("not a JWT")?;
     let bytes = URL_SAFE_NO_PAD
         .decode(payload)

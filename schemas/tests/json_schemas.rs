@@ -232,6 +232,7 @@ fn siem_records_validate() {
         seq: 1,
         ts: "2026-11-22T10:00:00.000001Z".into(),
         prev: GENESIS.into(),
+        ctx: None,
         body: EventBody::SessionEnded(SessionEnded {
             reason: "client_terminated".into(),
             statements: 0,

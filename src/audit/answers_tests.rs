@@ -85,6 +85,7 @@ fn feed<A: Answer>(answer: A, bodies: Vec<EventBody>) -> A {
             seq: i as u64 + 1,
             ts: format!("2027-01-15T08:00:{:02}.000000Z", i),
             prev: String::new(),
+            ctx: None,
             body,
         };
         reader.record(session, e.seq, &serde_json::to_vec(&e).unwrap());
