@@ -48,6 +48,14 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Run a command (psql, a migration tool) with this CI job's token as its
+    /// PostgreSQL password, taken from the environment the job runs in.
+    Connect(gatehouse::connect::ConnectArgs),
+    /// Check a whole gateway config, for the role that runs it.
+    Config {
+        #[command(subcommand)]
+        command: gatehouse::config_cli::ConfigCommand,
+    },
     /// Check, explain and test policies.
     Policy {
         #[command(subcommand)]
@@ -62,6 +70,9 @@ enum Command {
     /// Evidence: verify, replay, sessions list, evidence keygen.
     #[command(flatten)]
     Audit(gatehouse::evidence_cli::AuditCommand),
+    /// Answers for auditors: report, who-changed, access review.
+    #[command(flatten)]
+    Answer(gatehouse::audit::cli::AnswerCommand),
 }
 
 #[derive(Subcommand)]
@@ -167,6 +178,21 @@ fn watch_policy(handle: Arc<PolicyHandle>, every: Duration) -> impl Future<Outpu
     }
 }
 
+/// SIGHUP in a role that has nothing to reload yet (systemd's `ExecReload=`
+/// sends it to every unit): noted, instead of the default action, which would
+/// end the process. The handler is installed when this is called.
+fn note_hangups(role: &'static str) -> impl Future<Output = ()> {
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .expect("install SIGHUP handler");
+    async move {
+        #[cfg(unix)]
+        while hup.recv().await.is_some() {
+            tracing::info!(role, "sighup_nothing_to_reload");
+        }
+    }
+}
+
 /// Which services `gatehouse serve` runs.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum ServeRole {
@@ -197,6 +223,7 @@ async fn connect_nats(cfg: &Config, name: &str) -> Result<async_nats::Client> {
 
 /// `serve --role approver`: takes approvers' decisions over NATS until SIGTERM.
 async fn serve_approver(cfg: Config) -> Result<()> {
+    tokio::spawn(note_hangups("approver"));
     let client = connect_nats(&cfg, "gatehouse-approver").await?;
     let store = ApprovalStore::open(client.clone()).await?;
     let approver = Arc::new(services::approver(store, &cfg.approvals)?);
@@ -222,6 +249,7 @@ async fn serve_decider(cfg: Config) -> Result<()> {
 
 /// `serve --role ingress`: the wire proxy, asking the deciders over NATS.
 async fn serve_ingress(cfg: Config) -> Result<()> {
+    tokio::spawn(note_hangups("ingress"));
     let decision = NatsDecisionPoint::connect(&cfg.nats.url)
         .await
         .map_err(|e| anyhow::anyhow!("connect to NATS at {}: {e}", cfg.nats.url))?;
@@ -268,6 +296,7 @@ fn main() -> Result<()> {
                 ServeRole::Approver => return rt.block_on(serve_approver(cfg)),
                 ServeRole::Archiver => {
                     return rt.block_on(async {
+                        tokio::spawn(note_hangups("archiver"));
                         gatehouse::archiver::serve(cfg, shutdown_signal()).await
                     });
                 }
@@ -310,6 +339,14 @@ fn main() -> Result<()> {
                 serve_gateway(gateway, listen, evidence).await
             })
         }
+        Command::Connect(args) => {
+            let code = gatehouse::connect::run(args)?;
+            std::process::exit(code);
+        }
+        Command::Config { command } => {
+            let code = gatehouse::config_cli::run(command, &mut std::io::stdout().lock())?;
+            std::process::exit(code);
+        }
         Command::Policy { command } => {
             let code = gatehouse::policy_cli::run(command)?;
             std::process::exit(code);
@@ -320,6 +357,10 @@ fn main() -> Result<()> {
         }
         Command::Audit(command) => {
             let code = gatehouse::evidence_cli::run(command, &mut std::io::stdout().lock())?;
+            std::process::exit(code);
+        }
+        Command::Answer(command) => {
+            let code = gatehouse::audit::cli::run(command, &mut std::io::stdout().lock())?;
             std::process::exit(code);
         }
         Command::Token {

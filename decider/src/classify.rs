@@ -1328,6 +1328,22 @@ mod tests {
     }
 
     #[test]
+    fn a_glued_ampersand_arrow_is_refused_not_misread() {
+        // sqlparser would drop the `p`: decided as `g_read_file`, run as
+        // `pg_read_file`.
+        for sql in [
+            "select box '((0,0),(1,1))' &>pg_read_file('/etc/passwd')::box",
+            "select a &>'x'",
+            "select 1;\nselect a\n  &>b",
+        ] {
+            assert!(matches!(analyze(sql), Analysis::Unparsed { .. }), "{sql}");
+        }
+        let spaced = one("select box '((0,0),(1,1))' &> pg_read_file('/etc/passwd')::box");
+        assert!(spaced.functions.contains("pg_read_file"), "{spaced:?}");
+        one("select a &>\n b");
+    }
+
+    #[test]
     fn fingerprints_ignore_literals_only() {
         assert_eq!(one("select 1").fingerprint, one("SELECT 2").fingerprint);
         assert_eq!(

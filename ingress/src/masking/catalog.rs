@@ -17,6 +17,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::error::UpstreamError;
 use crate::upstream::{self, Upstream, UpstreamTarget};
 
+/// The `application_name` of the catalog's own upstream connections.
+pub const CATALOG_APPLICATION_NAME: &str = "gatehouse-catalog";
+
 /// One relation of the catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Relation {
@@ -281,7 +284,13 @@ impl Catalog {
         let mut guard = self.conn.lock().await;
         let result = async {
             if guard.is_none() {
-                *guard = Some(upstream::connect(&self.target, &BTreeMap::new()).await?);
+                // Named, so an operator (and a test) tells it from the
+                // sessions in `pg_stat_activity`.
+                let params = BTreeMap::from([(
+                    "application_name".to_owned(),
+                    CATALOG_APPLICATION_NAME.to_owned(),
+                )]);
+                *guard = Some(upstream::connect(&self.target, &params).await?);
             }
             let conn = guard.as_mut().ok_or(UpstreamError::TlsRefused)?;
             let mut out = [const { Vec::new() }; N];

@@ -3,7 +3,7 @@
 
 use gatehouse_schemas::decision::{Decision, Verdict};
 use gatehouse_schemas::evidence::{
-    EventBody, ResultData, Statement, StatementCompleted, StatementPath,
+    EventBody, ResultData, Statement, StatementCompleted, StatementObjects, StatementPath,
 };
 
 use crate::evidence::completion::Completion;
@@ -138,5 +138,6 @@ pub(super) fn statement_record(
         shadow: decision.map(|d| d.shadow.clone()).unwrap_or_default(),
         forwarded,
         approval: None,
+        objects: decision.map(StatementObjects::of),
     }
 }

@@ -25,6 +25,7 @@ use crate::cancel::CancelGuard;
 use crate::decision::DecisionPoint;
 use crate::error::{StartupError, UserFacing, fatal};
 use crate::evidence::Chain;
+use crate::protocol::codec;
 use crate::tls::{ClientStream, MaybeTls};
 use crate::upstream::{self, Upstream};
 
@@ -384,14 +385,8 @@ async fn read_frontend<S: AsyncRead + Unpin>(
     ctx: &mut DecodeContext,
 ) -> Result<Option<PgWireFrontendMessage>, String> {
     loop {
-        match PgWireFrontendMessage::decode(buf, ctx) {
-            Ok(Some(m)) => return Ok(Some(m)),
-            Ok(None) => {}
-            Err(e) => return Err(e.to_string()),
-        }
-        // pgwire bounds the declared length; this bounds what we buffer.
-        if buf.len() > 10_000 + 8 {
-            return Err("startup packet too large".into());
+        if let Some(m) = codec::startup_message(buf, ctx).map_err(|e| e.to_string())? {
+            return Ok(Some(m));
         }
         match stream.read_buf(buf).await {
             Ok(0) => return Ok(None),
