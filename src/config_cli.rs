@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::{Subcommand, ValueEnum};
 use gatehouse_decider::Policy;
+
 use crate::config::{Config, EvidenceMode};
 
 /// Config subcommands.

@@ -186,8 +186,7 @@ fn read_body(tag: u8, body: &[u8]) {
                     .filter_map(|(_, v)| v.map(<[u8]>::len))
                     .sum();
                 assert!(
-                    values + b.portal.len() + b.statement.len() + 2 * b.formats.len()
-                        <= body.len()
+                    values + b.portal.len() + b.statement.len() + 2 * b.formats.len() <= body.len()
                 );
                 let _ = recorded_params(&b, ParamView::Clear, 1024, b"k");
                 let _ = recorded_params(&b, ParamView::Withheld, 1024, b"k");

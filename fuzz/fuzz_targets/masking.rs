@@ -14,11 +14,11 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use gatehouse_schemas::decision::CopyFormat;
 use gatehouse_fuzz::masks::{MaskSpec, check};
 use gatehouse_fuzz::pgcopy::{self, FormatSpec, Row};
 use gatehouse_ingress::masking::copy::{ColMask, CopyOut};
 use gatehouse_ingress::masking::wire;
+use gatehouse_schemas::decision::CopyFormat;
 use libfuzzer_sys::fuzz_target;
 
 const KEY: &[u8] = b"fuzz-key";
