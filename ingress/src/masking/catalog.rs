@@ -419,8 +419,12 @@ fn literal(text: &str) -> String {
     format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
 }
 
-/// Runs one simple query and returns its rows as text (NULL as empty).
-async fn simple_query(conn: &mut Upstream, sql: &str) -> Result<Vec<Vec<String>>, UpstreamError> {
+/// Runs one simple query and returns its rows as text (NULL as empty): the
+/// catalog's look-ups, and `gatehouse doctor`'s check of an upstream.
+pub async fn simple_query(
+    conn: &mut Upstream,
+    sql: &str,
+) -> Result<Vec<Vec<String>>, UpstreamError> {
     let mut msg = BytesMut::new();
     msg.extend_from_slice(b"Q");
     msg.extend_from_slice(&(u32::try_from(sql.len() + 5).unwrap_or(u32::MAX)).to_be_bytes());
