@@ -239,23 +239,6 @@ async fn upstream(name: &str, rc: &RoleConfig) -> Result<String, String> {
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::without_userinfo;
-
-    #[test]
-    fn urls_are_shown_without_their_credentials() {
-        assert_eq!(
-            without_userinfo("nats://svc:s3cret@nats-1:4222,nats://nats-2:4222"),
-            "nats://***@nats-1:4222,nats://nats-2:4222"
-        );
-        assert_eq!(
-            without_userinfo("nats://127.0.0.1:4222"),
-            "nats://127.0.0.1:4222"
-        );
-    }
-}
-
 /// A file can be created (and removed) in `dir`, which is created if missing,
 /// as the service would.
 fn writable(dir: &Path) -> Result<String, String> {
@@ -324,4 +307,21 @@ async fn kafka(cfg: &Config) -> Result<String, String> {
         .await
         .map(|partitions| format!("{partitions} partitions"))
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_userinfo;
+
+    #[test]
+    fn urls_are_shown_without_their_credentials() {
+        assert_eq!(
+            without_userinfo("nats://svc:s3cret@nats-1:4222,nats://nats-2:4222"),
+            "nats://***@nats-1:4222,nats://nats-2:4222"
+        );
+        assert_eq!(
+            without_userinfo("nats://127.0.0.1:4222"),
+            "nats://127.0.0.1:4222"
+        );
+    }
 }
