@@ -288,7 +288,7 @@ async fn policy_check_explain_and_test() {
         "mask:    clinic.*.notes (detectors ssn, pan, email, phone) by rule research-masked",
         // What the gateway looks up in the catalog before it runs.
         "catalog: relations read through when they are views: clinic.patients",
-        "catalog: functions refused unless built into PostgreSQL: upper",
+        "catalog: looked up in pg_proc before it runs (a rule must name any not built into PostgreSQL): upper",
     ] {
         assert!(out.contains(needle), "{needle} in:\n{out}");
     }

@@ -6,13 +6,13 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::rc::Rc;
 
 use gatehouse_schemas::decision::{
-    Decision, DecisionRequest, Detector, MaskColumn, MaskOutput, ShadowHit, StatementSummary,
-    ValueMask, ValueMasks, Verdict, ViewDefinition,
+    CallKind, CallName, CatalogFacts, Decision, DecisionRequest, Detector, MaskColumn, MaskOutput,
+    ShadowHit, StatementSummary, ValueMask, ValueMasks, Verdict,
 };
 use gatehouse_schemas::{Identity, ProtocolKind, SCHEMA_VERSION};
-use wildmatch::WildMatch;
 
 use crate::analysis::{Analysis, PreparedOp, StatementAnalysis, StatementClass};
+use crate::callees::{Callees, RuleCalls};
 use crate::claims::{all_match, lookup};
 use crate::classify::{STATISTICS_FUNCTIONS, STATISTICS_RELATIONS, analyze, analyze_shaped};
 use crate::lineage::{Item, Source, StatementLineage, Use, Views};
@@ -33,14 +33,18 @@ pub struct Query<'a> {
     pub function_oid: Option<u32>,
     /// The session's SQL-prepared statements: name to inner SQL.
     pub prepared: &'a BTreeMap<String, String>,
-    /// Definitions of the views the text reads, by schema-qualified name (see
-    /// [`DecisionRequest::views`]); read only for a caller a mask rule
-    /// applies to.
-    pub views: &'a BTreeMap<String, ViewDefinition>,
+    /// What the ingress looked up in the upstream catalog (see
+    /// [`CatalogFacts`]): view definitions (read only for a caller a mask
+    /// rule applies to) and what the names the text calls through may run.
+    pub catalog: &'a CatalogFacts,
 }
 
-/// No view definitions, for a [`Query`] that has none.
-pub static NO_VIEWS: BTreeMap<String, ViewDefinition> = BTreeMap::new();
+/// Nothing looked up, for a [`Query`] decided without the catalog (`policy
+/// explain`, the first question about a text).
+pub static NO_CATALOG: CatalogFacts = CatalogFacts {
+    views: BTreeMap::new(),
+    functions: Vec::new(),
+};
 
 impl<'a> From<&'a DecisionRequest> for Query<'a> {
     fn from(r: &'a DecisionRequest) -> Self {
@@ -51,7 +55,7 @@ impl<'a> From<&'a DecisionRequest> for Query<'a> {
             sql: &r.sql,
             function_oid: r.function_oid,
             prepared: &r.prepared,
-            views: &r.views,
+            catalog: &r.catalog,
         }
     }
 }
@@ -137,6 +141,7 @@ impl Policy {
                     reads: BTreeSet::new(),
                     writes: BTreeSet::new(),
                     functions,
+                    calls: BTreeSet::new(),
                     risks: BTreeSet::new(),
                     prepared: None,
                     fingerprint: String::new(),
@@ -193,7 +198,7 @@ impl Policy {
         // The lineage of the text, when a mask rule applies to the caller,
         // reading views through the definitions the ingress looked up.
         let views = Rc::new(if masked_caller {
-            Views::new(req.views)
+            Views::new(&req.catalog.views)
         } else {
             Views::default()
         });
@@ -205,13 +210,14 @@ impl Policy {
         // The relations the text names (and those the views in it name), for
         // the ingress to tell views among them.
         let mut relations: BTreeSet<crate::ObjectRef> = BTreeSet::new();
-        // And the functions they call, for the ingress to tell user-defined
-        // ones among them.
-        let mut functions: BTreeSet<crate::ObjectRef> = BTreeSet::new();
+        // And the names through which it (and they) may run functions, for
+        // the ingress to resolve in the catalog.
+        let mut functions: BTreeSet<CallName> = BTreeSet::new();
         if let Some(Ok(ls)) = &lineages {
             relations.extend(ls.iter().flat_map(|l| l.tables.iter().cloned()));
-            functions.extend(ls.iter().flat_map(|l| l.functions.iter().cloned()));
+            functions.extend(ls.iter().flat_map(|l| l.calls.iter().cloned()));
         }
+        let callees = Callees::new(&req.catalog.functions);
         let analyses_len = analyses.len();
         let mut explained = Vec::with_capacity(analyses.len());
         let mut shadow = Vec::new();
@@ -236,6 +242,9 @@ impl Policy {
                 }
                 _ => Some(a.clone()),
             };
+            if let Some(d) = &decided {
+                functions.extend(d.calls.iter().cloned());
+            }
             let (verdict, rule, applied) = match &decided {
                 Some(d) => {
                     let resolved = self.resolved(d);
@@ -244,6 +253,8 @@ impl Policy {
                         &resolved,
                         req.protocol,
                         req.identity,
+                        &callees,
+                        masked_caller,
                         &mut shadow,
                     )
                 }
@@ -271,8 +282,7 @@ impl Policy {
                                 .unwrap_or_else(|| Err("unknown prepared statement".into()));
                             if let Ok(v) = &inner {
                                 relations.extend(v.iter().flat_map(|l| l.tables.iter().cloned()));
-                                functions
-                                    .extend(v.iter().flat_map(|l| l.functions.iter().cloned()));
+                                functions.extend(v.iter().flat_map(|l| l.calls.iter().cloned()));
                             }
                             match &inner {
                                 Ok(v) if v.len() == 1 => Ok(&v[0]),
@@ -286,8 +296,9 @@ impl Policy {
                     };
                     relations.extend(d.reads.iter().chain(&d.writes).cloned());
                     let resolved = self.resolved(d);
-                    let (v, masked_by) =
-                        self.mask_statement(index, verdict, &resolved, l, &masking, &detecting);
+                    let (v, masked_by) = self.mask_statement(
+                        index, verdict, &resolved, l, &callees, &masking, &detecting,
+                    );
                     let rule = match (&v, masked_by) {
                         (Verdict::Block { .. }, Some(r)) => Some(r),
                         (Verdict::Mask { .. }, Some(r))
@@ -407,10 +418,7 @@ impl Policy {
                     })
                     .map(|r| crate::lineage::relation_name(r.schema.as_deref(), &r.name))
                     .collect(),
-                functions: functions
-                    .iter()
-                    .map(|f| crate::lineage::relation_name(f.schema.as_deref(), &f.name))
-                    .collect(),
+                functions: functions.into_iter().collect(),
             },
             statements: explained,
             parse_error: None,
@@ -434,12 +442,14 @@ impl Policy {
     /// Masks a statement that runs: which output columns, or why it cannot be
     /// masked precisely (then it is refused). `verdict` is the statement's
     /// verdict before masking.
+    #[allow(clippy::too_many_arguments)]
     fn mask_statement(
         &self,
         index: usize,
         verdict: Verdict,
         a: &StatementAnalysis,
         lineage: Result<&StatementLineage, &str>,
+        callees: &Callees<'_>,
         masking: &[(&CompiledRule, &MaskTarget)],
         detecting: &[&CompiledRule],
     ) -> (Verdict, Option<String>) {
@@ -542,6 +552,9 @@ impl Policy {
                         .any(|(_, m)| m.may_match_table(&self.resolve(t)))
                 })
         };
+        if let Some(why) = callees.masked_refusal(&a.calls) {
+            return refuse(why, &rule_of_first);
+        }
         let lineage = match lineage {
             Ok(l) => l,
             Err(e) => {
@@ -563,11 +576,16 @@ impl Policy {
             .tables
             .iter()
             .find(|t| STATISTICS_RELATIONS.contains(&t.name.as_str()))
+            .map(ToString::to_string)
             .or_else(|| {
                 lineage
-                    .functions
+                    .calls
                     .iter()
-                    .find(|f| STATISTICS_FUNCTIONS.contains(&f.name.as_str()))
+                    .find(|f| {
+                        f.kind == CallKind::Function
+                            && STATISTICS_FUNCTIONS.contains(&f.name.as_str())
+                    })
+                    .map(ToString::to_string)
             });
         if let Some(what) = statistics {
             return refuse(
@@ -576,6 +594,9 @@ impl Policy {
                 ),
                 &rule_of_first,
             );
+        }
+        if let Some(why) = callees.masked_refusal(&lineage.calls) {
+            return refuse(why, &rule_of_first);
         }
         if let Some(why) = &lineage.unsupported
             && touches(&lineage.tables)
@@ -763,18 +784,24 @@ impl Policy {
         out
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn decide_statement(
         &self,
         candidates: &[&CompiledRule],
         a: &StatementAnalysis,
         protocol: ProtocolKind,
         identity: &Identity,
+        callees: &Callees<'_>,
+        masked_caller: bool,
         shadow: &mut Vec<ShadowHit>,
     ) -> (Verdict, Option<String>, Vec<String>) {
         let mut best: Option<(Verdict, String)> = None;
         let mut applied = Vec::new();
+        // A masked caller is refused every function that would need naming,
+        // whoever names it (see `mask_statement`), which says why better.
+        let calls = callees.for_rules(a, &self.trusted_functions, masked_caller);
         for r in candidates {
-            if !statement_fits(r, a, protocol) {
+            if !statement_fits(r, a, protocol, &calls) {
                 continue;
             }
             let exempt = r.rule.verdict == RuleVerdict::Mask
@@ -800,7 +827,18 @@ impl Policy {
         }
         match best {
             Some((v, id)) => (v, Some(id), applied),
-            None => (default_deny(), None, applied),
+            None => match calls.unnamed_reason() {
+                Some(why) => (
+                    Verdict::Block {
+                        reason: format!(
+                            "no policy rule allows this statement (default deny): {why}"
+                        ),
+                    },
+                    None,
+                    applied,
+                ),
+                None => (default_deny(), None, applied),
+            },
         }
     }
 
@@ -844,7 +882,12 @@ fn rule_verdict(r: &CompiledRule) -> Verdict {
 
 /// Whether the rule's statement conditions hold (see `policy` for the
 /// permissive/restrictive semantics).
-fn statement_fits(r: &CompiledRule, a: &StatementAnalysis, protocol: ProtocolKind) -> bool {
+fn statement_fits(
+    r: &CompiledRule,
+    a: &StatementAnalysis,
+    protocol: ProtocolKind,
+    calls: &RuleCalls,
+) -> bool {
     let permissive = r.rule.verdict.is_permissive();
     if !r.rule.classes.is_empty() && !r.rule.classes.contains(&a.class) {
         return false;
@@ -871,21 +914,21 @@ fn statement_fits(r: &CompiledRule, a: &StatementAnalysis, protocol: ProtocolKin
     if !fits(&r.objects, &all) || !fits(&r.reads, &a.reads) || !fits(&r.writes, &a.writes) {
         return false;
     }
-    if protocol == ProtocolKind::FunctionCall && r.functions.is_empty() {
-        // A FunctionCall is only ever allowed by naming its function.
-        return false;
+    if protocol == ProtocolKind::FunctionCall {
+        // A FunctionCall runs a function by OID: only ever allowed (or
+        // caught) by naming it.
+        let named = |f: &String| r.functions.iter().any(|p| p.matches(None, f));
+        return !r.functions.is_empty()
+            && if permissive {
+                a.functions.iter().all(named)
+            } else {
+                a.functions.iter().any(named)
+            };
     }
-    let fn_match = |f: &String, p: &WildMatch| p.matches(f);
-    if r.functions.is_empty() {
-        true
-    } else if permissive {
-        a.functions
-            .iter()
-            .all(|f| r.functions.iter().any(|p| fn_match(f, p)))
+    if permissive {
+        calls.covered_by(&r.functions)
     } else {
-        a.functions
-            .iter()
-            .any(|f| r.functions.iter().any(|p| fn_match(f, p)))
+        r.functions.is_empty() || calls.caught_by(&r.functions)
     }
 }
 
