@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use gatehouse_decider::PolicyHandle;
 use gatehouse_ingress::decision::LocalPolicy;
-use gatehouse_ingress::masking::catalog::APPLICATION_NAME;
+use gatehouse_ingress::masking::catalog::CATALOG_APPLICATION_NAME;
 use harness::nats::*;
 use harness::*;
 use serde_json::json;
@@ -242,7 +242,7 @@ async fn only_statements_that_call_functions_look_them_up() {
     let client = connect(&gw.url("app", &issuer.token(&[]))).await.unwrap();
     let catalog_connections = || {
         pg.psql_admin(&format!(
-            "select count(*) from pg_stat_activity where application_name = '{APPLICATION_NAME}'"
+            "select count(*) from pg_stat_activity where application_name = '{CATALOG_APPLICATION_NAME}'"
         ))
     };
     client

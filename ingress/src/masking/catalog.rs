@@ -58,9 +58,9 @@ pub enum Named {
 /// `FirstNormalObjectId`): every object with one is built in.
 const FIRST_NORMAL_OBJECT_ID: u32 = 16384;
 
-/// The catalog connection's `application_name`, to tell it apart in
-/// `pg_stat_activity`.
-pub const APPLICATION_NAME: &str = "gatehouse-catalog";
+/// The `application_name` of the catalog's own upstream connections, so an
+/// operator (and a test) tells them from the sessions in `pg_stat_activity`.
+pub const CATALOG_APPLICATION_NAME: &str = "gatehouse-catalog";
 
 /// Entries by a name as statements write it, each with when it was looked up.
 type NameCache<K, T> = Mutex<HashMap<K, (Instant, Arc<T>)>>;
@@ -304,8 +304,10 @@ impl Catalog {
         let mut guard = self.conn.lock().await;
         let result = async {
             if guard.is_none() {
-                let params =
-                    BTreeMap::from([("application_name".to_owned(), APPLICATION_NAME.to_owned())]);
+                let params = BTreeMap::from([(
+                    "application_name".to_owned(),
+                    CATALOG_APPLICATION_NAME.to_owned(),
+                )]);
                 *guard = Some(upstream::connect(&self.target, &params).await?);
             }
             let conn = guard.as_mut().ok_or(UpstreamError::TlsRefused)?;
