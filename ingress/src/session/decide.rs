@@ -87,7 +87,8 @@ pub(super) async fn decide<D: DecisionPoint>(
     let generation = ctx.catalog.generation();
     // `EXECUTE name` is decided as what the session prepared under the name.
     let prepared = ctx.shared.pipeline().names.sql_prepared();
-    // A masked caller's views are looked up and decided within the same timeout.
+    // A masked caller's views, and the functions any caller's statement
+    // calls, are looked up and decided within the same timeout.
     let decided = masking::views::decide(&gw.decision, &ctx.catalog, &event, &prepared);
     let masking::views::Decided {
         decision,
