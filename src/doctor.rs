@@ -19,8 +19,8 @@ use anyhow::{Context, Result};
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::GetStreamErrorKind;
 use clap::Args;
-use gatehouse_ingress::auth::jwks::{Jwks, JwksSource};
 use gatehouse_archiver::config::ArchiverStore;
+use gatehouse_ingress::auth::jwks::{Jwks, JwksSource};
 use gatehouse_ingress::config::RoleConfig;
 use gatehouse_ingress::upstream::{self, UpstreamTarget};
 
