@@ -216,3 +216,24 @@ async fn assert_evidence_and_logs_clean(s: Setup) {
     assert_clean("evidence", &evidence);
     assert_clean("logs", &gatehouse_logs());
 }
+
+/// The libpq connection string of the masked caller `app` through `gw` (its
+/// token goes as the password).
+fn app_dsn(gw: &Gw<LocalPolicy>) -> String {
+    format!(
+        "host=127.0.0.1 port={} user=app dbname={APP_DB} sslmode=disable",
+        gw.addr.port()
+    )
+}
+
+/// Runs a psycopg `script` (it connects to `$DSN`) as the masked caller;
+/// asserts no raw value reached its output, and reads the JSON it prints.
+async fn psycopg_json(gw: &Gw<LocalPolicy>, token: &str, script: &str) -> serde_json::Value {
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c")
+        .arg(script)
+        .env("DSN", format!("{} password={token}", app_dsn(gw)));
+    let out = run(cmd).await.expect("python3 with psycopg");
+    assert_clean("psycopg", &out);
+    serde_json::from_str(&out).unwrap()
+}

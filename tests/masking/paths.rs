@@ -587,10 +587,7 @@ async fn content_detectors_rewrite_free_text_in_every_path() {
     assert_no_visit_raw("raw bytes", &String::from_utf8_lossy(&bytes));
     drop(raw);
     // psql.
-    let ci = format!(
-        "host=127.0.0.1 port={} user=app dbname={APP_DB} sslmode=disable",
-        gw.addr.port()
-    );
+    let ci = app_dsn(&gw);
     let out = psql(
         &ci,
         &token,
@@ -613,10 +610,7 @@ async fn content_detectors_rewrite_free_text_in_every_path() {
 async fn psql_and_psycopg_get_masked_rows() {
     let s = setup().await;
     let token = s.issuer.token(&[]);
-    let ci = format!(
-        "host=127.0.0.1 port={} user=app dbname={APP_DB} sslmode=disable",
-        s.gw.addr.port()
-    );
+    let ci = app_dsn(&s.gw);
     let out = psql(
         &ci,
         &token,
@@ -662,13 +656,7 @@ with psycopg.connect(os.environ["DSN"]) as conn:
             out["error"] = [e.sqlstate, str(e)]
 print(json.dumps(out))
 "#;
-    let mut cmd = Command::new("python3");
-    cmd.arg("-c")
-        .arg(script)
-        .env("DSN", format!("{ci} password={token}"));
-    let out = run(cmd).await.expect("python3 with psycopg");
-    assert_clean("psycopg", &out);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let v = psycopg_json(&s.gw, &token, script).await;
     assert_eq!(v["text"][1], "***-**-6789");
     assert_eq!(v["binary"][1], "***-**-4321");
     assert_eq!(v["prepared"], "***-**-6789");

@@ -423,17 +423,7 @@ with psycopg.connect(os.environ["DSN"]) as conn:
         out["scroll_error"] = [e.sqlstate, str(e)]
 print(json.dumps(out))
 "#;
-    let ci = format!(
-        "host=127.0.0.1 port={} user=app dbname={APP_DB} sslmode=disable",
-        s.gw.addr.port()
-    );
-    let mut cmd = Command::new("python3");
-    cmd.arg("-c")
-        .arg(script)
-        .env("DSN", format!("{ci} password={token}"));
-    let out = run(cmd).await.expect("python3 with psycopg");
-    assert_clean("psycopg", &out);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let v = psycopg_json(&s.gw, &token, script).await;
     for key in ["copy_text", "copy_csv"] {
         let text = v[key].as_str().unwrap();
         assert!(text.contains("***-**-6789"), "{key}: {text}");
