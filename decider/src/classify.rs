@@ -162,7 +162,7 @@ fn statements(sql: &str, depth: usize) -> Result<(Vec<StatementAnalysis>, bool),
     fallback::check_nesting(&tokens)?;
     let normalized = fallback::normalized_pieces(&tokens);
     let shaped = has_shape(sql, &normalized);
-    if let Ok(parsed) = parse(tokens) {
+    if let Ok(parsed) = parse(fallback::table_queries(tokens)) {
         // One normalized text per statement, unless semicolons inside a statement
         // make the split disagree with the parse (then print the tree instead).
         let aligned = normalized.len() == parsed.len();
@@ -179,7 +179,7 @@ fn statements(sql: &str, depth: usize) -> Result<(Vec<StatementAnalysis>, bool),
     // text if any one statement stays unknown.
     let mut out = Vec::new();
     for piece in fallback::split(tokenize(sql)?) {
-        match parse(piece.clone()) {
+        match parse(fallback::table_queries(piece.clone())) {
             Ok(parsed) => {
                 let text = (parsed.len() == 1).then(|| fallback::normalized(&piece));
                 for s in &parsed {
@@ -261,7 +261,7 @@ struct Scope {
 /// What one statement is found to do, gathered while walking its tree.
 struct Acc {
     depth: usize,
-    class: StatementClass,
+    classes: BTreeSet<StatementClass>,
     reads: BTreeSet<ObjectRef>,
     writes: BTreeSet<ObjectRef>,
     functions: BTreeSet<String>,
@@ -271,13 +271,15 @@ struct Acc {
     /// The table factors that are the target of an UPDATE, DELETE or MERGE: they
     /// appear in the tree where reads do, but are writes.
     targets: HashSet<*const TableFactor>,
+    /// A query locks the rows it reads (`FOR UPDATE`, `FOR SHARE`, ...).
+    row_locks: bool,
 }
 
 impl Acc {
     fn new(depth: usize) -> Self {
         Acc {
             depth,
-            class: StatementClass::Read,
+            classes: BTreeSet::new(),
             reads: BTreeSet::new(),
             writes: BTreeSet::new(),
             functions: BTreeSet::new(),
@@ -285,19 +287,33 @@ impl Acc {
             prepared: None,
             scopes: Vec::new(),
             targets: HashSet::new(),
+            row_locks: false,
         }
     }
 
-    /// Takes `class` if it ranks higher than what the statement already is.
+    /// The statement does (also) what `class` names.
     fn raise(&mut self, class: StatementClass) {
-        if class.rank() > self.class.rank() {
-            self.class = class;
-        }
+        self.classes.insert(class);
     }
 
-    fn finish(self, normalized: &str) -> StatementAnalysis {
+    fn finish(mut self, normalized: &str) -> StatementAnalysis {
+        if self.row_locks {
+            // Which of them a `FOR UPDATE OF a` names is the alias's business;
+            // every relation read may be locked.
+            self.writes.extend(self.reads.iter().cloned());
+        }
+        if self.classes.is_empty() || !self.reads.is_empty() {
+            self.classes.insert(StatementClass::Read);
+        }
+        let class = self
+            .classes
+            .iter()
+            .copied()
+            .max_by_key(|c| c.rank())
+            .unwrap_or(StatementClass::Read);
         let mut analysis = StatementAnalysis {
-            class: self.class,
+            class,
+            classes: self.classes,
             reads: self.reads,
             writes: self.writes,
             functions: self.functions,
@@ -352,11 +368,10 @@ impl Acc {
     /// EXPLAIN without ANALYZE: PostgreSQL plans the statement but runs nothing,
     /// so it reads (the catalog and statistics of) what the statement touches.
     fn plan_only(&mut self, inner: Acc) {
-        self.raise(if inner.class == StatementClass::Admin {
-            StatementClass::Admin
-        } else {
-            StatementClass::Read
-        });
+        self.raise(StatementClass::Read);
+        if inner.classes.contains(&StatementClass::Admin) {
+            self.raise(StatementClass::Admin);
+        }
         self.reads.extend(inner.reads);
         self.reads.extend(inner.writes);
         self.functions.extend(inner.functions);
@@ -425,7 +440,19 @@ impl Acc {
     fn effects(&mut self, stmt: &Statement) -> Result<(), String> {
         use StatementClass as C;
         match stmt {
-            Statement::Query(_) => self.raise(C::Read),
+            // `WITH ... INSERT` is a query around an INSERT: it reads only if the
+            // INSERT does (see `finish`).
+            Statement::Query(q) => {
+                if !matches!(
+                    *q.body,
+                    SetExpr::Insert(_)
+                        | SetExpr::Update(_)
+                        | SetExpr::Delete(_)
+                        | SetExpr::Merge(_)
+                ) {
+                    self.raise(C::Read)
+                }
+            }
             Statement::Insert(insert) => {
                 self.raise(C::Write);
                 match &insert.table {
@@ -503,13 +530,9 @@ impl Acc {
                 }
             }
             Statement::CreateTable(create) => {
-                // CREATE TABLE AS fills a new table with rows: a write (it also
-                // creates the table, but the rows are what policy cares about).
-                self.raise(if create.query.is_some() {
-                    C::Write
-                } else {
-                    C::Ddl
-                });
+                // CREATE TABLE AS too: PostgreSQL logs it as DDL, and the rows it
+                // reads make it `read` as well (see `finish`).
+                self.raise(C::Ddl);
                 self.write(&create.name);
                 if let Some(
                     CreateTableLikeKind::Parenthesized(like) | CreateTableLikeKind::Plain(like),
@@ -1069,7 +1092,7 @@ impl Acc {
         match analyze_text(sql, self.depth + 1) {
             Analysis::Parsed { statements } => {
                 for s in statements {
-                    self.raise(s.class);
+                    self.classes.extend(s.classes);
                     self.reads.extend(s.reads);
                     self.writes.extend(s.writes);
                     self.functions.extend(s.functions);
@@ -1080,12 +1103,12 @@ impl Acc {
         }
     }
 
-    /// `SELECT ... INTO t`: creates and fills a table.
+    /// `SELECT ... INTO t`: creates and fills a table, DDL as CREATE TABLE AS is.
     fn select_into(&mut self, select: &Select) {
         let Some(into) = &select.into else {
             return;
         };
-        self.raise(StatementClass::Write);
+        self.raise(StatementClass::Ddl);
         for target in &into.targets {
             let parts = match target {
                 Expr::Identifier(id) => vec![names::ident(id)],
@@ -1125,6 +1148,13 @@ impl Visitor for Acc {
     }
 
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<String> {
+        if !query.locks.is_empty() {
+            // `SELECT ... FOR UPDATE | NO KEY UPDATE | SHARE | KEY SHARE` writes
+            // row locks into the rows it reads, and PostgreSQL asks for UPDATE
+            // privilege to run it: a write.
+            self.row_locks = true;
+            self.raise(StatementClass::Write);
+        }
         let this = query as *const Query;
         let base = match self.scopes.last() {
             Some(outer) => outer
@@ -1214,6 +1244,24 @@ impl Visitor for Acc {
     }
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<String> {
+        // Nor does PostgreSQL take an unquoted reserved word for a column, but
+        // sqlparser does: `SELECT INTO t FROM s` (PostgreSQL: create t from s)
+        // became a read of a column "into" aliased t.
+        let first = match expr {
+            Expr::Identifier(id) => Some(id),
+            Expr::CompoundIdentifier(ids) => ids.first(),
+            _ => None,
+        };
+        if let Some(id) = first
+            && id.quote_style.is_none()
+            && names::reserved(&id.value)
+            && !names::VALUE_KEYWORDS.contains(&id.value.to_ascii_lowercase().as_str())
+        {
+            return ControlFlow::Break(format!(
+                "sqlparser read the keyword {} as a column name",
+                id.value.to_ascii_uppercase()
+            ));
+        }
         if let Expr::Function(f) = expr {
             let args = match &f.args {
                 FunctionArguments::List(list) => list.args.as_slice(),
@@ -1313,7 +1361,7 @@ fn unsupported(stmt: &Statement) -> String {
 /// (`set_config('search_path', ...)` and `set_config('work_mem', ...)` differ).
 fn fingerprint(normalized: &str, a: &StatementAnalysis) -> String {
     let facts = serde_json::to_string(&(
-        a.class,
+        &a.classes,
         &a.reads,
         &a.writes,
         &a.functions,

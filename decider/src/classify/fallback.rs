@@ -87,6 +87,87 @@ pub(super) fn split(tokens: Vec<TokenWithSpan>) -> Vec<Vec<TokenWithSpan>> {
     pieces
 }
 
+/// `TABLE [ONLY] name [*]` where a query may stand inside a statement (after
+/// `AS`, `(`, `UNION`/`INTERSECT`/`EXCEPT [ALL | DISTINCT]`) is PostgreSQL's
+/// `SELECT * FROM name`; sqlparser rejects it there, or reads it wrongly. The
+/// tokens with each such query spelled out; unchanged when there is none.
+pub(super) fn table_queries(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let significant = |t: &TokenWithSpan| !matches!(t.token, Token::Whitespace(_));
+    let is_table = |t: &TokenWithSpan| is_word(&t.token, "TABLE");
+    if !tokens.iter().any(is_table) {
+        return tokens;
+    }
+    let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len() + 4);
+    let mut i = 0;
+    while i < tokens.len() {
+        let prev = out.iter().rev().find(|t| significant(t)).map(|t| &t.token);
+        let after_set_op = |t: &Token| {
+            ["UNION", "INTERSECT", "EXCEPT"]
+                .iter()
+                .any(|w| is_word(t, w))
+        };
+        let opens_query = match prev {
+            Some(Token::LParen) => true,
+            Some(t) if is_word(t, "AS") || after_set_op(t) => true,
+            Some(t) if is_word(t, "ALL") || is_word(t, "DISTINCT") => out
+                .iter()
+                .rev()
+                .filter(|t| significant(t))
+                .nth(1)
+                .is_some_and(|t| after_set_op(&t.token)),
+            _ => false,
+        };
+        if opens_query && is_table(&tokens[i]) {
+            // The name: `a`, `a.b` or `a.b.c`, after an optional ONLY, before an
+            // optional `*`.
+            let rest: Vec<(usize, &Token)> = tokens[i + 1..]
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| significant(t))
+                .map(|(k, t)| (i + 1 + k, &t.token))
+                .take(8)
+                .collect();
+            let mut k = usize::from(rest.first().is_some_and(|(_, t)| is_word(t, "ONLY")));
+            let mut name = Vec::new();
+            while let Some((_, Token::Word(w))) = rest.get(k) {
+                if w.quote_style.is_none() && super::names::reserved(&w.value) {
+                    break;
+                }
+                name.push(rest[k].1.clone());
+                k += 1;
+                if matches!(rest.get(k), Some((_, Token::Period))) && name.len() < 3 {
+                    name.push(Token::Period);
+                    k += 1;
+                } else {
+                    break;
+                }
+            }
+            if !name.is_empty() && name.last() != Some(&Token::Period) {
+                let mut end = rest[k - 1].0 + 1;
+                if matches!(rest.get(k), Some((_, Token::Mul))) {
+                    end = rest[k].0 + 1;
+                }
+                let spelled = [
+                    Token::make_keyword("SELECT"),
+                    Token::Mul,
+                    Token::make_keyword("FROM"),
+                ];
+                for t in spelled.into_iter().chain(name) {
+                    out.push(TokenWithSpan::wrap(t));
+                    out.push(TokenWithSpan::wrap(Token::Whitespace(
+                        sqlparser::tokenizer::Whitespace::Space,
+                    )));
+                }
+                i = end;
+                continue;
+            }
+        }
+        out.push(tokens[i].clone());
+        i += 1;
+    }
+    out
+}
+
 /// What the fallback makes of a statement sqlparser rejected.
 #[derive(Debug)]
 pub(super) enum Recognized {
@@ -249,8 +330,9 @@ pub(super) fn recognize(tokens: &[TokenWithSpan]) -> Option<Recognized> {
             return None;
         }
         let writes = table_list(&t[i..end])?;
+        // PostgreSQL logs CLUSTER as DDL: it rewrites the table.
         return Some(Recognized::Classified {
-            class: StatementClass::Utility,
+            class: StatementClass::Ddl,
             risks: Vec::new(),
             writes,
         });
@@ -602,6 +684,32 @@ mod tests {
     }
 
     #[test]
+    fn table_queries_are_spelled_out() {
+        let text = |sql: &str| {
+            table_queries(tokens(sql))
+                .iter()
+                .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+                .map(|t| t.token.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(
+            text("create table x as table only s.t *"),
+            "create table x as SELECT * FROM s . t"
+        );
+        assert_eq!(
+            text("select 1 union all (table t) except table u order by 1"),
+            "select 1 union all ( SELECT * FROM t ) except SELECT * FROM u order by 1"
+        );
+        // A column labelled `table`, and TABLE in DDL, stay as they are.
+        assert_eq!(text("select 1 as table from t"), "select 1 as table from t");
+        assert_eq!(
+            text("lock table t; truncate table t"),
+            "lock table t ; truncate table t"
+        );
+    }
+
+    #[test]
     fn do_blocks() {
         assert_eq!(
             class("DO $$ BEGIN END $$"),
@@ -643,7 +751,7 @@ mod tests {
             Some(StatementClass::Ddl)
         );
         assert_eq!(class("REFRESH MATERIALIZED VIEW a, b"), None);
-        assert_eq!(class("CLUSTER t"), Some(StatementClass::Utility));
+        assert_eq!(class("CLUSTER t"), Some(StatementClass::Ddl));
         assert_eq!(class("CLUSTER t USING i j"), None);
         assert_eq!(
             class("VACUUM (FULL, ANALYZE) a, b (c)"),
