@@ -9,6 +9,7 @@ mod fallback;
 mod functions;
 pub(crate) mod names;
 mod predicate;
+mod rewrite;
 
 use std::collections::{BTreeSet, HashSet};
 use std::ops::ControlFlow;
@@ -637,9 +638,13 @@ impl Acc {
                     self.risks.insert(Risk::PrivilegeChange);
                 }
             }
-            Statement::AlterIndex { name, .. } | Statement::AlterView { name, .. } => {
+            Statement::AlterIndex { name, .. } => {
                 self.raise(C::Ddl);
                 self.write(name);
+            }
+            Statement::AlterView(view) => {
+                self.raise(C::Ddl);
+                self.write(&view.name);
             }
             Statement::AlterFunction(f) => {
                 self.raise(C::Ddl);
@@ -685,7 +690,7 @@ impl Acc {
             } => {
                 self.drop_risks(*cascade);
                 match object_type {
-                    ObjectType::Role | ObjectType::User => {
+                    ObjectType::Role | ObjectType::User | ObjectType::Group => {
                         self.raise(C::Dcl);
                         self.risks.insert(Risk::RoleChange);
                     }
@@ -785,6 +790,56 @@ impl Acc {
                     self.grant_objects(objects);
                 }
             }
+            Statement::GrantRole(_) | Statement::RevokeRole(_) => {
+                // Role membership: the grantee acts with the role's privileges.
+                self.raise(C::Dcl);
+                self.risks.extend([Risk::PrivilegeChange, Risk::RoleChange]);
+            }
+            Statement::AlterDefaultPrivileges(a) => {
+                self.raise(C::Dcl);
+                self.risks.insert(Risk::PrivilegeChange);
+                for option in &a.options {
+                    if let sqlparser::ast::DefaultPrivilegesOption::InSchema(schemas) = option {
+                        for schema in schemas {
+                            self.write_schema(schema);
+                        }
+                    }
+                }
+            }
+            Statement::RefreshMaterializedView(r) => {
+                // Re-runs the view's query and replaces its rows; logged as DDL.
+                self.raise(C::Ddl);
+                self.write(&r.name);
+            }
+            Statement::CreateRule(r) => {
+                // The rule's actions are walked too: a rule that writes makes
+                // later statements on the table write where it says.
+                self.raise(C::Ddl);
+                self.write(&r.table_name);
+            }
+            Statement::DropRule(r) => {
+                self.raise(C::Ddl);
+                self.drop_risks(r.drop_behavior == Some(DropBehavior::Cascade));
+                self.write(&r.table_name);
+            }
+            Statement::AlterTrigger(t) => {
+                self.raise(C::Ddl);
+                self.write(&t.table_name);
+            }
+            Statement::CreateAggregate(a) => {
+                self.raise(C::Ddl);
+                self.write(&a.name);
+            }
+            Statement::CreateForeignTable(t) => {
+                self.raise(C::Ddl);
+                self.write(&t.name);
+            }
+            Statement::CreateForeignDataWrapper(_) => self.raise(C::Ddl),
+            Statement::CreateUserMapping(_) => {
+                // Lets a local role reach another server as some remote user.
+                self.raise(C::Ddl);
+                self.risks.insert(Risk::PrivilegeChange);
+            }
             Statement::Set(set) => self.set(set),
             Statement::Reset(reset) => {
                 self.raise(C::Session);
@@ -873,7 +928,7 @@ impl Acc {
                     name: (!all).then(|| names::ident(name)),
                 });
             }
-            Statement::Declare { stmts } => {
+            Statement::Declare { stmts, .. } => {
                 if stmts
                     .iter()
                     .any(|d| d.declare_type != Some(DeclareType::Cursor) || d.for_query.is_none())

@@ -503,20 +503,22 @@ fn corpus() -> Vec<Case> {
         unparsed("SELECT 1 /* unterminated"),
         // sqlparser's parse_statements silently stops at a stray END.
         unparsed("SELECT 1 END; DELETE FROM t"),
-        // sqlparser reads ONLY as the table name (t becomes its alias) or, before a
-        // parenthesis, as a function: the real table would vanish.
-        unparsed("SELECT * FROM ONLY t"),
-        unparsed("SELECT * FROM ONLY (patients)"),
-        unparsed("DELETE FROM ONLY patients"),
-        unparsed("UPDATE ONLY patients SET a = 1 WHERE id = 1"),
+        // sqlparser 0.63 read ONLY as the table name (t its alias) or, before a
+        // parenthesis, as a function, and the real table vanished; 0.64 reads it.
+        c("SELECT * FROM ONLY t", Read).reads("t"),
+        c("SELECT * FROM ONLY (patients)", Read).reads("patients"),
+        c("DELETE FROM ONLY patients", Write).writes("patients").risks(&[DeleteWithoutWhere]),
+        c("UPDATE ONLY patients SET a = 1 WHERE id = 1", Write).writes("patients"),
         // sqlparser drops the quoting of TABLE's name and swallows the next two tokens.
         c("CREATE TABLE x AS TABLE t", Ddl).classes(&[Ddl, Read]).writes("x").reads("t"),
         c("SELECT * FROM a UNION ALL TABLE b", Read).reads("a, b"),
         c("WITH d AS (TABLE clinic.t) SELECT * FROM d", Read).reads("clinic.t"),
-        // PostgreSQL: create t2 from t; sqlparser: a column "into" aliased t2.
-        unparsed("SELECT INTO t2 FROM t"),
-        // Forms sqlparser 0.63 does not know: refused rather than guessed.
-        unparsed("UPDATE t SET a = 1 WHERE CURRENT OF c"),
+        // A SELECT INTO with no columns: PostgreSQL creates t2 from t.
+        c("SELECT INTO t2 FROM t", Ddl).classes(&[Ddl, Read]).writes("t2").reads("t"),
+        // The cursor's row: one row, not every row.
+        c("UPDATE t SET a = 1 WHERE CURRENT OF c", Write).writes("t"),
+        c("DELETE FROM t WHERE CURRENT OF c", Write).writes("t"),
+        // Forms sqlparser does not know: refused rather than guessed.
         unparsed("CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC; SELECT 1; END"),
         unparsed("CREATE PROCEDURE p() LANGUAGE sql AS $$ DELETE FROM t $$"),
         unparsed("VACUUM t WHERE true"),

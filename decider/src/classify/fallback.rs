@@ -434,7 +434,8 @@ pub(super) fn recognize(tokens: &[TokenWithSpan]) -> Option<Recognized> {
         };
         return classified(StatementClass::Dcl, risks);
     }
-    None
+    let owned: Vec<Token> = t.iter().map(|t| (*t).clone()).collect();
+    super::rewrite::respell(&owned).map(Recognized::Reparse)
 }
 
 /// `DO [LANGUAGE name] 'body' [LANGUAGE name]`: the language (plpgsql when
@@ -567,7 +568,7 @@ fn fold(w: &Word) -> String {
 }
 
 /// An unquoted word, compared case-insensitively.
-fn is_word(t: &Token, w: &str) -> bool {
+pub(super) fn is_word(t: &Token, w: &str) -> bool {
     matches!(t, Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w))
 }
 
