@@ -5,7 +5,9 @@
 #   2. cargo fmt --all -- --check
 #   3. cargo clippy --workspace --all-targets -- -D warnings
 #   4. cargo nextest run --workspace --all-targets --profile ci
-#   5. deploy/quickstart.sh --detach, a query through the gateway, stop
+#   5. the book: mdbook build docs, its links and code blocks checked
+#   6. deploy/quickstart.sh --detach: a query, a masked read and an approved
+#      change through the gateway, stop, verify the evidence
 # Every step runs even when an earlier one failed; exits non-zero if any failed.
 #
 # The Rust test harness starts its own PostgreSQL servers; as root it runs them
@@ -42,7 +44,11 @@ fi
 # ---------------------------------------------------------------- prerequisites
 
 gh_log "checking prerequisites"
-packages=("postgresql-$GH_PG_MAJOR" "postgresql-client-$GH_PG_MAJOR" pgbouncer nats-server tmux shellcheck)
+# systemd: `systemd-analyze verify` of the units (tests/deploy_files.rs);
+# curl and jq: the GitHub Actions recipe (tests/ci_recipes.rs); chromium (and
+# fonts for it): the report test renders the HTML report headless and prints it
+# to PDF.
+packages=("postgresql-$GH_PG_MAJOR" "postgresql-client-$GH_PG_MAJOR" pgbouncer nats-server tmux shellcheck systemd curl jq chromium fonts-liberation fonts-dejavu-core)
 command -v python3 >/dev/null 2>&1 || packages+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
 # Debian ships ensurepip, which `python3 -m venv` needs, in python3-venv.
@@ -60,17 +66,23 @@ if ! python3 -c 'import psycopg' >/dev/null 2>&1; then
     python3 -c 'import psycopg' || gh_die "psycopg is still not importable by $(command -v python3)"
 fi
 
-# The S3 tests' server: moto's, in a venv of its own (Debian's python3 is
-# externally managed, PEP 668). The harness runs $MOTO_SERVER.
+# The test tools from PyPI, in a venv of their own (Debian's python3 is
+# externally managed, PEP 668), installed once: moto's S3 server (the harness
+# runs $MOTO_SERVER), kubernetes-validate (the manifests' schemas, offline) and
+# ocsf-json-schema with jsonschema (the OCSF schemas the SIEM records must
+# validate against). The tests run $GATEHOUSE_PYTHON.
+tools_venv=${XDG_CACHE_HOME:-$HOME/.cache}/gatehouse/venv
+if ! "$tools_venv/bin/python" -c 'import moto.server, kubernetes_validate, ocsf_json_schema, jsonschema' >/dev/null 2>&1; then
+    gh_log "installing moto[server], kubernetes-validate, ocsf-json-schema into $tools_venv (pip)"
+    [[ -x $tools_venv/bin/python ]] || python3 -m venv --clear "$tools_venv"
+    "$tools_venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        'moto[server]>=5.1,<6' 'kubernetes-validate>=1.30,<2' 'ocsf-json-schema>=1.2,<2' 'jsonschema>=4.20,<5'
+    "$tools_venv/bin/python" -c 'import moto.server, kubernetes_validate, ocsf_json_schema, jsonschema' ||
+        gh_die "the test tools are still not importable in $tools_venv"
+fi
+export GATEHOUSE_PYTHON=$tools_venv/bin/python
 if [[ -z ${MOTO_SERVER:-} ]]; then
-    moto_venv=${XDG_CACHE_HOME:-$HOME/.cache}/gatehouse/venv
-    if ! "$moto_venv/bin/python" -c 'import moto.server' >/dev/null 2>&1; then
-        gh_log "installing moto[server] into $moto_venv (pip)"
-        python3 -m venv --clear "$moto_venv"
-        "$moto_venv/bin/python" -m pip install --quiet --disable-pip-version-check 'moto[server]>=5.1,<6'
-        "$moto_venv/bin/python" -c 'import moto.server' || gh_die "moto is still not importable in $moto_venv"
-    fi
-    export MOTO_SERVER=$moto_venv/bin/moto_server
+    export MOTO_SERVER=$tools_venv/bin/moto_server
 fi
 
 gh_cargo_on_path
@@ -78,6 +90,8 @@ gh_cargo_on_path
 gh_ensure_tansu
 # The differential test needs PostgreSQL's regression SQL.
 gh_ensure_regress_corpus "$REPO"
+# The book (docs/) is built with mdBook.
+gh_ensure_mdbook
 cargo fmt --version >/dev/null 2>&1 || gh_die "rustfmt missing: rustup component add rustfmt"
 cargo clippy --version >/dev/null 2>&1 || gh_die "clippy missing: rustup component add clippy"
 if ! cargo nextest --version >/dev/null 2>&1; then
@@ -106,6 +120,15 @@ step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets -- -D warnings
 step nextest cargo nextest run --workspace --all-targets --profile ci "$@"
 
+# The book: mdBook builds it (into target/book), then deploy/book/check.py checks
+# its links and anchors, and its TOML and shell blocks against the binary
+# nextest built.
+book() {
+    "$MDBOOK" build docs >/dev/null &&
+        "$GATEHOUSE_PYTHON" deploy/book/check.py --gatehouse "$(gh_target_dir .)/debug/gatehouse"
+}
+step book book
+
 # The demo a newcomer runs first, end to end: start detached on free ports in a
 # scratch state dir, query through the gateway with the minted token, stop.
 quickstart_smoke() (
@@ -120,7 +143,8 @@ quickstart_smoke() (
     GATEHOUSE_BIN=$(gh_target_dir .)/debug/gatehouse
     QUICKSTART_PG_PORT=$(gh_free_port)
     QUICKSTART_PORT=$(gh_free_port "$QUICKSTART_PG_PORT")
-    export QUICKSTART_PG_PORT QUICKSTART_PORT
+    QUICKSTART_ADMIN_PORT=$(gh_free_port "$QUICKSTART_PG_PORT" "$QUICKSTART_PORT")
+    export QUICKSTART_PG_PORT QUICKSTART_PORT QUICKSTART_ADMIN_PORT
     trap 'deploy/quickstart.sh stop; rm -rf "$dir"' EXIT
     out=$(deploy/quickstart.sh --detach) || return 1
     grep -q "PGPASSWORD=ey" <<<"$out" || {
@@ -134,16 +158,63 @@ quickstart_smoke() (
         echo "expected 12 patients through the gateway, got '$count'" >&2
         return 1
     }
-    # Stopping seals the evidence; the session verifies against the public key.
+    quickstart_masking "$dir" "$QUICKSTART_PORT" || return 1
+    quickstart_approval "$dir" "$QUICKSTART_PORT" "$QUICKSTART_ADMIN_PORT" "$GATEHOUSE_BIN" || return 1
+    # Stopping seals the evidence; the sessions (reporting, research, etl)
+    # verify against the public key.
     deploy/quickstart.sh stop
     report=$("$(gh_target_dir .)/debug/gatehouse" verify --dir "$dir/evidence/archive" \
         --key "$dir/evidence-keys/evidence-signing.pub.pem") || true
     printf '%s\n' "$report"
-    grep -q "^1 sessions: 1 complete, 0 open, 0 broken; 0 breaks" <<<"$report" || {
+    grep -q "^3 sessions: 3 complete, 0 open, 0 broken; 0 breaks" <<<"$report" || {
         echo "the quickstart session's evidence does not verify" >&2
         return 1
     }
 )
+# The masked role the quickstart prints: SSNs masked but the last four digits.
+quickstart_masking() {
+    local dir=$1 port=$2 ssn
+    ssn=$(PGPASSWORD=$(<"$dir/research.token") "$GH_PGBIN/psql" -X -At \
+        "host=127.0.0.1 port=$port user=research dbname=clinic sslmode=disable" \
+        -c 'select ssn from clinic.patients where id = 1') || return 1
+    [[ $ssn == *6789 && $ssn != 123-45-6789 ]] || {
+        echo "expected a masked SSN ending in 6789 for role research, got '$ssn'" >&2
+        return 1
+    }
+}
+
+# The approval flow the quickstart prints: etl's change of every row is held,
+# alice (clinic-dba) approves it on the admin endpoint, and it runs.
+quickstart_approval() {
+    local dir=$1 port=$2 admin_port=$3 bin=$4 held id i tag
+    export GATEHOUSE_ADMIN_URL=http://127.0.0.1:$admin_port
+    GATEHOUSE_APPROVER_TOKEN=$(<"$dir/approver.token")
+    export GATEHOUSE_APPROVER_TOKEN
+    PGPASSWORD=$(<"$dir/etl.token") "$GH_PGBIN/psql" -X -At \
+        "host=127.0.0.1 port=$port user=etl dbname=clinic sslmode=disable" \
+        -c 'update clinic.billing set amount_cents = amount_cents' >"$dir/held.out" 2>&1 &
+    held=$!
+    for ((i = 0; i < 100; i++)); do
+        id=$("$bin" approvals list --json | jq -r '.[0].request.id // empty') || true
+        [[ -n $id ]] && break
+        sleep 0.1
+    done
+    [[ -n $id ]] || {
+        echo "no approval request appeared for etl's update" >&2
+        kill "$held" 2>/dev/null
+        return 1
+    }
+    "$bin" approvals approve "$id" --comment "quickstart smoke test" || return 1
+    wait "$held" || {
+        cat "$dir/held.out" >&2
+        return 1
+    }
+    tag=$(tail -n 1 "$dir/held.out")
+    [[ $tag == "UPDATE 12" ]] || {
+        echo "the approved update answered '$tag'" >&2
+        return 1
+    }
+}
 step quickstart quickstart_smoke
 
 echo
@@ -151,4 +222,4 @@ if ((${#failed[@]} > 0)); then
     gh_log "FAILED: ${failed[*]}"
     exit 1
 fi
-gh_log "all steps passed (shellcheck, fmt, clippy, nextest, quickstart)"
+gh_log "all steps passed (shellcheck, fmt, clippy, nextest, book, quickstart)"

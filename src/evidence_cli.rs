@@ -203,7 +203,8 @@ impl StoreArgs {
     }
 }
 
-fn time_arg(arg: &str) -> Result<SystemTime, TimeArgError> {
+/// Reads a `--since`/`--until` argument (see the module doc).
+pub fn time_arg(arg: &str) -> Result<SystemTime, TimeArgError> {
     gatehouse_archiver::parse_time_arg(arg, SystemTime::now())
 }
 
@@ -244,6 +245,11 @@ async fn run_async(cmd: AuditCommand, out: &mut impl Write) -> Result<i32> {
                     count(SessionStatus::Open),
                     count(SessionStatus::Broken),
                     report.breaks.len()
+                )?;
+                writeln!(
+                    out,
+                    "read {} records in {} objects ({} bytes); digest sha256:{}",
+                    report.records, report.objects, report.bytes, report.digest
                 )?;
                 for b in &report.breaks {
                     writeln!(out, "BREAK {b}")?;
@@ -393,6 +399,7 @@ mod tests {
                 seq: i as u64 + 1,
                 ts: "2027-01-15T08:00:00.000000Z".into(),
                 prev: prev.clone(),
+                ctx: None,
                 body,
             };
             let r = serde_json::to_vec(&e).unwrap();

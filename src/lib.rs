@@ -3,6 +3,9 @@
 pub mod approvals_cli;
 pub mod approvals_watch;
 pub mod archiver;
+pub mod audit;
+pub mod config_cli;
+pub mod connect;
 pub mod evidence_cli;
 pub mod local_evidence;
 pub mod policy_cli;

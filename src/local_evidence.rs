@@ -18,8 +18,9 @@ use gatehouse_archiver::{
     Archive, Ingested, LocalDir, RecordId, Segmenter, SegmenterConfig, load_signing_key,
     new_writer_id,
 };
-use gatehouse_ingress::config::EvidenceConfig;
+use gatehouse_ingress::config::{EvidenceConfig, SiemOutputConfig};
 use gatehouse_ingress::evidence::{Recorder, Spool, SpoolBatch, spool_files};
+use gatehouse_schemas::siem::SiemRecord;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -70,14 +71,15 @@ pub async fn start(cfg: &EvidenceConfig) -> Result<Evidence> {
         key,
     );
     let mut archive = Archive::new(LocalDir::new(dir.join("archive")), segmenter);
+    let mut siem = cfg.siem.as_ref().map(SiemOut::open).transpose()?;
     let spool_dir = dir.join("spool");
-    recover(&mut archive, &spool_dir).await?;
+    recover(&mut archive, &spool_dir, siem.as_mut()).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let spool = Spool::open(&dir, SPOOL_ROTATE, Some(tx))
         .with_context(|| format!("open the evidence spool in {}", dir.display()))?;
     let recorder = Recorder::start(spool, cfg.timeout, cfg.max_backlog_bytes);
     let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(archive_loop(archive, rx, stopped, spool_dir));
+    let task = tokio::spawn(archive_loop(archive, rx, stopped, spool_dir, siem));
     tracing::info!(dir = %dir.display(), "evidence_local");
     Ok(Evidence {
         recorder: Some(recorder),
@@ -87,7 +89,11 @@ pub async fn start(cfg: &EvidenceConfig) -> Result<Evidence> {
 
 /// Archives every record of the spool files left by an earlier run, seals
 /// everything, and deletes those files.
-async fn recover(archive: &mut Archive<LocalDir>, spool_dir: &Path) -> Result<()> {
+async fn recover(
+    archive: &mut Archive<LocalDir>,
+    spool_dir: &Path,
+    mut siem: Option<&mut SiemOut>,
+) -> Result<()> {
     let files = spool_files(spool_dir)?;
     if files.is_empty() {
         return Ok(());
@@ -100,7 +106,15 @@ async fn recover(archive: &mut Archive<LocalDir>, spool_dir: &Path) -> Result<()
             // A torn last line (a crash mid-write, never acknowledged) is not
             // an event; it is logged and skipped.
             match archive.ingest(line, now).await {
-                Ok(_) => records += 1,
+                Ok(ingested) => {
+                    records += 1;
+                    // Not archived before the stop: not shipped either, or
+                    // shipped just before a crash (readers deduplicate on
+                    // metadata.uid).
+                    if let (Ingested::Pending, Some(out)) = (ingested, siem.as_deref_mut()) {
+                        out.write([line]);
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(file = %path.display(), error = %e, "spool_record_skipped")
                 }
@@ -123,6 +137,7 @@ async fn archive_loop(
     mut rx: mpsc::UnboundedReceiver<SpoolBatch>,
     mut stop: oneshot::Receiver<()>,
     spool_dir: PathBuf,
+    mut siem: Option<SiemOut>,
 ) {
     // Which spool file holds each record not yet archived, and how many each
     // file still has.
@@ -138,6 +153,9 @@ async fn archive_loop(
             // files go at the next start, once recovery finds them archived.
             _ = &mut stop => {
                 while let Ok(batch) = rx.try_recv() {
+                    if let Some(out) = siem.as_mut() {
+                        out.write(batch.records.iter().map(|r| &r.bytes[..]));
+                    }
                     for r in batch.records {
                         if let Err(e) = archive.ingest(&r.bytes, SystemTime::now()).await {
                             tracing::error!(error = %e, "evidence_archive_ingest_failed");
@@ -157,6 +175,9 @@ async fn archive_loop(
                     }
                     return;
                 };
+                if let Some(out) = siem.as_mut() {
+                    out.write(batch.records.iter().map(|r| &r.bytes[..]));
+                }
                 current = current.max(batch.file);
                 outstanding.entry(batch.file).or_insert(0);
                 let now = SystemTime::now();
@@ -202,6 +223,55 @@ async fn archive_loop(
             // The store failed; the segments stay pending and are retried at the
             // next tick, and the spool keeps their records meanwhile.
             Err(e) => tracing::error!(error = %e, "evidence_archive_failed"),
+        }
+    }
+}
+
+/// `[evidence] siem`: the OCSF record of every durable event, one JSON line
+/// each, for a log shipper. Written once the record is durable (what a SIEM
+/// sees happened), flushed per batch; a write that fails is logged, never
+/// holds up a statement (the signed archive remains the evidence).
+struct SiemOut {
+    out: Box<dyn std::io::Write + Send>,
+    target: String,
+}
+
+impl SiemOut {
+    fn open(cfg: &SiemOutputConfig) -> Result<Self> {
+        let target = cfg.ndjson.display().to_string();
+        let out: Box<dyn std::io::Write + Send> = if target == "-" {
+            Box::new(std::io::stdout())
+        } else {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&cfg.ndjson)
+                .with_context(|| format!("open the SIEM output {target} ([evidence] siem)"))?;
+            Box::new(file)
+        };
+        tracing::info!(target = %target, "evidence_siem_ndjson");
+        Ok(Self { out, target })
+    }
+
+    fn write<'a>(&mut self, records: impl IntoIterator<Item = &'a [u8]>) {
+        let mut buf = Vec::new();
+        for r in records {
+            let Ok(text) = std::str::from_utf8(r) else {
+                continue;
+            };
+            match SiemRecord::from_record(text) {
+                Ok(rec) => {
+                    serde_json::to_writer(&mut buf, &rec).expect("records serialize");
+                    buf.push(b'\n');
+                }
+                Err(e) => tracing::warn!(error = %e, "evidence_siem_record_skipped"),
+            }
+        }
+        if buf.is_empty() {
+            return;
+        }
+        if let Err(e) = self.out.write_all(&buf).and_then(|()| self.out.flush()) {
+            tracing::error!(target = %self.target, error = %e, "evidence_siem_write_failed");
         }
     }
 }

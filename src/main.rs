@@ -47,6 +47,14 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Run a command (psql, a migration tool) with this CI job's token as its
+    /// PostgreSQL password, taken from the environment the job runs in.
+    Connect(gatehouse::connect::ConnectArgs),
+    /// Check a whole gateway config, for the role that runs it.
+    Config {
+        #[command(subcommand)]
+        command: gatehouse::config_cli::ConfigCommand,
+    },
     /// Check, explain and test policies.
     Policy {
         #[command(subcommand)]
@@ -61,6 +69,9 @@ enum Command {
     /// Evidence: verify, replay, sessions list, evidence keygen.
     #[command(flatten)]
     Audit(gatehouse::evidence_cli::AuditCommand),
+    /// Answers for auditors: report, who-changed, access review.
+    #[command(flatten)]
+    Answer(gatehouse::audit::cli::AnswerCommand),
 }
 
 #[derive(Subcommand)]
@@ -166,6 +177,21 @@ fn watch_policy(handle: Arc<PolicyHandle>, every: Duration) -> impl Future<Outpu
     }
 }
 
+/// SIGHUP in a role that has nothing to reload yet (systemd's `ExecReload=`
+/// sends it to every unit): noted, instead of the default action, which would
+/// end the process. The handler is installed when this is called.
+fn note_hangups(role: &'static str) -> impl Future<Output = ()> {
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .expect("install SIGHUP handler");
+    async move {
+        #[cfg(unix)]
+        while hup.recv().await.is_some() {
+            tracing::info!(role, "sighup_nothing_to_reload");
+        }
+    }
+}
+
 /// Which services `gatehouse serve` runs.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum ServeRole {
@@ -185,6 +211,7 @@ enum ServeRole {
 
 /// `serve --role approver`: takes approvers' decisions over NATS until SIGTERM.
 async fn serve_approver(cfg: Config) -> Result<()> {
+    tokio::spawn(note_hangups("approver"));
     let client = async_nats::ConnectOptions::new()
         .name("gatehouse-approver")
         .retry_on_initial_connect()
@@ -220,6 +247,7 @@ async fn serve_decider(cfg: Config) -> Result<()> {
 
 /// `serve --role ingress`: the wire proxy, asking the deciders over NATS.
 async fn serve_ingress(cfg: Config) -> Result<()> {
+    tokio::spawn(note_hangups("ingress"));
     let decision = NatsDecisionPoint::connect(&cfg.nats)
         .await
         .map_err(|e| anyhow::anyhow!("connect to NATS at {}: {e}", cfg.nats.url))?;
@@ -271,6 +299,7 @@ fn main() -> Result<()> {
                 ServeRole::Approver => return rt.block_on(serve_approver(cfg)),
                 ServeRole::Archiver => {
                     return rt.block_on(async {
+                        tokio::spawn(note_hangups("archiver"));
                         gatehouse::archiver::serve(cfg, shutdown_signal()).await
                     });
                 }
@@ -320,6 +349,14 @@ fn main() -> Result<()> {
                 Ok(())
             })
         }
+        Command::Connect(args) => {
+            let code = gatehouse::connect::run(args)?;
+            std::process::exit(code);
+        }
+        Command::Config { command } => {
+            let code = gatehouse::config_cli::run(command, &mut std::io::stdout().lock())?;
+            std::process::exit(code);
+        }
         Command::Policy { command } => {
             let code = gatehouse::policy_cli::run(command)?;
             std::process::exit(code);
@@ -330,6 +367,10 @@ fn main() -> Result<()> {
         }
         Command::Audit(command) => {
             let code = gatehouse::evidence_cli::run(command, &mut std::io::stdout().lock())?;
+            std::process::exit(code);
+        }
+        Command::Answer(command) => {
+            let code = gatehouse::audit::cli::run(command, &mut std::io::stdout().lock())?;
             std::process::exit(code);
         }
         Command::Token {

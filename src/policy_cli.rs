@@ -1,5 +1,5 @@
-//! `gatehouse policy check | explain | test`: tools for policy authors, usable in
-//! their own CI.
+//! `gatehouse policy check | explain | test | suggest | replay`: tools for policy
+//! authors, usable in their own CI.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -46,6 +46,40 @@ pub enum PolicyCommand {
     Test {
         /// The cases file.
         file: PathBuf,
+    },
+    /// Learn least-privilege rules from evidence: the rules that would have
+    /// allowed what ROLE actually ran (default: the last 30 days), written as
+    /// OUT/policy.toml with OUT/policy.tests.toml, a `policy test` file of
+    /// real cases.
+    Suggest {
+        /// The Gatehouse role.
+        #[arg(long)]
+        role: String,
+        /// What to read.
+        #[command(flatten)]
+        scope: crate::audit::Scope,
+        /// The current policy: its search_path, mask rules and data classes are kept.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// The directory to write into.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Decide every recorded statement again under another policy (default:
+    /// the last 7 days) and print what would change, by identity and rule.
+    Replay {
+        /// The policy to try.
+        #[arg(long)]
+        policy: PathBuf,
+        /// What to read.
+        #[command(flatten)]
+        scope: crate::audit::Scope,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Exit 1 when a statement that ran would now be blocked.
+        #[arg(long)]
+        strict: bool,
     },
 }
 
@@ -117,6 +151,24 @@ pub fn run(cmd: PolicyCommand) -> Result<i32> {
             Ok(0)
         }
         PolicyCommand::Test { file } => test(&file),
+        PolicyCommand::Suggest {
+            role,
+            scope,
+            policy,
+            out,
+        } => crate::audit::cli::suggest(
+            &role,
+            scope,
+            policy.as_deref(),
+            &out,
+            &mut std::io::stdout().lock(),
+        ),
+        PolicyCommand::Replay {
+            policy,
+            scope,
+            json,
+            strict,
+        } => crate::audit::cli::replay(&policy, scope, json, strict, &mut std::io::stdout().lock()),
     }
 }
 
@@ -145,7 +197,7 @@ fn read_claims(path: &Path) -> Result<Map<String, Value>> {
     }
 }
 
-fn token_claims(token: &str) -> Result<Map<String, Value>> {
+pub(crate) fn token_claims(token: &str) -> Result<Map<String, Value>> {
     let payload = token.split('.').nth(1).context("not a JWT")?;
     let bytes = URL_SAFE_NO_PAD
         .decode(payload)

@@ -1026,6 +1026,7 @@ async fn the_tail_lookup_sees_the_last_batch_of_a_partition() {
             seq,
             ts: humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
             prev: prev.clone(),
+            ctx: None,
             body: if seq == 1 {
                 started()
             } else {
@@ -1112,6 +1113,7 @@ fn session_records(session: Uuid, statements: usize) -> Vec<Vec<u8>> {
                 seq,
                 ts: humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
                 prev: prev.clone(),
+                ctx: None,
                 body,
             };
             let bytes = serde_json::to_vec(&event).unwrap();

@@ -97,7 +97,8 @@
 //! - [`s3`]: [`s3::S3Store`], the same in an S3 bucket, with Object Lock.
 //! - [`segmenter`]: buffering per session and sealing.
 //! - [`archive`]: segmenter + store, with acknowledgement of durable records.
-//! - [`verify`], [`replay`]: the auditor's tools.
+//! - [`verify`], [`replay`]: the auditor's tools; [`scan`]: verification in one
+//!   streaming pass that hands each verified record on (what the reports read).
 //! - [`kafka`], [`service`]: the distributed archiver (`serve --role archiver`):
 //!   JetStream to Kafka (OCSF records for SIEMs) and to the store.
 
@@ -107,6 +108,7 @@ pub mod kafka;
 pub mod keys;
 pub mod replay;
 pub mod s3;
+pub mod scan;
 pub mod segment;
 pub mod segmenter;
 pub mod service;
@@ -121,8 +123,9 @@ pub use replay::{
     SessionFilter, SessionSummary, render_transcript, replay, replay_records, sessions,
 };
 pub use s3::{S3Config, S3Store};
+pub use scan::{NoVisitor, Visitor};
 pub use segment::Manifest;
 pub use segmenter::{Pushed, Sealed, Segmenter, SegmenterConfig, known_seqs, new_writer_id};
 pub use store::{LocalDir, SegmentStore};
 pub use time::parse_time_arg;
-pub use verify::{Break, BreakKind, Report, SessionStatus, verify};
+pub use verify::{Break, BreakKind, Report, SessionReport, SessionStatus, scan, verify};

@@ -324,6 +324,22 @@ impl Policy {
                     Some(PreparedOp::Deallocate { name }) => Some(name.clone()),
                     _ => None,
                 },
+                // What evidence records: the statement that runs (an EXECUTE's
+                // prepared one), its names resolved as the rules saw them.
+                reads: decided
+                    .iter()
+                    .flat_map(|d| &d.reads)
+                    .map(|o| self.resolve(o).to_string())
+                    .collect(),
+                writes: decided
+                    .iter()
+                    .flat_map(|d| &d.writes)
+                    .map(|o| self.resolve(o).to_string())
+                    .collect(),
+                calls: decided
+                    .iter()
+                    .flat_map(|d| d.functions.iter().cloned())
+                    .collect(),
             });
             explained.push(StatementExplanation {
                 analysis: Some(a),

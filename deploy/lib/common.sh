@@ -267,3 +267,16 @@ gh_ensure_regress_corpus() {
     GATEHOUSE_REGRESS_SQL=$cache/postgres-regress
     export GATEHOUSE_REGRESS_SQL
 }
+
+# mdBook, which builds the book under docs/ (deploy/test.sh), installed once
+# into the same tools cache as tansu. Exports MDBOOK with its path.
+gh_ensure_mdbook() {
+    local root=${XDG_CACHE_HOME:-$HOME/.cache}/gatehouse/tools
+    if [[ ! -x $root/bin/mdbook ]]; then
+        gh_cargo_on_path
+        gh_log "installing mdbook into $root (cargo install, once)"
+        cargo install --locked mdbook --version '^0.5' --no-default-features --features search --root "$root"
+    fi
+    MDBOOK=$root/bin/mdbook
+    export MDBOOK
+}

@@ -7,6 +7,9 @@
 //! taken from the raw frame here (see [`statement_text`]).
 //! <https://www.postgresql.org/docs/current/protocol-message-formats.html>
 
+use bytes::BytesMut;
+use pgwire::messages::{DecodeContext, PgWireFrontendMessage};
+
 use crate::error::ProtocolError;
 
 /// `Query`.
@@ -27,6 +30,53 @@ pub const CLOSE: u8 = b'C';
 pub const DESCRIBE: u8 = b'D';
 /// `Sync`.
 pub const SYNC: u8 = b'S';
+
+/// The most a connection buffers while reading one startup-phase message:
+/// PostgreSQL's `MAX_STARTUP_PACKET_LENGTH` (10000 bytes), which pgwire also
+/// applies to the declared length, plus a message header.
+pub const MAX_STARTUP_BUFFER: usize = 10_000 + 8;
+
+/// Decodes the startup-phase message at the front of `buf`: what `ctx` expects
+/// (an `SSLRequest` or `GSSENCRequest`, a `StartupMessage` or `CancelRequest`,
+/// then the password message). `Ok(None)`: more bytes are needed, and the
+/// buffer is still within [`MAX_STARTUP_BUFFER`], so the reader may read more.
+pub fn startup_message(
+    buf: &mut BytesMut,
+    ctx: &DecodeContext,
+) -> Result<Option<PgWireFrontendMessage>, ProtocolError> {
+    // pgwire 0.42.1 takes a body of `length - 4` bytes without checking the
+    // length first (a password message of length 0 panicked in it); lengths
+    // PostgreSQL itself rejects are refused here: a startup packet holds at
+    // least its length and a code, a typed message at least its length.
+    let (offset, min) = if ctx.awaiting_frontend_ssl || ctx.awaiting_frontend_startup {
+        (0, 8)
+    } else {
+        (1, 4)
+    };
+    // After the startup packet only the password message may come (as
+    // PostgreSQL requires); any other type is refused unread, since pgwire's
+    // decoders of the others panic on a malformed body (a `Parse` did).
+    if offset == 1
+        && let Some(&tag) = buf.first()
+        && tag != b'p'
+    {
+        return Err(ProtocolError::BadType(char::from(tag)));
+    }
+    if let Some(len) = buf.get(offset..offset + 4) {
+        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        if len < min {
+            return Err(ProtocolError::BadLength(len));
+        }
+    }
+    match PgWireFrontendMessage::decode(buf, ctx)? {
+        Some(m) => Ok(Some(m)),
+        None if buf.len() > MAX_STARTUP_BUFFER => Err(ProtocolError::TooLarge {
+            len: buf.len(),
+            max: MAX_STARTUP_BUFFER,
+        }),
+        None => Ok(None),
+    }
+}
 
 /// Whether `tag` is a message a client may send once the session is established.
 fn is_frontend_tag(tag: u8) -> bool {
@@ -162,8 +212,11 @@ pub struct Bind<'a> {
 pub fn bind(body: &[u8]) -> Option<Bind<'_>> {
     let (portal, rest) = cstring(body)?;
     let (statement, rest) = cstring(rest)?;
+    // Capacities come from the bytes there are, never from a count the client
+    // declares: a 10-byte `Bind` claiming 32767 parameters must not cost
+    // 800 KB (each format takes 2 bytes, each parameter at least 4).
     let (nformats, mut rest) = take_i16(rest)?;
-    let mut formats = Vec::with_capacity(usize::try_from(nformats).ok()?);
+    let mut formats = Vec::with_capacity(usize::try_from(nformats).ok()?.min(rest.len() / 2));
     for _ in 0..nformats {
         let (f, r) = take_i16(rest)?;
         formats.push(f == 1);
@@ -171,7 +224,7 @@ pub fn bind(body: &[u8]) -> Option<Bind<'_>> {
     }
     let (nparams, mut rest) = take_i16(rest)?;
     let nparams = usize::try_from(nparams).ok()?;
-    let mut params = Vec::with_capacity(nparams);
+    let mut params = Vec::with_capacity(nparams.min(rest.len() / 4));
     for i in 0..nparams {
         let binary = match formats.len() {
             0 => false,
@@ -284,6 +337,70 @@ mod tests {
         assert_eq!(bind(&ok[..ok.len() - 7]), None, "truncated");
         assert_eq!(execute_portal(b"p\0\0\0\0\0"), Some(&b"p"[..]));
         assert_eq!(close_target(b"Sname\0"), Some((b'S', &b"name"[..])));
+    }
+
+    #[test]
+    fn bind_allocates_by_its_bytes_not_its_declared_counts() {
+        // Found by the `frontend` fuzz target: 32767 formats and parameters
+        // declared, a few bytes present.
+        let mut body = b"\0\0".to_vec();
+        body.extend_from_slice(&i16::MAX.to_be_bytes());
+        body.extend_from_slice(&[0; 6]);
+        let mut ok = b"\0\0".to_vec();
+        ok.extend_from_slice(&0i16.to_be_bytes());
+        ok.extend_from_slice(&i16::MAX.to_be_bytes());
+        ok.extend_from_slice(&(-1i32).to_be_bytes());
+        for body in [body, ok] {
+            let info = allocation_counter::measure(|| {
+                std::hint::black_box(bind(&body));
+            });
+            assert!(
+                info.bytes_max <= 64 * body.len() as u64,
+                "{} bytes held for a {}-byte Bind",
+                info.bytes_max,
+                body.len()
+            );
+        }
+    }
+
+    #[test]
+    fn startup_lengths_below_the_minimum_and_other_types_are_refused() {
+        // Found by the `frontend` fuzz target: a password message of length 0
+        // made pgwire subtract 4 from 0.
+        let mut password = DecodeContext::new(pgwire::messages::ProtocolVersion::PROTOCOL3_0);
+        password.awaiting_frontend_ssl = false;
+        password.awaiting_frontend_startup = false;
+        for len in 0..4u32 {
+            let mut buf = BytesMut::from(&b"p"[..]);
+            buf.extend_from_slice(&len.to_be_bytes());
+            buf.extend_from_slice(b"token\0");
+            assert!(matches!(
+                startup_message(&mut buf, &password),
+                Err(ProtocolError::BadLength(_))
+            ));
+        }
+        let fresh = DecodeContext::new(pgwire::messages::ProtocolVersion::PROTOCOL3_0);
+        for len in 0..8u32 {
+            let mut buf = BytesMut::from(&len.to_be_bytes()[..]);
+            buf.extend_from_slice(&196_608u32.to_be_bytes());
+            buf.extend_from_slice(b"user\0u\0\0");
+            assert!(matches!(
+                startup_message(&mut buf, &fresh),
+                Err(ProtocolError::BadLength(_))
+            ));
+        }
+        // Found by the `frontend` fuzz target: a malformed `Parse` instead of
+        // the password panicked in pgwire's decoder.
+        let mut buf = BytesMut::from(&b"P\0\0\0\x09\0s\0\0\x02"[..]);
+        assert!(matches!(
+            startup_message(&mut buf, &password),
+            Err(ProtocolError::BadType('P'))
+        ));
+        let mut buf = BytesMut::from(&b"p\0\0\0\x0atoken\0"[..]);
+        assert!(matches!(
+            startup_message(&mut buf, &password),
+            Ok(Some(PgWireFrontendMessage::PasswordMessageFamily(_)))
+        ));
     }
 
     #[test]

@@ -45,6 +45,20 @@ pub struct Config {
     /// Just-in-time approvals (`serve --role approver`, and the ingress's hold).
     #[serde(default)]
     pub approvals: ApprovalsConfig,
+    /// The operator's listener (health, readiness, metrics), in every role.
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`: where a role serves `/healthz`, `/readyz` and `/metrics` to
+/// probes and Prometheus. The deploy files point their probes and scrape
+/// configuration here.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the admin listener (plain HTTP; no secrets are served on it).
+    /// Unset: none.
+    pub listen: Option<SocketAddr>,
 }
 
 /// Just-in-time approvals of single statements.
@@ -350,6 +364,17 @@ pub struct EvidenceConfig {
     /// Local mode: a session's open segment is sealed after this long.
     #[serde(with = "humantime_serde")]
     pub segment_max_age: Duration,
+    /// Local mode: the OCSF records the archiver would send to Kafka, written
+    /// as NDJSON for a log shipper (Vector, Fluent Bit) instead.
+    pub siem: Option<SiemOutputConfig>,
+}
+
+/// `[evidence] siem = { ndjson = "/path" }`: where the OCSF records go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiemOutputConfig {
+    /// A file appended to (one record a line), or `-` for standard output.
+    pub ndjson: PathBuf,
 }
 
 impl EvidenceConfig {
@@ -375,6 +400,7 @@ impl Default for EvidenceConfig {
             timeout: Duration::from_secs(2),
             max_backlog_bytes: 64 << 20,
             segment_max_age: Duration::from_secs(60),
+            siem: None,
         }
     }
 }
@@ -788,6 +814,11 @@ impl Config {
     /// Cross-field checks that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.evidence.siem.is_some() && self.evidence.mode != EvidenceMode::Local {
+            return invalid(
+                "evidence: siem (NDJSON output) needs evidence.mode = \"local\"; in distributed mode the archiver sends the records to Kafka".into(),
+            );
+        }
         for iss in &self.issuers {
             if iss.jwks_url.is_some() == iss.jwks_file.is_some() {
                 return invalid(format!(
@@ -950,10 +981,13 @@ mod tests {
         let shipped =
             Config::from_toml(include_str!("../../deploy/gatehouse.example.toml")).unwrap();
         let (key, store) = shipped.archiver.store().unwrap();
-        assert_eq!(key, Path::new("/etc/gatehouse/evidence-signing.pem"));
+        assert_eq!(
+            key,
+            Path::new("/run/credentials/gatehouse-archiver.service/evidence-signing.pem")
+        );
         assert_eq!(
             store,
-            ArchiverStore::Local("/var/lib/gatehouse/archive".into())
+            ArchiverStore::Local("/var/lib/gatehouse-archiver/archive".into())
         );
         assert_eq!(shipped.archiver.ack_wait, Duration::from_secs(120));
         let no_brokers = format!("{SAMPLE}\n[archiver]\nsigning_key = \"/k.pem\"\ndir = \"/a\"\n");

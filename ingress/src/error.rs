@@ -387,9 +387,13 @@ impl UserFacing for StartupError {
     }
 }
 
-/// A client broke the protocol after startup; the connection closes.
+/// A client broke the protocol; the connection closes.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
+    /// A startup-phase message (`SSLRequest`, `StartupMessage`, the password,
+    /// ...) that pgwire could not decode.
+    #[error("invalid startup packet: {0}")]
+    Startup(#[from] pgwire::error::PgWireError),
     /// A message longer than `max_message_size`.
     #[error("message of {len} bytes exceeds the limit of {max} bytes")]
     TooLarge {
@@ -412,9 +416,11 @@ pub enum ProtocolError {
 impl UserFacing for ProtocolError {
     fn sqlstate(&self) -> SqlState {
         match self {
-            Self::TooLarge { .. } | Self::BadLength(_) | Self::BadType(_) | Self::BadFormat(_) => {
-                SqlState::ProtocolViolation
-            }
+            Self::Startup(_)
+            | Self::TooLarge { .. }
+            | Self::BadLength(_)
+            | Self::BadType(_)
+            | Self::BadFormat(_) => SqlState::ProtocolViolation,
         }
     }
     fn client_message(&self) -> String {
@@ -422,6 +428,7 @@ impl UserFacing for ProtocolError {
     }
     fn kind(&self) -> &'static str {
         match self {
+            Self::Startup(_) => "bad_startup_packet",
             Self::TooLarge { .. } => "message_too_large",
             Self::BadLength(_) => "bad_length",
             Self::BadType(_) => "bad_message_type",

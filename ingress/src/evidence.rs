@@ -23,8 +23,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use gatehouse_schemas::SCHEMA_VERSION;
 use gatehouse_schemas::evidence::{
-    EVIDENCE_BATCH_SUBJECT, Event, EventBody, GENESIS, batch_message_id, encode_batch,
-    split_batches,
+    EVIDENCE_BATCH_SUBJECT, Event, EventBody, GENESIS, SessionContext, batch_message_id,
+    encode_batch, split_batches,
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, mpsc, watch};
@@ -287,6 +287,8 @@ pub struct Chain {
     session: Uuid,
     seq: u64,
     prev: String,
+    /// Taken from the session's start, stamped on every later event.
+    ctx: Option<SessionContext>,
 }
 
 impl Chain {
@@ -296,6 +298,7 @@ impl Chain {
             session,
             seq: 0,
             prev: GENESIS.to_owned(),
+            ctx: None,
         }
     }
 
@@ -307,12 +310,21 @@ impl Chain {
         body: EventBody,
     ) -> Result<(u64, Ticket), EvidenceError> {
         let seq = self.seq + 1;
+        let started = match &body {
+            EventBody::SessionStarted(s) => Some(SessionContext::of(s)),
+            _ => None,
+        };
         let event = Event {
             v: SCHEMA_VERSION,
             session_id: self.session,
             seq,
             ts: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
             prev: std::mem::take(&mut self.prev),
+            ctx: if started.is_some() {
+                None
+            } else {
+                self.ctx.clone()
+            },
             body,
         };
         let bytes = serde_json::to_vec(&event).expect("events serialize");
@@ -333,6 +345,9 @@ impl Chain {
             Ok(ticket) => {
                 self.seq = seq;
                 self.prev = hash;
+                if started.is_some() {
+                    self.ctx = started;
+                }
                 Ok((seq, ticket))
             }
             Err(e) => {

@@ -40,7 +40,7 @@ use crate::upstream::{self, Upstream};
 use gatehouse_schemas::decision::{Decision, Verdict};
 use gatehouse_schemas::evidence::{
     CiContext, EventBody, Param, ResultData, SessionEnded, SessionStarted, Statement,
-    StatementCompleted, StatementPath, TlsInfo,
+    StatementCompleted, StatementObjects, StatementPath, TlsInfo,
 };
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -609,14 +609,8 @@ async fn read_frontend<S: AsyncRead + Unpin>(
     ctx: &mut DecodeContext,
 ) -> Result<Option<PgWireFrontendMessage>, String> {
     loop {
-        match PgWireFrontendMessage::decode(buf, ctx) {
-            Ok(Some(m)) => return Ok(Some(m)),
-            Ok(None) => {}
-            Err(e) => return Err(e.to_string()),
-        }
-        // pgwire bounds the declared length; this bounds what we buffer.
-        if buf.len() > 10_000 + 8 {
-            return Err("startup packet too large".into());
+        if let Some(m) = codec::startup_message(buf, ctx).map_err(|e| e.to_string())? {
+            return Ok(Some(m));
         }
         match stream.read_buf(buf).await {
             Ok(0) => return Ok(None),
@@ -1362,6 +1356,7 @@ fn statement_record(
         shadow: decision.map(|d| d.shadow.clone()).unwrap_or_default(),
         forwarded,
         approval: None,
+        objects: decision.map(StatementObjects::of),
     }
 }
 

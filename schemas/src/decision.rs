@@ -343,6 +343,17 @@ pub struct StatementSummary {
     /// `DEALLOCATE name` (`Some(None)` for ALL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deallocates: Option<Option<String>>,
+    /// The objects it reads (for `EXECUTE`, those of the statement it runs),
+    /// `schema.name` as the policy resolved them: what evidence records, so
+    /// that auditors can ask who read or changed a table.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reads: Vec<String>,
+    /// The objects it writes, resolved like [`StatementSummary::reads`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writes: Vec<String>,
+    /// The functions it calls, as the policy matches them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<String>,
 }
 
 /// A shadow rule that matched: what it would have done.
@@ -469,6 +480,9 @@ mod tests {
                 fingerprint: "00ff".into(),
                 prepares: Some(("q".into(), "delete from t".into())),
                 deallocates: None,
+                reads: vec!["public.t".into()],
+                writes: vec!["public.t".into()],
+                calls: vec!["now".into()],
             }],
             shadow: vec![ShadowHit {
                 rule: "s".into(),

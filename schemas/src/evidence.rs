@@ -36,7 +36,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::decision::ShadowHit;
+use crate::decision::{Decision, ShadowHit};
 use crate::{Identity, ProtocolKind};
 
 /// JetStream stream holding evidence events (file storage), on every subject
@@ -128,9 +128,51 @@ pub struct Event {
     pub ts: String,
     /// Hex SHA-256 of the previous record of this session ([`GENESIS`] for `seq` 1).
     pub prev: String,
+    /// Who the session is, on every event after `session_started`: so that each
+    /// record stands alone for a reader that sees only some of a session's
+    /// events (a SIEM, one of several archivers). Absent in records of older
+    /// gateways.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctx: Option<SessionContext>,
     /// What happened.
     #[serde(flatten)]
     pub body: EventBody,
+}
+
+/// The session an event belongs to, as its `session_started` told it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SessionContext {
+    /// The Gatehouse role.
+    pub role: String,
+    /// The caller's `iss`.
+    pub iss: String,
+    /// The caller's `sub`.
+    pub sub: String,
+    /// A readable name: the repository or service account, else the subject.
+    pub name: String,
+    /// The client's address, `ip:port`.
+    pub client: String,
+    /// The upstream, `host:port/dbname`.
+    pub upstream: String,
+}
+
+impl SessionContext {
+    /// The context a session's start gives its later events.
+    pub fn of(s: &SessionStarted) -> Self {
+        Self {
+            role: s.role.clone(),
+            iss: s.identity.issuer.clone(),
+            sub: s.identity.subject.clone(),
+            name: s
+                .ci
+                .repository
+                .clone()
+                .or_else(|| s.ci.service_account.clone())
+                .unwrap_or_else(|| s.identity.subject.clone()),
+            client: s.client_addr.clone(),
+            upstream: s.upstream.clone(),
+        }
+    }
 }
 
 impl Event {
@@ -381,6 +423,43 @@ pub struct Statement {
     /// The approval it ran under.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<String>,
+    /// What it reads, writes and calls, as the decider found them (absent: no
+    /// verdict was obtained, or the record predates this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects: Option<StatementObjects>,
+}
+
+/// What a recorded statement reads, writes and calls, over every statement of
+/// its text, as the decider resolved them (`schema.name`): what `gatehouse
+/// who-changed` and `policy suggest` read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StatementObjects {
+    /// Tables, views and sequences read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reads: Vec<String>,
+    /// Tables written, sequences advanced, objects created, altered, dropped or
+    /// granted on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writes: Vec<String>,
+    /// Functions called.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<String>,
+}
+
+impl StatementObjects {
+    /// The union over a decision's statements, sorted, without repeats.
+    pub fn of(d: &Decision) -> Self {
+        let collect = |f: fn(&crate::decision::StatementSummary) -> &Vec<String>| {
+            let set: std::collections::BTreeSet<&String> =
+                d.statements.iter().flat_map(f).collect();
+            set.into_iter().cloned().collect()
+        };
+        Self {
+            reads: collect(|s| &s.reads),
+            writes: collect(|s| &s.writes),
+            calls: collect(|s| &s.calls),
+        }
+    }
 }
 
 /// How a forwarded statement ended.
@@ -478,6 +557,7 @@ mod tests {
             seq: 2,
             ts: "2026-11-22T10:00:00.000001Z".into(),
             prev: GENESIS.into(),
+            ctx: None,
             body: EventBody::StatementCompleted(StatementCompleted {
                 statement: 1,
                 outcome: "ok".into(),

@@ -9,16 +9,21 @@
 //! hash chain can be checked from the SIEM's copy alone (`prev` is the SHA-256
 //! of the session's previous `raw_data`).
 //!
-//! Only `session_started` names the caller and the client's address: later
-//! events carry the session in `actor.session.uid` and `metadata.correlation_uid`,
-//! which is how a SIEM joins them (an archiver handling one event of a session
-//! need not have seen its start). Events hold no token or credential, and
-//! neither does this record.
+//! Every record names the caller (`actor`), the client (`src_endpoint`), the
+//! upstream and its database: `session_started` from its own fields, every later
+//! event from the session context the ingress stamps on it (`ctx`), so a record
+//! stands alone for a SIEM (and an archiver handling one event of a session need
+//! not have seen its start). The records declare the `security_control` profile
+//! (`metadata.profiles`) for `action_id` and `disposition_id`, and validate
+//! against the OCSF 1.3.0 schema (tests/siem.rs, deploy/siem/ocsf-validate.py).
+//! Events hold no token or credential, and neither does this record.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::evidence::{Event, EventBody};
+use crate::evidence::Event;
+
+mod map;
 
 /// OCSF version the records follow.
 pub const OCSF_VERSION: &str = "1.3.0";
@@ -30,14 +35,26 @@ pub const CATEGORY_UID: u32 = 6;
 /// so a reader can deduplicate without parsing the value.
 pub const EVENT_ID_HEADER: &str = "gatehouse-event-id";
 
+/// The OCSF profiles the records use: `security_control` brings `action_id`
+/// and `disposition_id`.
+pub const PROFILES: &[&str] = &["security_control"];
+
 /// OCSF Datastore Activity `activity_id`s used here.
 pub mod activity {
+    /// Read: result rows were returned to the client, or a table copied out.
+    pub const READ: u8 = 1;
+    /// Update: rows or definitions changed (`UPDATE`, `MERGE`, `ALTER`, `GRANT` …).
+    pub const UPDATE: u8 = 2;
     /// Connect: a session was established.
     pub const CONNECT: u8 = 3;
-    /// Query: a statement was decided, or completed.
+    /// Query: a query, or a statement that changes no data (`SELECT`, `BEGIN`, `SET` …).
     pub const QUERY: u8 = 4;
-    /// Read: result rows were returned to the client.
-    pub const READ: u8 = 1;
+    /// Write: rows added (`INSERT`, `COPY … FROM`).
+    pub const WRITE: u8 = 5;
+    /// Create: an object created (`CREATE …`, `SELECT … INTO`).
+    pub const CREATE: u8 = 6;
+    /// Delete: rows or objects removed (`DELETE`, `TRUNCATE`, `DROP …`).
+    pub const DELETE: u8 = 7;
     /// Other (see `activity_name`): approvals, session end.
     pub const OTHER: u8 = 99;
 }
@@ -53,11 +70,12 @@ pub struct SiemRecord {
     pub category_uid: u32,
     /// `Application Activity`.
     pub category_name: String,
-    /// 3 Connect (`session_started`), 4 Query (`statement`,
-    /// `statement_completed`), 1 Read (`result_data`), 99 Other (`approval`,
-    /// `session_ended`; see `activity_name`).
+    /// 3 Connect (`session_started`); for `statement` and
+    /// `statement_completed`, what the SQL does: 5 Write, 2 Update, 7 Delete, 6
+    /// Create, 1 Read (a copy out), else 4 Query ([`activity`]); 1 Read
+    /// (`result_data`); 99 Other (`approval`, `session_ended`; see `activity_name`).
     pub activity_id: u8,
-    /// The activity's caption (`Connect`, `Query`, `Read`, `Approval`, `Disconnect`).
+    /// The activity's caption (`Connect`, `Query`, `Write`, …, `Approval`, `Disconnect`).
     pub activity_name: String,
     /// `class_uid * 100 + activity_id`.
     pub type_uid: u64,
@@ -76,6 +94,11 @@ pub struct SiemRecord {
     /// Why a statement was refused, its SQLSTATE when it failed, or the approval state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_detail: Option<String>,
+    /// 1 Allowed, 2 Denied: whether the gateway let the activity happen (99
+    /// Other where it decided nothing: an approval requested, a session's end).
+    pub action_id: u8,
+    /// The action's caption.
+    pub action: String,
     /// 1 Allowed, 2 Blocked, 14 Delayed (held for approval), 8 Approved, 99
     /// Other (masked): the statement's verdict, or the approval's outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,15 +110,15 @@ pub struct SiemRecord {
     pub message: String,
     /// Where the record comes from, and its id.
     pub metadata: Metadata,
-    /// Who acted: the verified identity (on `session_started`), and the session.
+    /// Who acted: the verified identity, the role and the session.
     pub actor: Actor,
-    /// The client (on `session_started`).
+    /// The client (absent only in records of gateways that did not stamp `ctx`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub src_endpoint: Option<Endpoint>,
-    /// The upstream PostgreSQL (on `session_started`).
+    /// The upstream PostgreSQL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dst_endpoint: Option<Endpoint>,
-    /// The upstream database (on `session_started`).
+    /// The upstream database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<Database>,
     /// The SQL text (on `statement`).
@@ -122,6 +145,8 @@ pub struct SiemRecord {
 pub struct Metadata {
     /// The OCSF version, [`OCSF_VERSION`].
     pub version: String,
+    /// The profiles the record uses, [`PROFILES`].
+    pub profiles: Vec<String>,
     /// Gatehouse.
     pub product: Product,
     /// The event id `<session>/<seq>`: unique, the deduplication key.
@@ -148,12 +173,12 @@ pub struct Product {
 /// OCSF `actor`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Actor {
-    /// The caller's verified identity (on `session_started`).
+    /// The caller's verified identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<User>,
     /// The gateway session.
     pub session: Session,
-    /// The Gatehouse role assumed (on `session_started`).
+    /// The Gatehouse role assumed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_name: Option<String>,
 }
@@ -180,7 +205,7 @@ pub struct User {
 pub struct Session {
     /// The gateway session id.
     pub uid: String,
-    /// The token's issuer (on `session_started`).
+    /// The token's issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
 }
@@ -236,7 +261,8 @@ pub struct Authorization {
 /// OCSF `policy`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Policy {
-    /// The rule id.
+    /// The rule id; `(no rule)` when none decided (default deny, unparsed
+    /// SQL, no decider answering).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The policy version.
@@ -283,7 +309,7 @@ impl SiemRecord {
     pub fn from_event(event: &Event, record: &str) -> Self {
         let id = event.id();
         let session = event.session_id.to_string();
-        let mut r = Mapped::new(event);
+        let mut r = map::Mapped::new(event);
         r.map(event, &id);
         let type_uid = u64::from(CLASS_UID) * 100 + u64::from(r.activity_id);
         Self {
@@ -295,17 +321,20 @@ impl SiemRecord {
             type_uid,
             type_name: format!("Datastore Activity: {}", r.activity_name),
             activity_name: r.activity_name.into(),
-            time: epoch_ms(&event.ts),
+            time: map::epoch_ms(&event.ts),
             severity_id: r.severity_id,
-            severity: severity_name(r.severity_id).into(),
+            severity: map::severity_name(r.severity_id).into(),
             status_id: if r.success { 1 } else { 2 },
             status: if r.success { "Success" } else { "Failure" }.into(),
             status_detail: r.status_detail,
+            action_id: r.action.0,
+            action: r.action.1.into(),
             disposition_id: r.disposition.map(|(id, _)| id),
             disposition: r.disposition.map(|(_, name)| name.to_owned()),
             message: r.message,
             metadata: Metadata {
                 version: OCSF_VERSION.into(),
+                profiles: PROFILES.iter().map(|p| (*p).to_owned()).collect(),
                 product: Product {
                     name: "Gatehouse".into(),
                     vendor_name: "Gatehouse".into(),
@@ -340,243 +369,13 @@ impl SiemRecord {
     }
 }
 
-/// The fields that depend on the kind of event.
-struct Mapped {
-    activity_id: u8,
-    activity_name: &'static str,
-    severity_id: u8,
-    success: bool,
-    status_detail: Option<String>,
-    disposition: Option<(u8, &'static str)>,
-    message: String,
-    user: Option<User>,
-    issuer: Option<String>,
-    role: Option<String>,
-    src: Option<Endpoint>,
-    dst: Option<Endpoint>,
-    database: Option<Database>,
-    query: Option<QueryInfo>,
-    authorizations: Vec<Authorization>,
-    duration: Option<u64>,
-    count: Option<u64>,
-}
-
-impl Mapped {
-    fn new(event: &Event) -> Self {
-        Self {
-            activity_id: activity::OTHER,
-            activity_name: "Other",
-            severity_id: 1,
-            success: true,
-            status_detail: None,
-            disposition: None,
-            message: event.body.kind().replace('_', " "),
-            user: None,
-            issuer: None,
-            role: None,
-            src: None,
-            dst: None,
-            database: None,
-            query: None,
-            authorizations: Vec::new(),
-            duration: None,
-            count: None,
-        }
-    }
-
-    fn map(&mut self, event: &Event, id: &str) {
-        match &event.body {
-            EventBody::SessionStarted(s) => {
-                self.activity_id = activity::CONNECT;
-                self.activity_name = "Connect";
-                let name =
-                    s.ci.repository
-                        .clone()
-                        .or_else(|| s.ci.service_account.clone())
-                        .unwrap_or_else(|| s.identity.subject.clone());
-                self.message = format!("{name} connected as role {}", s.role);
-                self.user = Some(User {
-                    uid: s.identity.subject.clone(),
-                    name,
-                    type_id: 3,
-                    kind: "System".into(),
-                    domain: s.identity.issuer.clone(),
-                });
-                self.issuer = Some(s.identity.issuer.clone());
-                self.role = Some(s.role.clone());
-                self.src = Some(endpoint(&s.client_addr));
-                let (server, dbname) = s.upstream.rsplit_once('/').unwrap_or((&s.upstream, ""));
-                self.dst = Some(endpoint(server));
-                self.database = Some(Database {
-                    name: dbname.to_owned(),
-                    kind: "PostgreSQL".into(),
-                    type_id: 1,
-                });
-            }
-            EventBody::Statement(s) => {
-                self.activity_id = activity::QUERY;
-                self.activity_name = "Query";
-                self.disposition = Some(match s.verdict.as_str() {
-                    "allow" => (1, "Allowed"),
-                    "block" => (2, "Blocked"),
-                    "approve" if s.forwarded => (8, "Approved"),
-                    "approve" => (14, "Delayed"),
-                    "mask" => (99, "Masked"),
-                    _ => (99, "Other"),
-                });
-                self.success = s.forwarded;
-                if !s.forwarded {
-                    self.severity_id = 3;
-                    self.status_detail = Some(
-                        s.reason
-                            .clone()
-                            .unwrap_or_else(|| format!("refused ({})", s.verdict)),
-                    );
-                }
-                let params = s.params.as_ref().map_or(0, Vec::len);
-                self.message = format!(
-                    "{} {} ({}{})",
-                    if s.forwarded { "ran" } else { "refused" },
-                    s.classes.first().map_or("statement", String::as_str),
-                    s.verdict,
-                    if params > 0 {
-                        format!(", {params} parameters")
-                    } else {
-                        String::new()
-                    }
-                );
-                self.query = Some(QueryInfo {
-                    query_string: s.sql.clone(),
-                    name: s.statement_name.clone(),
-                    uid: id.to_owned(),
-                });
-                self.authorizations = vec![Authorization {
-                    decision: s.verdict.clone(),
-                    policy: (s.rule.is_some() || s.policy_version.is_some() || s.reason.is_some())
-                        .then(|| Policy {
-                            name: s.rule.clone(),
-                            version: s.policy_version.clone(),
-                            desc: s.reason.clone(),
-                        }),
-                }];
-            }
-            EventBody::StatementCompleted(c) => {
-                self.activity_id = activity::QUERY;
-                self.activity_name = "Query";
-                self.success = c.outcome == "ok" || c.outcome == "suspended";
-                self.status_detail = c
-                    .sqlstate
-                    .as_ref()
-                    .map(|s| format!("SQLSTATE {s}"))
-                    .or_else(|| (!self.success).then(|| c.outcome.clone()));
-                self.duration = Some(c.duration_us / 1000);
-                self.count = Some(c.rows);
-                self.message = format!(
-                    "statement {} completed: {} ({})",
-                    c.statement,
-                    c.outcome,
-                    c.tags.join(", ")
-                );
-            }
-            EventBody::ResultData(d) => {
-                self.activity_id = activity::READ;
-                self.activity_name = "Read";
-                self.count = Some(d.row_count.max(d.rows.len() as u64));
-                self.message = format!(
-                    "{} result rows of statement {}, {} kept{}",
-                    d.row_count.max(d.rows.len() as u64),
-                    d.statement,
-                    d.rows.len(),
-                    if d.truncated { " (truncated)" } else { "" }
-                );
-            }
-            EventBody::Approval(a) => {
-                self.activity_name = "Approval";
-                self.success = !matches!(
-                    a.state.as_str(),
-                    "denied" | "expired" | "cancelled" | "withdrawn" | "refused"
-                );
-                self.disposition = match a.state.as_str() {
-                    "requested" => Some((14, "Delayed")),
-                    "approved" => Some((8, "Approved")),
-                    "denied" => Some((2, "Blocked")),
-                    _ => None,
-                };
-                if a.state == "denied" {
-                    self.severity_id = 3;
-                }
-                self.status_detail = Some(a.state.clone());
-                self.message = format!(
-                    "approval {} of statement {}: {}{}",
-                    a.request,
-                    a.statement,
-                    a.state,
-                    a.by.as_ref()
-                        .map(|b| format!(" by {b}"))
-                        .unwrap_or_default()
-                );
-            }
-            EventBody::SessionEnded(e) => {
-                self.activity_name = "Disconnect";
-                self.duration = Some(e.duration_ms);
-                self.count = Some(e.statements);
-                self.message = format!(
-                    "session ended ({}): {} statements, {} refused",
-                    e.reason, e.statements, e.refused
-                );
-            }
-        }
-    }
-}
-
-fn severity_name(id: u8) -> &'static str {
-    match id {
-        1 => "Informational",
-        2 => "Low",
-        3 => "Medium",
-        4 => "High",
-        5 => "Critical",
-        _ => "Unknown",
-    }
-}
-
-/// `ip:port`, `[v6]:port` or `host:port` as an endpoint.
-fn endpoint(addr: &str) -> Endpoint {
-    let (host, port) = match addr.rsplit_once(':') {
-        Some((h, p)) if p.parse::<u16>().is_ok() => (h, p.parse().ok()),
-        _ => (addr, None),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.parse::<std::net::IpAddr>().is_ok() {
-        Endpoint {
-            ip: Some(host.to_owned()),
-            hostname: None,
-            port,
-        }
-    } else {
-        Endpoint {
-            ip: None,
-            hostname: Some(host.to_owned()),
-            port,
-        }
-    }
-}
-
-/// Milliseconds since the epoch of an RFC 3339 UTC time (0 if it is not one).
-fn epoch_ms(ts: &str) -> i64 {
-    humantime::parse_rfc3339(ts)
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::Identity;
     use crate::evidence::{
-        ApprovalEvent, CiContext, GENESIS, Param, ResultData, SessionEnded, SessionStarted,
-        Statement, StatementCompleted, StatementPath,
+        ApprovalEvent, CiContext, EventBody, GENESIS, Param, ResultData, SessionEnded,
+        SessionStarted, Statement, StatementCompleted, StatementPath,
     };
     use uuid::Uuid;
 
@@ -587,6 +386,7 @@ mod tests {
             seq,
             ts: "2026-11-22T10:00:00.123456Z".into(),
             prev: GENESIS.into(),
+            ctx: None,
             body,
         };
         let record = serde_json::to_string(&e).unwrap();
@@ -631,6 +431,7 @@ mod tests {
             shadow: Vec::new(),
             forwarded,
             approval: None,
+            objects: None,
         })
     }
 
@@ -681,7 +482,8 @@ mod tests {
             (policy.name.as_deref(), policy.version.as_deref()),
             (Some("r1"), Some("p1"))
         );
-        assert!(r.actor.user.is_none(), "only the start names the caller");
+        assert!(r.actor.user.is_none(), "a record without ctx has no caller");
+        assert_eq!((r.action_id, r.metadata.profiles.len()), (1, 1));
 
         let (e, raw) = event(3, statement("block", false));
         let r = SiemRecord::from_event(&e, &raw);
@@ -776,6 +578,32 @@ mod tests {
             (r.duration, r.status_detail.as_deref()),
             (Some(2), Some("SQLSTATE 42P01"))
         );
+    }
+
+    #[test]
+    fn every_record_names_the_caller_the_client_and_the_database() {
+        let (start, _) = event(1, started());
+        let EventBody::SessionStarted(s) = &start.body else {
+            unreachable!()
+        };
+        let ctx = crate::evidence::SessionContext::of(s);
+        let (mut e, _) = event(2, statement("block", false));
+        e.ctx = Some(ctx);
+        let raw = serde_json::to_string(&e).unwrap();
+        let r = SiemRecord::from_record(&raw).unwrap();
+        let user = r.actor.user.as_ref().unwrap();
+        assert_eq!(
+            (user.uid.as_str(), user.name.as_str()),
+            ("repo:acme/etl:ref:refs/heads/main", "acme/etl")
+        );
+        assert_eq!(r.actor.app_name.as_deref(), Some("etl"));
+        assert_eq!(
+            r.src_endpoint.as_ref().unwrap().ip.as_deref(),
+            Some("10.1.2.3")
+        );
+        assert_eq!(r.database.as_ref().unwrap().name, "app");
+        assert_eq!((r.action_id, r.action.as_str()), (2, "Denied"));
+        assert_eq!(r.metadata.profiles, ["security_control"]);
     }
 
     #[test]

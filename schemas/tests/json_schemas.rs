@@ -172,6 +172,9 @@ fn decisions_validate() {
                     fingerprint: "00ff".into(),
                     prepares: Some(("q".into(), "delete from t".into())),
                     deallocates: None,
+                    reads: vec!["public.t".into()],
+                    writes: vec!["public.t".into()],
+                    calls: Vec::new(),
                 },
                 StatementSummary {
                     class: "prepared".into(),
@@ -179,6 +182,9 @@ fn decisions_validate() {
                     fingerprint: "0100".into(),
                     prepares: None,
                     deallocates: Some(None),
+                    reads: Vec::new(),
+                    writes: Vec::new(),
+                    calls: Vec::new(),
                 },
             ],
             shadow: vec![ShadowHit {
@@ -228,6 +234,7 @@ fn siem_records_validate() {
         seq: 1,
         ts: "2026-11-22T10:00:00.000001Z".into(),
         prev: GENESIS.into(),
+        ctx: None,
         body: EventBody::SessionEnded(SessionEnded {
             reason: "client_terminated".into(),
             statements: 0,

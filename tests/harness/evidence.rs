@@ -20,5 +20,6 @@ pub fn statement(sql: &str, verdict: &str) -> EventBody {
         shadow: Vec::new(),
         forwarded: true,
         approval: None,
+        objects: None,
     })
 }

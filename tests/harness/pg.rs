@@ -303,6 +303,26 @@ impl Pg {
         panic!("no backend started running {query:?}");
     }
 
+    /// Waits until `user` has no backend left but the gateway's catalog
+    /// connection: every gateway session of that role has closed its upstream connection (a session records its end
+    /// right after, without yielding), so a test that shuts the gateway down
+    /// next does not cut a session whose client's Terminate is still in flight.
+    #[allow(dead_code)]
+    pub async fn wait_no_backends(&self, user: &str) {
+        let sql = format!(
+            "select count(*) from pg_stat_activity where usename = '{}' \
+             and application_name is distinct from 'gatehouse-catalog'",
+            user.replace('\'', "''")
+        );
+        for _ in 0..1500 {
+            if self.psql_admin(&sql) == "0" {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("{user} still has backends after 30 s");
+    }
+
     /// A libpq connection string straight to this cluster.
     pub fn direct_url(&self, user: &str, password: &str) -> String {
         format!(

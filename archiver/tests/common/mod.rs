@@ -58,6 +58,7 @@ impl ChainBuilder {
             seq,
             ts: format!("2027-01-15T08:{:02}:{:02}.000000Z", seq / 60, seq % 60),
             prev: self.prev.clone(),
+            ctx: None,
             body,
         };
         let record = serde_json::to_vec(&event).unwrap();
@@ -97,6 +98,7 @@ impl ChainBuilder {
             shadow: vec![],
             forwarded,
             approval: None,
+            objects: None,
         }));
         if forwarded {
             self.push(EventBody::StatementCompleted(StatementCompleted {

@@ -10,6 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+
+/// The `application_name` of the catalog's own upstream connections.
+pub const CATALOG_APPLICATION_NAME: &str = "gatehouse-catalog";
 use gatehouse_decider::lineage::relation_name;
 use gatehouse_schemas::decision::ViewDefinition;
 use pgwire::messages::{DecodeContext, PgWireBackendMessage, ProtocolVersion};
@@ -282,7 +285,13 @@ impl Catalog {
         let mut guard = self.conn.lock().await;
         let result = async {
             if guard.is_none() {
-                *guard = Some(upstream::connect(&self.target, &BTreeMap::new()).await?);
+                // Named, so an operator (and a test) tells it from the
+                // sessions in `pg_stat_activity`.
+                let params = BTreeMap::from([(
+                    "application_name".to_owned(),
+                    CATALOG_APPLICATION_NAME.to_owned(),
+                )]);
+                *guard = Some(upstream::connect(&self.target, &params).await?);
             }
             let conn = guard.as_mut().ok_or(UpstreamError::TlsRefused)?;
             let mut out = [const { Vec::new() }; N];

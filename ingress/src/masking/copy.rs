@@ -159,7 +159,19 @@ impl CopyOut {
         csv: Option<(u8, u8)>,
         key: &[u8],
     ) -> Option<Vec<u8>> {
-        let is_null = |f: &[u8]| f == null && csv.is_none_or(|(q, _)| f.first() != Some(&q));
+        // What is surely NULL. CSV quotes a value spelled like the NULL string.
+        // Text format writes a value spelled like it as it is (`NULL 'x'`
+        // and the value `x` are one field), unless the NULL string holds a
+        // backslash (a value's backslashes are doubled): a masked column then
+        // masks the field as a value, or a chosen NULL string would tell
+        // which rows hold exactly that value.
+        let is_null = |f: &[u8]| {
+            f == null
+                && match csv {
+                    Some((q, _)) => f.first() != Some(&q),
+                    None => null.contains(&b'\\'),
+                }
+        };
         if fields.len() != self.masks.len() {
             // Not the row shape announced: every column NULL.
             let mut out = Vec::new();
@@ -499,6 +511,30 @@ mod tests {
         let a = c.data(b"12\\t3\n", KEY).unwrap();
         let b = method_hash("12\t3");
         assert_eq!(a, format!("{b}\n").into_bytes());
+    }
+
+    #[test]
+    fn a_value_spelled_like_the_null_string_is_masked() {
+        // Found by the `masking` fuzz target: under `NULL 'x'` (or `NULL ''`)
+        // the value `x` is written `x`, so passing what looks like NULL would
+        // show which rows hold exactly the NULL string chosen.
+        let format = |null: &[u8]| CopyFormat::Text {
+            delimiter: b',',
+            null: null.to_vec(),
+            header: false,
+        };
+        let masks = [None, partial()];
+        let mut c = CopyOut::new(format(b"123-45-6789"), 2, Some(&masks));
+        assert_eq!(c.data(b"1,123-45-6789\n", KEY).unwrap(), b"1,***-**-6789\n");
+        let mut c = CopyOut::new(
+            format(b""),
+            2,
+            Some(&[None, Some((MaskMethod::Redact, Kind::Text))]),
+        );
+        assert_eq!(c.data(b"1,\n", KEY).unwrap(), b"1,****\n");
+        // A NULL string with a backslash is never a value's spelling.
+        let mut c = CopyOut::new(text(), 2, Some(&masks));
+        assert_eq!(c.data(b"1\t\\N\n", KEY), None);
     }
 
     #[test]

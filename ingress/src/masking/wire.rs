@@ -163,8 +163,9 @@ pub fn replacement(value: &[u8], method: &MaskMethod, kind: Kind, key: &[u8]) ->
         if kind != Kind::Text {
             return None;
         }
-        let text = std::str::from_utf8(value).ok()?;
-        return detect::scrub(text, detectors).map(|s| Some(s.into_bytes()));
+        // Scanned as bytes: a value that is not UTF-8 (which a UTF8 server
+        // never sends) is not waved through unscanned.
+        return detect::scrub_bytes(value, detectors).map(Some);
     }
     Some(masked_value(value, method, kind, key))
 }
@@ -357,6 +358,10 @@ mod tests {
         assert!(rewrite_data_row(&row, &masks, b"k").is_none());
         let row = data_row(&[Some(b"no digits at all"), None]);
         assert!(rewrite_data_row(&row, &masks, b"k").is_none());
+        // Bytes that are not UTF-8 are scanned all the same.
+        let row = data_row(&[Some(b"\xe9 123-45-6789"), None]);
+        let out = rewrite_data_row(&row, &masks, b"k").unwrap();
+        assert_eq!(&out[..], &data_row(&[Some(b"\xe9 ***-**-****"), None])[..]);
     }
 
     #[test]
