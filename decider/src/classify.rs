@@ -305,6 +305,10 @@ struct Acc {
     targets: HashSet<*const TableFactor>,
     /// A query locks the rows it reads (`FOR UPDATE`, `FOR SHARE`, ...).
     row_locks: bool,
+    /// How many queries and DML statements the walk is inside: where a bare
+    /// name is a column. Outside them a keyword is a value
+    /// (`SET x = on`, `WITH (fastupdate = on)`), not a misread column.
+    row_scopes: usize,
 }
 
 impl Acc {
@@ -320,6 +324,7 @@ impl Acc {
             scopes: Vec::new(),
             targets: HashSet::new(),
             row_locks: false,
+            row_scopes: 0,
         }
     }
 
@@ -1210,10 +1215,20 @@ impl Visitor for Acc {
     type Break = String;
 
     fn pre_visit_statement(&mut self, stmt: &Statement) -> ControlFlow<String> {
+        if is_dml(stmt) {
+            self.row_scopes += 1;
+        }
         match self.effects(stmt) {
             Ok(()) => ControlFlow::Continue(()),
             Err(e) => ControlFlow::Break(e),
         }
+    }
+
+    fn post_visit_statement(&mut self, stmt: &Statement) -> ControlFlow<String> {
+        if is_dml(stmt) {
+            self.row_scopes -= 1;
+        }
+        ControlFlow::Continue(())
     }
 
     fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<String> {
@@ -1277,6 +1292,7 @@ impl Visitor for Acc {
             scope.visible.extend(ctes);
         }
         self.scopes.push(scope);
+        self.row_scopes += 1;
         // sqlparser reads `TABLE name` without its quoting and swallows the two
         // tokens after an unqualified name, so its tree cannot be trusted.
         let mut bodies = vec![query.body.as_ref()];
@@ -1300,6 +1316,7 @@ impl Visitor for Acc {
 
     fn post_visit_query(&mut self, _query: &Query) -> ControlFlow<String> {
         self.scopes.pop();
+        self.row_scopes -= 1;
         ControlFlow::Continue(())
     }
 
@@ -1332,8 +1349,10 @@ impl Visitor for Acc {
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<String> {
         // Nor does PostgreSQL take an unquoted reserved word for a column, but
         // sqlparser does: `SELECT INTO t FROM s` (PostgreSQL: create t from s)
-        // became a read of a column "into" aliased t.
+        // became a read of a column "into" aliased t. Only where names are
+        // columns: a setting's or option's value may be a keyword (`on`).
         let first = match expr {
+            _ if self.row_scopes == 0 => None,
             Expr::Identifier(id) => Some(id),
             Expr::CompoundIdentifier(ids) => ids.first(),
             _ => None,
@@ -1357,6 +1376,14 @@ impl Visitor for Acc {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// Whether `stmt` is DML, whose expressions name columns.
+fn is_dml(stmt: &Statement) -> bool {
+    matches!(
+        stmt,
+        Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) | Statement::Merge(_)
+    )
 }
 
 /// Whether EXPLAIN's options ask it to run the statement: `(ANALYZE)`,
@@ -1480,6 +1507,38 @@ mod tests {
         match analyze(sql) {
             Analysis::Parsed { mut statements } if statements.len() == 1 => statements.remove(0),
             other => panic!("{sql}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn keywords_are_values_in_settings_and_options_and_never_columns() {
+        // PostgreSQL takes `on` as a value here; 110 statements of its
+        // regression SQL were refused as unparsed when it counted as a column.
+        for (sql, class) in [
+            ("SET synchronous_commit = on", StatementClass::Session),
+            ("set enable_seqscan to ON", StatementClass::Session),
+            (
+                "create index i on t using gin (a) with (fastupdate = on)",
+                StatementClass::Ddl,
+            ),
+            (
+                "create function f() returns int language sql as 'select 1' \
+                 set transaction_read_only = on",
+                StatementClass::Ddl,
+            ),
+        ] {
+            assert!(one(sql).classes.contains(&class), "{sql}");
+        }
+        // Where a bare name is a column, a reserved word is not one, whatever
+        // sqlparser makes of it.
+        for sql in [
+            "select on from t",
+            "select a from t where on = 1",
+            "update t set a = on",
+            "insert into t select on from s",
+            "delete from t where on",
+        ] {
+            assert!(matches!(analyze(sql), Analysis::Unparsed { .. }), "{sql}");
         }
     }
 
