@@ -328,6 +328,10 @@ fn corpus() -> Vec<Case> {
         c("SET ROLE NONE", Session).risks(&[RoleChange]),
         c("SET role = 'admin'", Session).risks(&[RoleChange]),
         c("RESET ROLE", Session).risks(&[RoleChange]),
+        c("SET ROLE TO admin", Session).risks(&[RoleChange]),
+        c("set local role = admin", Session).risks(&[RoleChange]),
+        c("SET CONSTRAINTS ALL DEFERRED", Transaction),
+        c("SET CONSTRAINTS s.uk, fk IMMEDIATE", Transaction),
         c("SET SESSION AUTHORIZATION 'bob'", Session).risks(&[RoleChange]),
         c("SET SESSION AUTHORIZATION DEFAULT", Session).risks(&[RoleChange]),
         c("RESET SESSION AUTHORIZATION", Session).risks(&[RoleChange]),
@@ -526,6 +530,8 @@ fn corpus() -> Vec<Case> {
         unparsed("COPY t FROM STDIN WHERE a > 1"),
         unparsed("SELECT U&'d\\0061t\\+000061' UESCAPE '!'"),
         unparsed("SET SCHEMA evil"),
+        unparsed("SET CONSTRAINTS ALL DEFERRED; DELETE"),
+        unparsed("SET CONSTRAINTS f() DEFERRED"),
         // PostgreSQL reads a non-breaking space as part of the name `pat<NBSP>ients`;
         // sqlparser would read table `pat` aliased `ients`.
         unparsed("SELECT * FROM pat\u{a0}ients"),

@@ -249,6 +249,25 @@ pub(super) fn recognize(tokens: &[TokenWithSpan]) -> Option<Recognized> {
             out.push(t[at + 1].clone());
             return Some(Recognized::Reparse(out));
         }
+        // `SET [SESSION | LOCAL] ROLE TO name`: `SET ROLE name` in other words.
+        if word(at, "ROLE") && t.len() == at + 3 && (word(at + 1, "TO") || *t[at + 1] == Token::Eq)
+        {
+            let mut out: Vec<Token> = t.iter().map(|t| (*t).clone()).collect();
+            out.remove(at + 1);
+            return Some(Recognized::Reparse(out));
+        }
+        // `SET CONSTRAINTS {ALL | name [, ...]} {DEFERRED | IMMEDIATE}`: when
+        // the transaction checks its deferrable constraints.
+        if word(1, "CONSTRAINTS")
+            && (word(t.len() - 1, "DEFERRED") || word(t.len() - 1, "IMMEDIATE"))
+            && (t.len() == 4 && word(2, "ALL")
+                || t.len() > 3
+                    && t[2..t.len() - 1]
+                        .iter()
+                        .all(|t| matches!(t, Token::Word(_) | Token::Period | Token::Comma)))
+        {
+            return classified(StatementClass::Transaction, &[]);
+        }
         return None;
     }
     if word(0, "TABLE") {
