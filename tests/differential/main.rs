@@ -158,6 +158,9 @@ async fn the_decider_never_under_classifies_postgresql_regression_sql() {
     let pg = Pg::start();
     // Nothing but the scripts may change the cluster while they run.
     pg.psql_admin("ALTER SYSTEM SET autovacuum = off");
+    // Two hundred databases come and go: keep the WAL they leave small.
+    pg.psql_admin("ALTER SYSTEM SET max_wal_size = '64MB'");
+    pg.psql_admin("ALTER SYSTEM SET min_wal_size = '32MB'");
     pg.psql_admin("SELECT pg_reload_conf()");
     pg.psql_admin("ALTER ROLE postgres SET statement_timeout = '120s'");
     pg.psql_admin("CREATE DATABASE regress_base");
