@@ -6,6 +6,7 @@ pub mod archiver;
 pub mod audit;
 pub mod config_cli;
 pub mod connect;
+pub mod doctor;
 pub mod evidence_cli;
 pub mod local_evidence;
 pub mod policy_cli;

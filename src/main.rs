@@ -50,6 +50,9 @@ enum Command {
     /// Run a command (psql, a migration tool) with this CI job's token as its
     /// PostgreSQL password, taken from the environment the job runs in.
     Connect(gatehouse::connect::ConnectArgs),
+    /// Try what a config names (issuers' keys, upstreams with the gateway's
+    /// credential, clocks, NATS, evidence directory, S3, Kafka): one line per check.
+    Doctor(gatehouse::doctor::DoctorArgs),
     /// Check a whole gateway config, for the role that runs it.
     Config {
         #[command(subcommand)]
@@ -351,6 +354,10 @@ fn main() -> Result<()> {
         }
         Command::Connect(args) => {
             let code = gatehouse::connect::run(args)?;
+            std::process::exit(code);
+        }
+        Command::Doctor(args) => {
+            let code = gatehouse::doctor::run(args, &mut std::io::stdout().lock())?;
             std::process::exit(code);
         }
         Command::Config { command } => {

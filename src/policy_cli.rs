@@ -124,7 +124,7 @@ pub fn run(cmd: PolicyCommand) -> Result<i32> {
                 sql: &sql,
                 function_oid: None,
                 prepared: &prepared,
-                views: &gatehouse_decider::engine::NO_VIEWS,
+                catalog: &gatehouse_decider::engine::NO_CATALOG,
             });
             if json {
                 let statements: Vec<Value> = e
@@ -301,12 +301,16 @@ fn render(e: &gatehouse_decider::Explanation) -> String {
                 d.relations.join(", ")
             ));
         }
-        if !d.functions.is_empty() {
-            out.push_str(&format!(
-                "catalog: functions refused unless built into PostgreSQL: {}\n",
-                d.functions.join(", ")
-            ));
-        }
+    }
+    if !d.functions.is_empty() {
+        // Whoever the caller: a function not built into PostgreSQL needs a
+        // rule that names it (the verdict above takes these names for
+        // PostgreSQL's own).
+        let names: Vec<String> = d.functions.iter().map(ToString::to_string).collect();
+        out.push_str(&format!(
+            "catalog: looked up in pg_proc before it runs (a rule must name any not built into PostgreSQL): {}\n",
+            names.join(", ")
+        ));
     }
     if let Some(err) = &e.parse_error {
         out.push_str(&format!("unparsed: {err}\n"));
@@ -398,7 +402,7 @@ fn test(file: &Path) -> Result<i32> {
             sql: &case.sql,
             function_oid: None,
             prepared: &prepared,
-            views: &gatehouse_decider::engine::NO_VIEWS,
+            catalog: &gatehouse_decider::engine::NO_CATALOG,
         });
         let name = case
             .name

@@ -240,6 +240,24 @@ async fn policy_check_explain_and_test() {
         err.contains("line 4") && err.contains("needs a reason"),
         "{err}"
     );
+    // The functions keys are checked too: a misspelt key, a bad pattern.
+    for (text, want) in [
+        ("trusted_function = [\"x\"]\n", "unknown field"),
+        (
+            "trusted_functions = [\"a.b.c\"]\n",
+            "must be name or schema.name",
+        ),
+    ] {
+        std::fs::write(
+            &bad,
+            format!("{text}[[rules]]\nid = \"a\"\nverdict = \"allow\"\n"),
+        )
+        .unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["policy", "check"]).arg(&bad);
+        let err = run(cmd).await.unwrap_err();
+        assert!(err.contains(want), "{want} in: {err}");
+    }
 
     // explain shows verdict, rule, class, objects and risks.
     let claims = dir.path().join("claims.json");
@@ -260,6 +278,22 @@ async fn policy_check_explain_and_test() {
         "class:     write",
         "writes:    clinic.billing",
         "risks:     delete_without_where",
+    ] {
+        assert!(out.contains(needle), "{needle} in:\n{out}");
+    }
+    // ... and the functions the gateway will look up, refusing one not built
+    // in that no rule names.
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "policy", "explain", "--policy", &policy, "--role", "etl", "--claims",
+    ])
+    .arg(&claims)
+    .arg("select clinic.purge(), lower(full_name) from clinic.patients");
+    let out = run(cmd).await.unwrap();
+    for needle in [
+        "verdict: block (no rule: default deny)",
+        "it calls clinic.purge, a function not built into PostgreSQL",
+        "catalog: looked up in pg_proc before it runs (a rule must name any not built into PostgreSQL): lower, clinic.purge",
     ] {
         assert!(out.contains(needle), "{needle} in:\n{out}");
     }
@@ -288,7 +322,7 @@ async fn policy_check_explain_and_test() {
         "mask:    clinic.*.notes (detectors ssn, pan, email, phone) by rule research-masked",
         // What the gateway looks up in the catalog before it runs.
         "catalog: relations read through when they are views: clinic.patients",
-        "catalog: functions refused unless built into PostgreSQL: upper",
+        "catalog: looked up in pg_proc before it runs (a rule must name any not built into PostgreSQL): upper",
     ] {
         assert!(out.contains(needle), "{needle} in:\n{out}");
     }

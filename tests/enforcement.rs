@@ -335,14 +335,14 @@ impl DecisionPoint for Flaky {
         &self,
         event: &StatementEvent<'_>,
         prepared: &BTreeMap<String, String>,
-        views: &BTreeMap<String, gatehouse_schemas::decision::ViewDefinition>,
+        catalog: &gatehouse_schemas::decision::CatalogFacts,
     ) -> Result<Arc<Decision>, DecisionError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.down.load(Ordering::SeqCst) {
             // Never answers: only the ingress's timeout ends the wait.
             std::future::pending::<()>().await;
         }
-        self.inner.decide(event, prepared, views).await
+        self.inner.decide(event, prepared, catalog).await
     }
     fn epoch(&self) -> u64 {
         self.inner.epoch()

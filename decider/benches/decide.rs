@@ -40,7 +40,7 @@ fn bench(c: &mut Criterion) {
         sql,
         function_oid: None,
         prepared: &prepared,
-        views: &gatehouse_decider::engine::NO_VIEWS,
+        catalog: &gatehouse_decider::engine::NO_CATALOG,
     };
     assert_eq!(policy.decide(query(typical)).verdict.name(), "allow");
     c.bench_function("analyze typical select", |b| {
@@ -72,6 +72,37 @@ fn bench(c: &mut Criterion) {
     let short = "SELECT abalance FROM pgbench_accounts WHERE aid = 48213";
     c.bench_function("decide pgbench -S statement (uncached)", |b| {
         b.iter(|| policy.decide(query(black_box(short))))
+    });
+    // A statement that calls a function: the first question (without the
+    // catalog), and the second one when the catalog names a user's function.
+    let called =
+        "SELECT lower(p.full_name), clinic.score(p.id) FROM clinic.patients p WHERE p.id = $1";
+    c.bench_function("decide select calling functions (uncached, first)", |b| {
+        b.iter(|| policy.decide(query(black_box(called))))
+    });
+    let facts = gatehouse_schemas::decision::CatalogFacts {
+        views: BTreeMap::new(),
+        functions: policy
+            .decide(query(called))
+            .functions
+            .into_iter()
+            .map(|call| gatehouse_schemas::decision::Resolution {
+                callees: vec![gatehouse_schemas::decision::Callee {
+                    schema: call.schema.clone().unwrap_or_else(|| "pg_catalog".into()),
+                    name: call.name.clone(),
+                    builtin: call.schema.is_none(),
+                }],
+                call,
+            })
+            .collect(),
+    };
+    c.bench_function("decide select calling functions (with the catalog)", |b| {
+        b.iter(|| {
+            policy.decide(Query {
+                catalog: &facts,
+                ..query(black_box(called))
+            })
+        })
     });
     // The ingress's verdict-cache key for a text it has not seen: the scanner,
     // and the tokenizer it replaced.

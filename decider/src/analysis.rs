@@ -248,6 +248,11 @@ pub struct StatementAnalysis {
     /// Functions it calls, folded like names (lower-cased unless quoted),
     /// schema-qualified when written so (`pg_catalog.pg_read_file`).
     pub functions: BTreeSet<String>,
+    /// The names through which it may run functions (its calls, custom
+    /// operators, casts to types not built in), for the ingress to resolve in
+    /// the upstream catalog.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub calls: BTreeSet<gatehouse_schemas::decision::CallName>,
     /// Risk features.
     pub risks: BTreeSet<Risk>,
     /// PREPARE/EXECUTE/DEALLOCATE.

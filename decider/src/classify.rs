@@ -34,9 +34,11 @@ use functions::{
     QUERY_TEXT_FUNCTIONS, SCHEMA_NAME_FUNCTIONS, TABLE_NAME_FUNCTIONS, listed, setting_risks,
 };
 
-pub(crate) use functions::listed as listed_function;
+pub(crate) use functions::CallNames;
+pub use functions::listed as listed_function;
 pub use functions::{
-    ADMIN_FUNCTIONS, SIDE_EFFECT_FUNCTIONS, STATISTICS_FUNCTIONS, STATISTICS_RELATIONS,
+    ADMIN_FUNCTIONS, BUILTIN_TYPES, RELATION_READING_FUNCTIONS, SIDE_EFFECT_FUNCTIONS,
+    STATISTICS_FUNCTIONS, STATISTICS_RELATIONS,
 };
 
 /// How many levels of SQL text inside SQL text (`query_to_xml('select ...')`)
@@ -297,6 +299,7 @@ struct Acc {
     reads: BTreeSet<ObjectRef>,
     writes: BTreeSet<ObjectRef>,
     functions: BTreeSet<String>,
+    calls: BTreeSet<gatehouse_schemas::decision::CallName>,
     risks: BTreeSet<Risk>,
     prepared: Option<PreparedOp>,
     scopes: Vec<Scope>,
@@ -319,6 +322,7 @@ impl Acc {
             reads: BTreeSet::new(),
             writes: BTreeSet::new(),
             functions: BTreeSet::new(),
+            calls: BTreeSet::new(),
             risks: BTreeSet::new(),
             prepared: None,
             scopes: Vec::new(),
@@ -354,6 +358,7 @@ impl Acc {
             reads: self.reads,
             writes: self.writes,
             functions: self.functions,
+            calls: self.calls,
             risks: self.risks,
             prepared: self.prepared,
             fingerprint: String::new(),
@@ -412,6 +417,7 @@ impl Acc {
         self.reads.extend(inner.reads);
         self.reads.extend(inner.writes);
         self.functions.extend(inner.functions);
+        self.calls.extend(inner.calls);
         self.risks.extend(
             inner
                 .risks
@@ -1107,6 +1113,7 @@ impl Acc {
     fn call(&mut self, name: &ObjectName, args: &[FunctionArg]) {
         let parts = names::parts(name);
         self.functions.insert(parts.join("."));
+        self.calls.extend(functions::function_call(name));
         if listed(ADMIN_FUNCTIONS, &parts) {
             self.raise(StatementClass::Admin);
             self.risks.insert(Risk::SideEffectFunction);
@@ -1187,6 +1194,7 @@ impl Acc {
                     self.reads.extend(s.reads);
                     self.writes.extend(s.writes);
                     self.functions.extend(s.functions);
+                    self.calls.extend(s.calls);
                     self.risks.extend(s.risks);
                 }
             }
@@ -1340,6 +1348,7 @@ impl Visitor for Acc {
             TableFactor::Function { name, args, .. } => self.call(name, args),
             TableFactor::UNNEST { .. } => {
                 self.functions.insert("unnest".to_owned());
+                let _ = CallNames(&mut self.calls).pre_visit_table_factor(factor);
             }
             _ => {}
         }
@@ -1367,6 +1376,8 @@ impl Visitor for Acc {
                 id.value.to_ascii_uppercase()
             ));
         }
+        // Operators and casts (calls are named by `call`).
+        self.calls.extend(functions::expr_call(expr));
         if let Expr::Function(f) = expr {
             let args = match &f.args {
                 FunctionArguments::List(list) => list.args.as_slice(),

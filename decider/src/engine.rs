@@ -6,16 +6,18 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::rc::Rc;
 
 use gatehouse_schemas::decision::{
-    Decision, DecisionRequest, Detector, MaskColumn, MaskOutput, ShadowHit, StatementSummary,
-    ValueMask, ValueMasks, Verdict, ViewDefinition,
+    CallName, CatalogFacts, Decision, DecisionRequest, Detector, MaskColumn, MaskOutput, ShadowHit,
+    StatementSummary, Verdict,
 };
 use gatehouse_schemas::{Identity, ProtocolKind, SCHEMA_VERSION};
-use wildmatch::WildMatch;
 
 use crate::analysis::{Analysis, PreparedOp, StatementAnalysis, StatementClass};
+use crate::callees::{Callees, RuleCalls};
 use crate::claims::{all_match, lookup};
-use crate::classify::{STATISTICS_FUNCTIONS, STATISTICS_RELATIONS, analyze, analyze_shaped};
-use crate::lineage::{Item, Source, StatementLineage, Use, Views};
+use crate::classify::{analyze, analyze_shaped};
+mod mask;
+
+use crate::lineage::Views;
 use crate::policy::{CompiledRule, MaskTarget, ObjectPattern, Policy, RuleVerdict};
 
 /// A statement to decide, borrowed from the session that holds it.
@@ -33,14 +35,18 @@ pub struct Query<'a> {
     pub function_oid: Option<u32>,
     /// The session's SQL-prepared statements: name to inner SQL.
     pub prepared: &'a BTreeMap<String, String>,
-    /// Definitions of the views the text reads, by schema-qualified name (see
-    /// [`DecisionRequest::views`]); read only for a caller a mask rule
-    /// applies to.
-    pub views: &'a BTreeMap<String, ViewDefinition>,
+    /// What the ingress looked up in the upstream catalog (see
+    /// [`CatalogFacts`]): view definitions (read only for a caller a mask
+    /// rule applies to) and what the names the text calls through may run.
+    pub catalog: &'a CatalogFacts,
 }
 
-/// No view definitions, for a [`Query`] that has none.
-pub static NO_VIEWS: BTreeMap<String, ViewDefinition> = BTreeMap::new();
+/// Nothing looked up, for a [`Query`] decided without the catalog (`policy
+/// explain`, the first question about a text).
+pub static NO_CATALOG: CatalogFacts = CatalogFacts {
+    views: BTreeMap::new(),
+    functions: Vec::new(),
+};
 
 impl<'a> From<&'a DecisionRequest> for Query<'a> {
     fn from(r: &'a DecisionRequest) -> Self {
@@ -51,7 +57,7 @@ impl<'a> From<&'a DecisionRequest> for Query<'a> {
             sql: &r.sql,
             function_oid: r.function_oid,
             prepared: &r.prepared,
-            views: &r.views,
+            catalog: &r.catalog,
         }
     }
 }
@@ -138,6 +144,7 @@ impl Policy {
                     reads: BTreeSet::new(),
                     writes: BTreeSet::new(),
                     functions,
+                    calls: BTreeSet::new(),
                     risks: BTreeSet::new(),
                     prepared: None,
                     fingerprint: String::new(),
@@ -194,7 +201,7 @@ impl Policy {
         // The lineage of the text, when a mask rule applies to the caller,
         // reading views through the definitions the ingress looked up.
         let views = Rc::new(if masked_caller {
-            Views::new(req.views)
+            Views::new(&req.catalog.views)
         } else {
             Views::default()
         });
@@ -206,13 +213,14 @@ impl Policy {
         // The relations the text names (and those the views in it name), for
         // the ingress to tell views among them.
         let mut relations: BTreeSet<crate::ObjectRef> = BTreeSet::new();
-        // And the functions they call, for the ingress to tell user-defined
-        // ones among them.
-        let mut functions: BTreeSet<crate::ObjectRef> = BTreeSet::new();
+        // And the names through which it (and they) may run functions, for
+        // the ingress to resolve in the catalog.
+        let mut functions: BTreeSet<CallName> = BTreeSet::new();
         if let Some(Ok(ls)) = &lineages {
             relations.extend(ls.iter().flat_map(|l| l.tables.iter().cloned()));
-            functions.extend(ls.iter().flat_map(|l| l.functions.iter().cloned()));
+            functions.extend(ls.iter().flat_map(|l| l.calls.iter().cloned()));
         }
+        let callees = Callees::new(&req.catalog.functions);
         let analyses_len = analyses.len();
         let mut explained = Vec::with_capacity(analyses.len());
         let mut shadow = Vec::new();
@@ -237,6 +245,9 @@ impl Policy {
                 }
                 _ => Some(a.clone()),
             };
+            if let Some(d) = &decided {
+                functions.extend(d.calls.iter().cloned());
+            }
             let (verdict, rule, applied) = match &decided {
                 Some(d) => {
                     let resolved = self.resolved(d);
@@ -245,6 +256,8 @@ impl Policy {
                         &resolved,
                         req.protocol,
                         req.identity,
+                        &callees,
+                        masked_caller,
                         &mut shadow,
                     )
                 }
@@ -272,8 +285,7 @@ impl Policy {
                                 .unwrap_or_else(|| Err("unknown prepared statement".into()));
                             if let Ok(v) = &inner {
                                 relations.extend(v.iter().flat_map(|l| l.tables.iter().cloned()));
-                                functions
-                                    .extend(v.iter().flat_map(|l| l.functions.iter().cloned()));
+                                functions.extend(v.iter().flat_map(|l| l.calls.iter().cloned()));
                             }
                             match &inner {
                                 Ok(v) if v.len() == 1 => Ok(&v[0]),
@@ -287,8 +299,9 @@ impl Policy {
                     };
                     relations.extend(d.reads.iter().chain(&d.writes).cloned());
                     let resolved = self.resolved(d);
-                    let (v, masked_by) =
-                        self.mask_statement(index, verdict, &resolved, l, &masking, &detecting);
+                    let (v, masked_by) = self.mask_statement(
+                        index, verdict, &resolved, l, &callees, &masking, &detecting,
+                    );
                     let rule = match (&v, masked_by) {
                         (Verdict::Block { .. }, Some(r)) => Some(r),
                         (Verdict::Mask { .. }, Some(r))
@@ -422,10 +435,7 @@ impl Policy {
                     })
                     .map(|r| crate::lineage::relation_name(r.schema.as_deref(), &r.name))
                     .collect(),
-                functions: functions
-                    .iter()
-                    .map(|f| crate::lineage::relation_name(f.schema.as_deref(), &f.name))
-                    .collect(),
+                functions: functions.into_iter().collect(),
             },
             statements: explained,
             parse_error: None,
@@ -446,350 +456,24 @@ impl Policy {
             && all_match(&r.rule.claims, &req.identity.claims)
     }
 
-    /// Masks a statement that runs: which output columns, or why it cannot be
-    /// masked precisely (then it is refused). `verdict` is the statement's
-    /// verdict before masking.
-    fn mask_statement(
-        &self,
-        index: usize,
-        verdict: Verdict,
-        a: &StatementAnalysis,
-        lineage: Result<&StatementLineage, &str>,
-        masking: &[(&CompiledRule, &MaskTarget)],
-        detecting: &[&CompiledRule],
-    ) -> (Verdict, Option<String>) {
-        // Every mask rule that applies to the caller masks every statement it
-        // runs: a rule's `classes` and `objects` say what it allows, not what it
-        // masks (a COPY or FETCH allowed by another rule is masked too).
-        let applicable: Vec<&(&CompiledRule, &MaskTarget)> = masking.iter().collect();
-        if (applicable.is_empty() && detecting.is_empty())
-            || !matches!(
-                verdict,
-                Verdict::Allow | Verdict::Mask { .. } | Verdict::Approve { .. }
-            )
-        {
-            return (
-                match verdict {
-                    // An exempt caller: the mask rule lets it through unmasked.
-                    Verdict::Mask { .. } => Verdict::Allow,
-                    v => v,
-                },
-                None,
-            );
-        }
-        // A statement held for approval stays held, and once approved its
-        // results are masked like any other's: the hold carries the masks.
-        let hold = match verdict {
-            Verdict::Approve {
-                reason, approvers, ..
-            } => Some((reason, approvers)),
-            _ => None,
-        };
-        // Detectors of rules that name no columns for them scan every text
-        // output column; the others scan theirs (as columns with the
-        // `detect` method, which only masks what the detectors find).
-        let detect: Vec<Detector> = detecting
-            .iter()
-            .filter(|r| r.detect.is_empty())
-            .flat_map(|r| r.rule.detectors.iter().copied())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let masked = move |columns, outputs| match hold {
-            Some((reason, approvers)) => Verdict::Approve {
-                reason,
-                approvers,
-                columns,
-                outputs,
-                detect,
-            },
-            None => Verdict::Mask {
-                columns,
-                outputs,
-                detect,
-            },
-        };
-        let rule_of_first = applicable
-            .first()
-            .map(|(r, _)| r)
-            .or(detecting.first())
-            .map(|r| r.rule.id.clone())
-            .unwrap_or_default();
-        let columns: Vec<MaskColumn> = applicable
-            .iter()
-            .map(|p| (p.0, p.1))
-            .chain(
-                detecting
-                    .iter()
-                    .flat_map(|r| r.detect.iter().map(move |m| (*r, m))),
-            )
-            .map(|(r, m)| MaskColumn {
-                column: m.pattern.clone(),
-                method: m.method.clone(),
-                class: m.class.clone(),
-                rule: r.rule.id.clone(),
-            })
-            .collect();
-        let refuse = |why: String, rule: &str| {
-            (
-                Verdict::Block {
-                    reason: format!("masking could not be guaranteed: {why}"),
-                },
-                Some(rule.to_owned()),
-            )
-        };
-        // Which targets a source may carry.
-        let hits = |s: &Source| -> Vec<&(&CompiledRule, &MaskTarget)> {
-            applicable
-                .iter()
-                .copied()
-                .filter(|(_, m)| self.carries(m, s))
-                .collect()
-        };
-        let touches = |tables: &std::collections::BTreeSet<crate::ObjectRef>| {
-            tables
-                .iter()
-                .chain(a.reads.iter())
-                .chain(a.writes.iter())
-                .any(|t| {
-                    applicable
-                        .iter()
-                        .any(|(_, m)| m.may_match_table(&self.resolve(t)))
-                })
-        };
-        let lineage = match lineage {
-            Ok(l) => l,
-            Err(e) => {
-                if touches(&Default::default()) {
-                    return refuse(
-                        format!("Gatehouse could not trace this statement's columns ({e})"),
-                        &rule_of_first,
-                    );
-                }
-                return (masked(columns, Vec::new()), None);
-            }
-        };
-        if let Some(why) = &lineage.unreadable_view {
-            return refuse(why.clone(), &rule_of_first);
-        }
-        // Statistics and other sessions' statements show column values that
-        // no output column carries.
-        let statistics = lineage
-            .tables
-            .iter()
-            .find(|t| STATISTICS_RELATIONS.contains(&t.name.as_str()))
-            .or_else(|| {
-                lineage
-                    .functions
-                    .iter()
-                    .find(|f| STATISTICS_FUNCTIONS.contains(&f.name.as_str()))
-            });
-        if let Some(what) = statistics {
-            return refuse(
-                format!(
-                    "{what} shows values of table columns (statistics, or other sessions' statements) that Gatehouse cannot mask"
-                ),
-                &rule_of_first,
-            );
-        }
-        if let Some(why) = &lineage.unsupported
-            && touches(&lineage.tables)
-        {
-            return refuse(
-                format!("{why} over a table with masked columns"),
-                &rule_of_first,
-            );
-        }
-        // A value sent out of the statement is named as such first.
-        let uses = lineage
-            .predicates
-            .iter()
-            .filter(|(_, u)| *u == Use::Effect)
-            .chain(lineage.predicates.iter().filter(|(_, u)| *u != Use::Effect));
-        for (src, u) in uses {
-            for (r, m) in hits(src) {
-                if *u == Use::Equality && m.allow_equality {
-                    continue;
-                }
-                let what = match u {
-                    Use::Effect => format!(
-                        "passes masked column {} to a function with effects beyond its result (a setting, a notification, a lock, a large object)",
-                        m.pattern
-                    ),
-                    _ => format!(
-                        "filters, joins, groups, orders on or copies masked column {}",
-                        m.pattern
-                    ),
-                };
-                return refuse(
-                    format!(
-                        "the statement {what} (rule \"{}\"); a masked caller may only read it",
-                        r.rule.id
-                    ),
-                    &r.rule.id,
-                );
-            }
-        }
-        let mut outputs = Vec::new();
-        let mut position = Some(0u32);
-        for item in &lineage.items {
-            match item {
-                Item::Star(_) => position = None,
-                Item::Output(o) => {
-                    let matched: Vec<_> = o.reads.iter().flat_map(&hits).collect();
-                    if let Some(strictest) =
-                        matched.iter().max_by_key(|(_, m)| m.method.strictness())
-                    {
-                        match position {
-                            Some(p) => outputs.push(MaskOutput {
-                                statement: u32::try_from(index).unwrap_or(u32::MAX),
-                                position: p,
-                                source: strictest.1.pattern.clone(),
-                                // Several masked columns in one value: the
-                                // strictest method shows the least of all.
-                                method: strictest.1.method.clone(),
-                            }),
-                            // After a `*`, a direct column is still found by its
-                            // table OID; a derived one cannot be placed.
-                            None if o.direct => {}
-                            None => {
-                                return refuse(
-                                    format!(
-                                        "an output column derived from masked column {} follows a * whose width Gatehouse cannot know; list the columns",
-                                        strictest.1.pattern
-                                    ),
-                                    &strictest.0.rule.id,
-                                );
-                            }
-                        }
-                    } else if let Some(p) = position {
-                        // A value derived from a column whose text detectors
-                        // scan is scanned too (not placeable after a `*`:
-                        // detectors are defence in depth, not an exact mask).
-                        for (r, m) in detecting
-                            .iter()
-                            .flat_map(|r| r.detect.iter().map(move |m| (r, m)))
-                        {
-                            if !o.direct && o.reads.iter().any(|s| self.carries(m, s)) {
-                                outputs.push(MaskOutput {
-                                    statement: u32::try_from(index).unwrap_or(u32::MAX),
-                                    position: p,
-                                    source: format!("{} (rule {})", m.pattern, r.rule.id),
-                                    method: m.method.clone(),
-                                });
-                            }
-                        }
-                    }
-                    position = position.map(|p| p + 1);
-                }
-            }
-        }
-        (masked(columns, outputs), Some(rule_of_first))
-    }
-
-    /// Whether values from (or towards) `s` may be masked by `m`.
-    fn carries(&self, m: &MaskTarget, s: &Source) -> bool {
-        match s {
-            Source::Column { tables, column } => {
-                tables.iter().any(|t| m.matches(&self.resolve(t), column))
-            }
-            Source::WholeRow(t) => m.may_match_table(&self.resolve(t)),
-        }
-    }
-
-    /// What evidence may show of the text's values (see [`ValueMasks`]): a
-    /// value the lineage places towards a masked column is masked with the
-    /// strictest method there; one it places only towards other columns is
-    /// clear; one it does not place (or a text it cannot read) is withheld.
-    fn value_masks(
-        &self,
-        sql: &str,
-        lineages: Option<&Result<Vec<StatementLineage>, String>>,
-        masking: &[(&CompiledRule, &MaskTarget)],
-    ) -> ValueMasks {
-        let Ok(tokens) = crate::values::value_tokens(sql) else {
-            return ValueMasks::default();
-        };
-        let mut out = ValueMasks {
-            values: u32::try_from(tokens.len()).unwrap_or(u32::MAX),
-            ..ValueMasks::default()
-        };
-        let Some(Ok(lineages)) = lineages else {
-            return out;
-        };
-        let n = tokens.len();
-        let mut seen = vec![false; n];
-        let mut masked: Vec<Option<&MaskTarget>> = vec![None; n];
-        for (sources, ordinals) in lineages.iter().flat_map(|l| &l.values) {
-            let strictest = sources
-                .iter()
-                .flat_map(|s| {
-                    masking
-                        .iter()
-                        .filter(move |(_, m)| self.carries(m, s))
-                        .map(|(_, m)| *m)
-                })
-                .max_by_key(|m| m.method.strictness());
-            for &o in ordinals {
-                let Some(i) = usize::try_from(o).ok().filter(|i| *i < n) else {
-                    continue;
-                };
-                seen[i] = true;
-                if let Some(m) = strictest
-                    && masked[i].is_none_or(|p| m.method.strictness() > p.method.strictness())
-                {
-                    masked[i] = Some(m);
-                }
-            }
-        }
-        let mask = |index: u32, m: &MaskTarget| ValueMask {
-            index,
-            column: m.pattern.clone(),
-            method: m.method.clone(),
-        };
-        // Per parameter: clear only if every use of it is; masked if any is.
-        let mut params: BTreeMap<u32, (bool, Option<&MaskTarget>)> = BTreeMap::new();
-        for ((i, t), index) in tokens.iter().enumerate().zip(0u32..) {
-            match t.param {
-                Some(p) => {
-                    let e = params.entry(p).or_insert((true, None));
-                    e.0 &= seen[i] && masked[i].is_none();
-                    if let Some(m) = masked[i]
-                        && e.1
-                            .is_none_or(|q| m.method.strictness() > q.method.strictness())
-                    {
-                        e.1 = Some(m);
-                    }
-                }
-                None => match masked[i] {
-                    Some(m) => out.literals.push(mask(index, m)),
-                    None if seen[i] => out.clear_literals.push(index),
-                    None => {}
-                },
-            }
-        }
-        for (p, (clear, m)) in params {
-            match m {
-                Some(m) => out.params.push(mask(p, m)),
-                None if clear => out.clear_params.push(p),
-                None => {}
-            }
-        }
-        out
-    }
-
+    #[allow(clippy::too_many_arguments)]
     fn decide_statement(
         &self,
         candidates: &[&CompiledRule],
         a: &StatementAnalysis,
         protocol: ProtocolKind,
         identity: &Identity,
+        callees: &Callees<'_>,
+        masked_caller: bool,
         shadow: &mut Vec<ShadowHit>,
     ) -> (Verdict, Option<String>, Vec<String>) {
         let mut best: Option<(Verdict, String)> = None;
         let mut applied = Vec::new();
+        // A masked caller is refused every function that would need naming,
+        // whoever names it (see `mask_statement`), which says why better.
+        let calls = callees.for_rules(a, &self.trusted_functions, masked_caller);
         for r in candidates {
-            if !statement_fits(r, a, protocol) {
+            if !statement_fits(r, a, protocol, &calls) {
                 continue;
             }
             let exempt = r.rule.verdict == RuleVerdict::Mask
@@ -815,7 +499,18 @@ impl Policy {
         }
         match best {
             Some((v, id)) => (v, Some(id), applied),
-            None => (default_deny(), None, applied),
+            None => match calls.unnamed_reason() {
+                Some(why) => (
+                    Verdict::Block {
+                        reason: format!(
+                            "no policy rule allows this statement (default deny): {why}"
+                        ),
+                    },
+                    None,
+                    applied,
+                ),
+                None => (default_deny(), None, applied),
+            },
         }
     }
 
@@ -859,7 +554,12 @@ fn rule_verdict(r: &CompiledRule) -> Verdict {
 
 /// Whether the rule's statement conditions hold (see `policy` for the
 /// permissive/restrictive semantics).
-fn statement_fits(r: &CompiledRule, a: &StatementAnalysis, protocol: ProtocolKind) -> bool {
+fn statement_fits(
+    r: &CompiledRule,
+    a: &StatementAnalysis,
+    protocol: ProtocolKind,
+    calls: &RuleCalls,
+) -> bool {
     let permissive = r.rule.verdict.is_permissive();
     if !r.rule.classes.is_empty() && !classes_fit(&r.rule.classes, a, permissive) {
         return false;
@@ -886,21 +586,21 @@ fn statement_fits(r: &CompiledRule, a: &StatementAnalysis, protocol: ProtocolKin
     if !fits(&r.objects, &all) || !fits(&r.reads, &a.reads) || !fits(&r.writes, &a.writes) {
         return false;
     }
-    if protocol == ProtocolKind::FunctionCall && r.functions.is_empty() {
-        // A FunctionCall is only ever allowed by naming its function.
-        return false;
+    if protocol == ProtocolKind::FunctionCall {
+        // A FunctionCall runs a function by OID: only ever allowed (or
+        // caught) by naming it.
+        let named = |f: &String| r.functions.iter().any(|p| p.matches(None, f));
+        return !r.functions.is_empty()
+            && if permissive {
+                a.functions.iter().all(named)
+            } else {
+                a.functions.iter().any(named)
+            };
     }
-    let fn_match = |f: &String, p: &WildMatch| p.matches(f);
-    if r.functions.is_empty() {
-        true
-    } else if permissive {
-        a.functions
-            .iter()
-            .all(|f| r.functions.iter().any(|p| fn_match(f, p)))
+    if permissive {
+        calls.covered_by(&r.functions)
     } else {
-        a.functions
-            .iter()
-            .any(|f| r.functions.iter().any(|p| fn_match(f, p)))
+        r.functions.is_empty() || calls.caught_by(&r.functions)
     }
 }
 

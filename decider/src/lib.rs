@@ -2,6 +2,7 @@
 //! statement, match it against rules, and return a verdict.
 
 pub mod analysis;
+pub mod callees;
 pub mod claims;
 pub mod classify;
 pub mod engine;

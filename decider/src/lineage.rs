@@ -27,8 +27,10 @@ use sqlparser::ast::{
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
+use gatehouse_schemas::decision::CallName;
+
 use crate::ObjectRef;
-use crate::classify::{ADMIN_FUNCTIONS, SIDE_EFFECT_FUNCTIONS, names};
+use crate::classify::{ADMIN_FUNCTIONS, CallNames, SIDE_EFFECT_FUNCTIONS, names};
 
 /// Where a value comes from.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -109,11 +111,12 @@ pub struct StatementLineage {
     /// view reads is unknown, so the statement is refused for any caller a mask
     /// rule applies to, whatever tables it seems to touch.
     pub unreadable_view: Option<String>,
-    /// Every function the statement calls (in expressions, in FROM, by
-    /// `CALL`), and those the views it reads through call, as written. What a
+    /// Every name through which the statement, and the views it reads
+    /// through, may run a function (calls in expressions, in FROM, by `CALL`;
+    /// custom operators; casts to types not built in), as written. What a
     /// function not built into PostgreSQL does with the values it reads is
     /// unknown; the ingress tells those apart in the catalog.
-    pub functions: BTreeSet<ObjectRef>,
+    pub calls: BTreeSet<CallName>,
 }
 
 /// How deep views may nest inside views before the lineage gives up.
@@ -621,41 +624,8 @@ fn statement(s: &Statement, at: &ValuesAt, views: &Rc<Views>) -> StatementLineag
     let mut params = false;
     let _ = s.visit(&mut ParamFinder(&mut params));
     w.out.has_params = params;
-    let _ = s.visit(&mut FunctionNames(&mut w.out.functions));
+    let _ = s.visit(&mut CallNames(&mut w.out.calls));
     w.out
-}
-
-/// Collects the names of the functions a tree calls.
-struct FunctionNames<'a>(&'a mut BTreeSet<ObjectRef>);
-
-impl Visitor for FunctionNames<'_> {
-    type Break = ();
-    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
-        if let Expr::Function(f) = expr {
-            self.0.insert(names::object(&f.name));
-        }
-        ControlFlow::Continue(())
-    }
-    fn pre_visit_table_factor(&mut self, f: &TableFactor) -> ControlFlow<()> {
-        match f {
-            TableFactor::Table {
-                name,
-                args: Some(_),
-                ..
-            }
-            | TableFactor::Function { name, .. } => {
-                self.0.insert(names::object(name));
-            }
-            _ => {}
-        }
-        ControlFlow::Continue(())
-    }
-    fn pre_visit_statement(&mut self, s: &Statement) -> ControlFlow<()> {
-        if let Statement::Call(f) = s {
-            self.0.insert(names::object(&f.name));
-        }
-        ControlFlow::Continue(())
-    }
 }
 
 struct TableCollector<'a>(&'a mut BTreeSet<ObjectRef>);
@@ -786,7 +756,7 @@ impl Walker {
         self.view_depth += 1;
         let mut items = self.query(query, &[]);
         self.view_depth -= 1;
-        let _ = query.visit(&mut FunctionNames(&mut self.out.functions));
+        let _ = query.visit(&mut CallNames(&mut self.out.calls));
         self.ctes = ctes;
         self.at = at;
         self.out.unsupported = match self.out.unsupported.take() {

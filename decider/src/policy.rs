@@ -2,11 +2,13 @@
 //!
 //! How a rule applies to a statement depends on what it yields. A permissive
 //! rule (`allow`, `mask`) must cover *everything* the statement is and touches:
-//! its class, every object it reads or writes, every risk feature it has, every
-//! function it calls (when the rule lists functions). A restrictive rule
-//! (`block`, `approve`) fires on *any* match. So "allow reads of clinic.*" never
-//! lets a statement through that also touches `hr.salaries`, and "block writes to
-//! hr.*" catches a CTE that deletes from `hr.salaries` inside a SELECT.
+//! its class, every object it reads or writes, every risk feature it has, and
+//! every function it may run that is not built into PostgreSQL or reads
+//! relations chosen at run time (see [`crate::callees`]), unless the policy
+//! trusts that function. A restrictive rule (`block`, `approve`) fires on *any*
+//! match. So "allow reads of clinic.*" never lets a statement through that also
+//! touches `hr.salaries`, and "block writes to hr.*" catches a CTE that deletes
+//! from `hr.salaries` inside a SELECT.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -17,6 +19,7 @@ use sha2::{Digest, Sha256};
 use wildmatch::WildMatch;
 
 use crate::analysis::{ObjectRef, Risk, StatementClass};
+use crate::callees::FunctionPattern;
 use crate::claims::ClaimConditions;
 
 /// A policy file.
@@ -33,6 +36,10 @@ struct PolicyFile {
     /// Data classes attached to columns, for mask rules that name a class.
     #[serde(default)]
     data_classes: Vec<DataClass>,
+    /// Functions any rule may let a statement run without naming them
+    /// (`pgcrypto.*`, `public.my_fn`): see [`Rule::functions`].
+    #[serde(default)]
+    trusted_functions: Vec<String>,
 }
 
 /// A data class (`pii.ssn`, `pci.pan`) and the columns that hold it.
@@ -171,8 +178,13 @@ pub struct Rule {
     /// Patterns for the objects written.
     #[serde(default)]
     pub writes: Vec<String>,
-    /// Function name globs (`pg_catalog.*`, `lower`); `oid:1234` names a function
-    /// for the legacy `FunctionCall` message.
+    /// Functions (`name` in any schema, or `schema.name`; globs). Permissive
+    /// rules: the functions the rule lets a statement run that are not built
+    /// into PostgreSQL, or read relations chosen at run time; a statement
+    /// that may run one no pattern (nor the policy's `trusted_functions`)
+    /// matches is not covered. Built-in functions need no naming.
+    /// Restrictive rules: any function the statement calls. `oid:1234` names
+    /// a function for the legacy `FunctionCall` message.
     #[serde(default)]
     pub functions: Vec<String>,
     /// Risk features. Permissive rules: the statement's risks must all be listed
@@ -288,7 +300,7 @@ pub struct CompiledRule {
     pub(crate) objects: Vec<ObjectPattern>,
     pub(crate) reads: Vec<ObjectPattern>,
     pub(crate) writes: Vec<ObjectPattern>,
-    pub(crate) functions: Vec<WildMatch>,
+    pub(crate) functions: Vec<FunctionPattern>,
     /// `mask` rules: the columns masked, data classes expanded.
     pub masks: Vec<MaskTarget>,
     /// `mask` rules: the columns its detectors scan (`detect_columns`), each
@@ -307,6 +319,8 @@ pub struct Policy {
     pub claim_paths: BTreeSet<String>,
     /// Where unqualified names resolve.
     pub search_path: Vec<String>,
+    /// Functions no rule needs to name (`trusted_functions`).
+    pub trusted_functions: Vec<FunctionPattern>,
 }
 
 impl Policy {
@@ -399,16 +413,18 @@ impl Policy {
             claim_paths.extend(rule.claims.keys().cloned());
             claim_paths.extend(rule.exempt.keys().cloned());
             let pats = |v: &[String]| v.iter().map(|p| ObjectPattern::new(p)).collect();
+            let functions = rule
+                .functions
+                .iter()
+                .map(|f| FunctionPattern::parse(f))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|m| invalid(&m))?;
             rules.push(CompiledRule {
                 roles: rule.roles.iter().map(|r| WildMatch::new(r)).collect(),
                 objects: pats(&rule.objects),
                 reads: pats(&rule.reads),
                 writes: pats(&rule.writes),
-                functions: rule
-                    .functions
-                    .iter()
-                    .map(|f| WildMatch::new(&f.to_lowercase()))
-                    .collect(),
+                functions,
                 masks,
                 detect,
                 rule,
@@ -420,11 +436,21 @@ impl Policy {
                 message: "search_path must name at least one schema".into(),
             });
         }
+        let trusted_functions = file
+            .trusted_functions
+            .iter()
+            .map(|f| FunctionPattern::parse(f))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|message| PolicyError::Parse {
+                origin: origin.into(),
+                message: format!("trusted_functions: {message}"),
+            })?;
         Ok(Policy {
             version,
             rules,
             claim_paths,
             search_path: file.search_path,
+            trusted_functions,
         })
     }
 

@@ -5,11 +5,13 @@
 //! `WHERE 1 = 2` is not), so two texts share a verdict only when they are equal.
 //! Extended-protocol clients send the same `Parse` text every time, so they hit.
 //!
-//! A masked caller's verdict also depends on the upstream catalog (which of the
-//! relations it reads are views, and their definitions, see
-//! `masking::views`): it is kept with the catalog's generation and expiry, and
-//! served only while both hold, so DDL through the gateway (which empties the
-//! catalog) or the catalog's TTL retires it.
+//! A verdict may also depend on the upstream catalog (which of the relations a
+//! masked caller reads are views, and their definitions; which functions the
+//! names any caller's statement calls may run; see `masking::views`): it is
+//! kept with the catalog's generation and expiry, and served only while both
+//! hold, so DDL through the gateway (which empties the catalog) or the
+//! catalog's TTL retires it. A statement that calls no function and reads
+//! no view through a mask depends on nothing of it.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};

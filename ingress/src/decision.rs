@@ -7,7 +7,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use gatehouse_decider::{PolicyHandle, Query};
-use gatehouse_schemas::decision::{Decision, ViewDefinition};
+use gatehouse_schemas::decision::{CatalogFacts, Decision};
 use gatehouse_schemas::{Identity, StatementEvent};
 
 /// The decider could not answer; the statement is refused (fail closed).
@@ -22,13 +22,13 @@ pub enum DecisionError {
 pub trait DecisionPoint: Send + Sync + 'static {
     /// Decides one statement. `prepared` holds the session's SQL-`PREPARE`d
     /// statements (name to inner SQL) so that `EXECUTE name` is decided as its
-    /// inner statement; `views` the definitions of views the statement reads,
-    /// looked up for a masked caller (see [`crate::masking::views`]).
+    /// inner statement; `catalog` what the upstream catalog said about the
+    /// views it reads and the functions it calls (see [`crate::masking::views`]).
     fn decide(
         &self,
         event: &StatementEvent<'_>,
         prepared: &BTreeMap<String, String>,
-        views: &BTreeMap<String, ViewDefinition>,
+        catalog: &CatalogFacts,
     ) -> impl Future<Output = Result<Arc<Decision>, DecisionError>> + Send;
 
     /// Changes whenever verdicts may change (a new policy); part of the verdict
@@ -71,7 +71,7 @@ impl DecisionPoint for LocalPolicy {
         &self,
         event: &StatementEvent<'_>,
         prepared: &BTreeMap<String, String>,
-        views: &BTreeMap<String, ViewDefinition>,
+        catalog: &CatalogFacts,
     ) -> Result<Arc<Decision>, DecisionError> {
         let policy = self.handle.current();
         Ok(Arc::new(policy.decide(Query {
@@ -81,7 +81,7 @@ impl DecisionPoint for LocalPolicy {
             sql: &event.sql,
             function_oid: event.function_oid,
             prepared,
-            views,
+            catalog,
         })))
     }
 

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use async_nats::{Client, ConnectOptions, Request};
 use futures_util::StreamExt;
 use gatehouse_schemas::decision::{
-    DECIDE_SUBJECT, Decision, DecisionRequest, ERROR_HEADER, POLICY_SUBJECT, PolicyAnnouncement,
-    ViewDefinition,
+    CatalogFacts, DECIDE_SUBJECT, Decision, DecisionRequest, ERROR_HEADER, POLICY_SUBJECT,
+    PolicyAnnouncement,
 };
 use gatehouse_schemas::{SCHEMA_VERSION, StatementEvent};
 use tokio::task::JoinHandle;
@@ -132,7 +132,7 @@ impl DecisionPoint for NatsDecisionPoint {
         &self,
         event: &StatementEvent<'_>,
         prepared: &BTreeMap<String, String>,
-        views: &BTreeMap<String, ViewDefinition>,
+        catalog: &CatalogFacts,
     ) -> Result<Arc<Decision>, DecisionError> {
         let request = DecisionRequest {
             v: SCHEMA_VERSION,
@@ -142,7 +142,7 @@ impl DecisionPoint for NatsDecisionPoint {
             sql: event.sql.clone().into_owned(),
             function_oid: event.function_oid,
             prepared: prepared.clone(),
-            views: views.clone(),
+            catalog: catalog.clone(),
         };
         let body = serde_json::to_vec(&request)
             .map_err(|e| DecisionError::Unavailable(format!("encode request: {e}")))?;

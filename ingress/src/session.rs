@@ -1129,8 +1129,9 @@ async fn decide<'b, D: DecisionPoint>(
             let timeout = gw.config.decider.timeout;
             // Read before the look-ups: DDL meanwhile makes the verdict stale.
             let generation = ctx.catalog.generation();
-            // A masked caller's views are looked up and decided within the
-            // same timeout.
+            // A masked caller's views, and the functions any caller's
+            // statement calls, are looked up and decided within the same
+            // timeout.
             let decided = masking::views::decide(&gw.decision, &ctx.catalog, &event, &ctx.prepared);
             match tokio::time::timeout(timeout, decided).await {
                 Ok(Ok(masking::views::Decided {

@@ -41,6 +41,16 @@ pub struct DecisionRequest {
     /// an `EXECUTE name` is decided as that text.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub prepared: BTreeMap<String, String>,
+    /// What the ingress looked up in the upstream catalog for this text.
+    #[serde(flatten)]
+    pub catalog: CatalogFacts,
+}
+
+/// What the ingress looked up in the upstream catalog for a statement text
+/// (asked for by [`Decision::relations`] and [`Decision::functions`]), shown
+/// to the decider with the text.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct CatalogFacts {
     /// Views (and materialized views) among the relations a masked caller's
     /// statement reads ([`Decision::relations`]), by their schema-qualified
     /// name (`clinic.v`; identifiers quoted as PostgreSQL's `quote_ident`
@@ -49,6 +59,94 @@ pub struct DecisionRequest {
     /// table column it shows.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub views: BTreeMap<String, ViewDefinition>,
+    /// The functions each name of [`Decision::functions`] may run, as the
+    /// upstream's `pg_proc` has them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<Resolution>,
+}
+
+/// How a statement reaches a function.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum CallKind {
+    /// By its name: a call in an expression, a table function in `FROM`,
+    /// `CALL`.
+    Function,
+    /// Through an operator written with a symbol PostgreSQL's own operators
+    /// do not use (`#=#`), or as `OPERATOR(schema.op)`: the function behind
+    /// it is `pg_operator.oprcode`.
+    Operator,
+    /// Through a cast to (or a literal of) a type not built into PostgreSQL:
+    /// the functions behind it are the casts into it (`pg_cast`), its input
+    /// function and, for a domain, the functions its constraints call.
+    Type,
+}
+
+/// A name through which a statement may run a function, as written (folded
+/// like identifiers: lower case unless quoted).
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+pub struct CallName {
+    /// What the name is.
+    pub kind: CallKind,
+    /// The schema, when written (`etl.purge`); `None`: resolved by the
+    /// session's search_path, which the ingress does not know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// The function's, operator's or type's own name.
+    pub name: String,
+}
+
+impl std::fmt::Display for CallName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match &self.schema {
+            Some(s) => format!("{s}.{}", self.name),
+            None => self.name.clone(),
+        };
+        match self.kind {
+            CallKind::Function => f.write_str(&name),
+            CallKind::Operator => write!(f, "operator {name}"),
+            CallKind::Type => write!(f, "type {name}"),
+        }
+    }
+}
+
+/// A function of the upstream catalog.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+pub struct Callee {
+    /// Its schema.
+    pub schema: String,
+    /// Its name.
+    pub name: String,
+    /// Created by initdb (its OID is below 16384, PostgreSQL's
+    /// `FirstNormalObjectId`): built into PostgreSQL.
+    pub builtin: bool,
+}
+
+impl std::fmt::Display for Callee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.schema, self.name)
+    }
+}
+
+/// The functions a [`CallName`] may run: every function of that name (in
+/// every schema, when the name is unqualified: the session's search_path may
+/// put any schema first, and overloading may pick another schema's function
+/// anyway); for an operator, the functions of every operator of that name;
+/// for a type, see [`CallKind::Type`]. Empty when there is none (the server
+/// will report the error).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Resolution {
+    /// The name as the decider gave it.
+    #[serde(flatten)]
+    pub call: CallName,
+    /// What it may run.
+    pub callees: Vec<Callee>,
 }
 
 /// A view's definition as the upstream catalog has it.
@@ -401,14 +499,17 @@ pub struct Decision {
     /// the definitions of those that are views.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub relations: Vec<String>,
-    /// Present when a mask rule applies to the caller: the functions the text
-    /// calls (those the views in [`DecisionRequest::views`] call included), as
-    /// written and quoted like [`Decision::relations`]. The ingress looks them
-    /// up and refuses the statement when a name may stand for a function not
-    /// built into PostgreSQL (what it does with the values it is given, or
-    /// reads itself, cannot be known).
+    /// The names through which the text may run functions (calls, custom
+    /// operators, casts to types not built into PostgreSQL; for a masked
+    /// caller, those of the views in [`CatalogFacts::views`] too), for every
+    /// caller; empty for a text that calls none (no catalog look-up then).
+    /// The verdict holds as long as every name resolves to built-in
+    /// functions only (the decider takes an unqualified name for the
+    /// built-in one); the ingress looks the names up in the upstream catalog
+    /// and, when one may run a function not built into PostgreSQL, asks again
+    /// with [`CatalogFacts::functions`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub functions: Vec<String>,
+    pub functions: Vec<CallName>,
 }
 
 /// A decider announcing the policy it decides with.
@@ -492,10 +593,15 @@ mod tests {
             shape_cacheable: false,
             values: None,
             relations: vec!["clinic.v".into()],
-            functions: vec!["public.f".into()],
+            functions: vec![CallName {
+                kind: CallKind::Operator,
+                schema: Some("public".into()),
+                name: "#=#".into(),
+            }],
         };
         let json = serde_json::to_value(&d).unwrap();
         assert_eq!(json["verdict"]["verdict"], "block");
+        assert_eq!(json["functions"][0]["kind"], "operator");
         assert_eq!(serde_json::from_value::<Decision>(json).unwrap(), d);
         assert!(
             Verdict::Block {

@@ -280,6 +280,12 @@ pub struct Unmapped {
     pub gatehouse_event_type: String,
     /// The Gatehouse schema version of the event (`v`).
     pub gatehouse_schema_version: u32,
+    /// On `statement`: the relations it reads and writes and the functions it
+    /// calls, as the decider resolved them. OCSF's `table` holds one table and
+    /// no direction, so the lists stay here, for a SIEM rule on "who wrote to
+    /// `billing.*`".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gatehouse_objects: Option<crate::evidence::StatementObjects>,
 }
 
 /// The record is not an evidence event.
@@ -364,6 +370,10 @@ impl SiemRecord {
             unmapped: Unmapped {
                 gatehouse_event_type: event.body.kind().into(),
                 gatehouse_schema_version: event.v,
+                gatehouse_objects: match &event.body {
+                    crate::evidence::EventBody::Statement(s) => s.objects.clone(),
+                    _ => None,
+                },
             },
         }
     }
@@ -463,6 +473,43 @@ mod tests {
         // Nothing is lost: the record is carried byte for byte.
         assert_eq!(r.raw_data, raw);
         assert_eq!(SiemRecord::from_record(&raw).unwrap(), r);
+    }
+
+    #[test]
+    fn statements_name_what_they_read_write_and_call() {
+        let mut body = statement("allow", true);
+        let EventBody::Statement(s) = &mut body else {
+            unreachable!()
+        };
+        s.objects = Some(crate::evidence::StatementObjects {
+            reads: vec!["public.t".into()],
+            writes: vec!["billing.invoices".into()],
+            calls: vec!["public.f".into()],
+        });
+        let (e, raw) = event(2, body);
+        let r = SiemRecord::from_event(&e, &raw);
+        let o = r.unmapped.gatehouse_objects.as_ref().expect("objects");
+        assert_eq!(
+            (o.reads.as_slice(), o.writes.as_slice(), o.calls.as_slice()),
+            (
+                &["public.t".to_owned()][..],
+                &["billing.invoices".to_owned()][..],
+                &["public.f".to_owned()][..]
+            )
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            json["unmapped"]["gatehouse_objects"]["writes"][0],
+            "billing.invoices"
+        );
+        // Other events carry none.
+        let (e, raw) = event(1, started());
+        assert!(
+            SiemRecord::from_event(&e, &raw)
+                .unmapped
+                .gatehouse_objects
+                .is_none()
+        );
     }
 
     #[test]

@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use gatehouse_schemas::decision::{
-    DecideError, Decision, DecisionRequest, MaskColumn, MaskMethod, MaskOutput, PolicyAnnouncement,
-    ShadowHit, StatementSummary, Verdict, ViewDefinition,
+    CallKind, CallName, Callee, CatalogFacts, DecideError, Decision, DecisionRequest, MaskColumn,
+    MaskMethod, MaskOutput, PolicyAnnouncement, Resolution, ShadowHit, StatementSummary, Verdict,
+    ViewDefinition,
 };
 use gatehouse_schemas::{Identity, ProtocolKind, SCHEMA_VERSION, json_schema};
 use serde_json::{Value, json};
@@ -77,13 +78,27 @@ fn decision_requests_validate() {
             sql: "select 1; execute q".into(),
             function_oid: None,
             prepared,
-            views: BTreeMap::from([(
-                "clinic.v".to_owned(),
-                ViewDefinition {
-                    columns: vec!["id".into(), "ssn".into()],
-                    query: " SELECT patients.id, patients.ssn FROM clinic.patients;".into(),
-                },
-            )]),
+            catalog: CatalogFacts {
+                views: BTreeMap::from([(
+                    "clinic.v".to_owned(),
+                    ViewDefinition {
+                        columns: vec!["id".into(), "ssn".into()],
+                        query: " SELECT patients.id, patients.ssn FROM clinic.patients;".into(),
+                    },
+                )]),
+                functions: vec![Resolution {
+                    call: CallName {
+                        kind: CallKind::Function,
+                        schema: None,
+                        name: "purge".into(),
+                    },
+                    callees: vec![Callee {
+                        schema: "etl".into(),
+                        name: "purge".into(),
+                        builtin: false,
+                    }],
+                }],
+            },
         },
         DecisionRequest {
             v: SCHEMA_VERSION,
@@ -93,7 +108,7 @@ fn decision_requests_validate() {
             sql: String::new(),
             function_oid: Some(1598),
             prepared: BTreeMap::new(),
-            views: BTreeMap::new(),
+            catalog: CatalogFacts::default(),
         },
     ];
     for r in &requests {
@@ -102,6 +117,9 @@ fn decision_requests_validate() {
     }
     let mut bad = serde_json::to_value(&requests[0]).unwrap();
     bad["protocol"] = json!("telepathy");
+    assert!(!v.is_valid(&bad));
+    bad = serde_json::to_value(&requests[0]).unwrap();
+    bad["functions"][0]["kind"] = json!("macro");
     assert!(!v.is_valid(&bad));
     bad = serde_json::to_value(&requests[0]).unwrap();
     bad.as_object_mut().unwrap().remove("sql");
@@ -195,7 +213,18 @@ fn decisions_validate() {
             shape_cacheable: false,
             values: None,
             relations: vec!["v".into(), "clinic.patients".into()],
-            functions: vec!["upper".into()],
+            functions: vec![
+                CallName {
+                    kind: CallKind::Function,
+                    schema: None,
+                    name: "upper".into(),
+                },
+                CallName {
+                    kind: CallKind::Type,
+                    schema: Some("etl".into()),
+                    name: "checked".into(),
+                },
+            ],
         };
         let value = serde_json::to_value(&d).unwrap();
         assert!(v.is_valid(&value), "{value}");

@@ -47,6 +47,7 @@ dl.meta dt { color: var(--muted); } dl.meta dd { margin: 0; word-break: break-al
 .card .what { font-size: 12px; color: var(--muted); }
 table { border-collapse: collapse; width: 100%; margin: 6px 0 4px; font-size: 12.5px; }
 th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
+td { overflow-wrap: anywhere; }
 th { background: var(--soft); font-weight: 600; white-space: nowrap; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 td code, .sql { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 11.5px; word-break: break-all; }
@@ -219,16 +220,9 @@ pub fn render(r: &Report, show: usize) -> String {
     }
     let s = &r.summary;
     out.push_str("<div class=\"cards\">");
-    for (num, what) in [
-        (s.sessions, "sessions"),
-        (s.identities, "identities"),
-        (s.roles, "roles"),
-        (s.statements, "statements"),
-        (s.refused, "refused"),
-        (s.changes, "changes"),
-        (s.masked, "masked reads"),
-        (s.approvals, "approvals"),
-    ] {
+    for (num, label) in s.tiles() {
+        // The number is its own element; the noun follows it in `label`.
+        let what = label.split_once(' ').map_or("", |(_, w)| w);
         let _ = write!(
             out,
             "<div class=\"card\"><span class=\"num\">{}</span><span class=\"what\">{what}</span></div>",

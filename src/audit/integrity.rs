@@ -86,7 +86,8 @@ pub struct Integrity {
     pub reproduce: String,
 }
 
-fn plural(n: u64, one: &str, many: &str) -> String {
+/// `n` with `one` or `many` after it: `1 role`, `1,204 roles`.
+pub fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{} {}", thousands(n), if n == 1 { one } else { many })
 }
 

@@ -85,18 +85,8 @@ pub fn render(r: &Report, show: usize) -> String {
         i.sentence, i.reproduce
     );
     let s = &r.summary;
-    let _ = writeln!(
-        out,
-        "{} sessions · {} identities · {} roles · {} statements · {} refused · {} changes · {} masked reads · {} approvals\n",
-        thousands(s.sessions),
-        thousands(s.identities),
-        thousands(s.roles),
-        thousands(s.statements),
-        thousands(s.refused),
-        thousands(s.changes),
-        thousands(s.masked),
-        thousands(s.approvals)
-    );
+    let tiles: Vec<String> = s.tiles().into_iter().map(|(_, label)| label).collect();
+    let _ = writeln!(out, "{}\n", tiles.join(" · "));
     out.push_str("| Control | Title | Exceptions |\n|---|---|---|\n");
     for sec in &r.sections {
         let _ = writeln!(

@@ -150,7 +150,7 @@ impl Answer for Replay {
             sql: &st.sql,
             function_oid: st.function_oid,
             prepared: &self.prepared,
-            views: &gatehouse_decider::engine::NO_VIEWS,
+            catalog: &gatehouse_decider::engine::NO_CATALOG,
         });
         for summary in &d.statements {
             if let Some((name, inner)) = &summary.prepares {

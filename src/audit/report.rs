@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::Scope;
 use super::controls::Control;
 use super::facts::{ApprovalRow, Facts, Row};
-use super::integrity::{Integrity, thousands};
+use super::integrity::{Integrity, plural, thousands};
 use super::listed::Listed;
 
 /// A small table: column names and rows of text, and how many rows were left out.
@@ -92,6 +92,24 @@ pub struct Summary {
     pub masked: u64,
     /// Approval requests.
     pub approvals: u64,
+}
+
+impl Summary {
+    /// The headline numbers as a reader sees them, each with its noun in the
+    /// right number (`1 role`, `2 roles`).
+    pub fn tiles(&self) -> [(u64, String); 8] {
+        let t = |n: u64, one: &str, many: &str| (n, plural(n, one, many));
+        [
+            t(self.sessions, "session", "sessions"),
+            t(self.identities, "identity", "identities"),
+            t(self.roles, "role", "roles"),
+            t(self.statements, "statement", "statements"),
+            t(self.refused, "refused", "refused"),
+            t(self.changes, "change", "changes"),
+            t(self.masked, "masked read", "masked reads"),
+            t(self.approvals, "approval", "approvals"),
+        ]
+    }
 }
 
 /// A report.
@@ -304,10 +322,10 @@ impl Builder<'_> {
                     name,
                     "Identities and the roles they assumed",
                     format!(
-                        "{} identities assumed {} roles in {} sessions{}.",
-                        n(f.identities.len() as u64),
-                        n(roles.len() as u64),
-                        n(f.sessions),
+                        "{} assumed {} in {}{}.",
+                        plural(f.identities.len() as u64, "identity", "identities"),
+                        plural(roles.len() as u64, "role", "roles"),
+                        plural(f.sessions, "session", "sessions"),
                         if f.other_identities > 0 {
                             format!(
                                 " ({} sessions of further identities counted together)",

@@ -358,7 +358,7 @@ impl Suggest {
                 sql,
                 function_oid: None,
                 prepared: &prepared,
-                views: &gatehouse_decider::engine::NO_VIEWS,
+                catalog: &gatehouse_decider::engine::NO_CATALOG,
             });
             // A masked caller's allowed statement is masked: that is the case's verdict.
             let expect = if *expect == "allow" && d.verdict.name() == "mask" {

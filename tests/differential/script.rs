@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use gatehouse_decider::engine::NO_VIEWS;
+use gatehouse_decider::engine::NO_CATALOG;
 use gatehouse_decider::{Analysis, Policy, PreparedOp, Query, StatementAnalysis, analyze};
 use gatehouse_schemas::decision::Verdict;
 use gatehouse_schemas::{Identity, ProtocolKind};
@@ -259,7 +259,7 @@ pub async fn run(file: &str, script: &str, session: &mut Session, policy: &Polic
             sql: &text,
             function_oid: None,
             prepared: &prepared,
-            views: &NO_VIEWS,
+            catalog: &NO_CATALOG,
         };
         let explanation = policy.explain(query);
         let read_only_allows = matches!(explanation.decision.verdict, Verdict::Allow);

@@ -320,7 +320,7 @@ impl DecisionPoint for AllowAll {
         &self,
         _event: &StatementEvent<'_>,
         _prepared: &std::collections::BTreeMap<String, String>,
-        _views: &std::collections::BTreeMap<String, gatehouse_schemas::decision::ViewDefinition>,
+        _catalog: &gatehouse_schemas::decision::CatalogFacts,
     ) -> Result<Arc<Decision>, DecisionError> {
         Ok(allow())
     }
@@ -345,7 +345,7 @@ impl DecisionPoint for Recorder {
         &self,
         event: &StatementEvent<'_>,
         _prepared: &std::collections::BTreeMap<String, String>,
-        _views: &std::collections::BTreeMap<String, gatehouse_schemas::decision::ViewDefinition>,
+        _catalog: &gatehouse_schemas::decision::CatalogFacts,
     ) -> Result<Arc<Decision>, DecisionError> {
         self.events.lock().unwrap().push(event.clone().into_owned());
         Ok(allow())

@@ -26,6 +26,6 @@ pub fn request(
         sql: sql.into(),
         function_oid: None,
         prepared: BTreeMap::new(),
-        views: BTreeMap::new(),
+        catalog: Default::default(),
     }
 }

@@ -79,7 +79,9 @@ impl Jwks {
         cache.keys.clone().ok_or(AuthError::KeysUnavailable)
     }
 
-    async fn fetch(&self) -> Result<JwkSet, String> {
+    /// Fetches (or reads) the key set now, bypassing the cache: the error says
+    /// why it failed (for `gatehouse doctor`; clients only ever see 28000).
+    pub async fn fetch(&self) -> Result<JwkSet, String> {
         let body = match &self.source {
             JwksSource::File(path) => tokio::fs::read(path).await.map_err(|e| e.to_string())?,
             JwksSource::Url(url) => {

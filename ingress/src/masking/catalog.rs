@@ -1,20 +1,20 @@
-//! The upstream catalog, as masking needs it: a `RowDescription` field's table
-//! OID and attribute number resolved to `schema.table.column`, and the relation
-//! names a masked caller's statement reads resolved to view definitions, over
-//! a separate connection with the role's credential; cached per upstream with
-//! a TTL and emptied when DDL passes through the gateway.
+//! The upstream catalog, as masking and policy need it: a `RowDescription`
+//! field's table OID and attribute number resolved to `schema.table.column`,
+//! the relation names a masked caller's statement reads resolved to view
+//! definitions, and the names any caller's statement calls functions through
+//! resolved to the functions they may run; over a separate connection with
+//! the role's credential (`application_name` `gatehouse-catalog`), cached per
+//! upstream with a TTL and emptied when DDL passes through the gateway.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-
-/// The `application_name` of the catalog's own upstream connections.
-pub const CATALOG_APPLICATION_NAME: &str = "gatehouse-catalog";
 use gatehouse_decider::lineage::relation_name;
-use gatehouse_schemas::decision::ViewDefinition;
+use gatehouse_schemas::decision::{CallKind, CallName, Callee, ViewDefinition};
 use pgwire::messages::{DecodeContext, PgWireBackendMessage, ProtocolVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -54,23 +54,19 @@ pub enum Named {
     Ambiguous(Vec<String>),
 }
 
-/// The functions a name written in a statement may call: each one's
-/// schema-qualified name (as [`relation_name`] writes it) and whether it is
-/// built into PostgreSQL (created by initdb: its OID is below
-/// `FirstNormalObjectId`, 16384). Empty when no function has that name (a
-/// construct such as `coalesce` that the server parses itself, or an error
-/// the server will report).
-pub type Callees = Vec<(String, bool)>;
-
 /// OIDs below this were assigned by initdb (PostgreSQL's
 /// `FirstNormalObjectId`): every object with one is built in.
 const FIRST_NORMAL_OBJECT_ID: u32 = 16384;
 
+/// The `application_name` of the catalog's own upstream connections, so an
+/// operator (and a test) tells them from the sessions in `pg_stat_activity`.
+pub const CATALOG_APPLICATION_NAME: &str = "gatehouse-catalog";
+
 /// Entries by a name as statements write it, each with when it was looked up.
-type NameCache<T> = Mutex<HashMap<String, (Instant, Arc<T>)>>;
+type NameCache<K, T> = Mutex<HashMap<K, (Instant, Arc<T>)>>;
 
 /// Entries for names looked up, and until when all of them hold.
-pub type Resolved<T> = (Vec<(String, Arc<T>)>, Instant);
+pub type Resolved<K, T> = (Vec<(K, Arc<T>)>, Instant);
 
 /// The catalog of one upstream.
 pub struct Catalog {
@@ -78,9 +74,9 @@ pub struct Catalog {
     ttl: Duration,
     relations: Mutex<HashMap<u32, (Instant, Arc<Relation>)>>,
     /// Relation names as statements write them ([`Catalog::resolve`]).
-    names: NameCache<Named>,
-    /// Function names as statements write them ([`Catalog::functions`]).
-    functions: NameCache<Callees>,
+    names: NameCache<String, Named>,
+    /// Names statements call functions through ([`Catalog::callees`]).
+    functions: NameCache<CallName, Vec<Callee>>,
     /// Moves on with every [`Catalog::invalidate`]: verdicts decided with what
     /// the catalog said before are stale.
     generation: AtomicU64,
@@ -129,47 +125,63 @@ impl Catalog {
             .clear();
     }
 
-    /// The functions each of `names` (function names as [`relation_name`]
-    /// writes them) may call, looked up when not cached; and until when all of
-    /// it holds. An unqualified name is looked up in every schema (the
-    /// session's search_path is not known here, and may put a schema before
-    /// `pg_catalog`).
-    pub async fn functions(&self, names: &[String]) -> Result<Resolved<Callees>, UpstreamError> {
-        let missing = self.missing(&self.functions, names);
+    /// The functions each of `calls` may run (see [`Resolution`]), looked
+    /// up when not cached; and until when all of it holds. An unqualified
+    /// name is looked up in every schema: the session's search_path is not
+    /// known here (and may put a schema before `pg_catalog`), and overloading
+    /// may pick another schema's function anyway. A function name with no
+    /// function is looked up as a type (`citext(x)` is a cast).
+    pub async fn callees(
+        &self,
+        calls: &[CallName],
+    ) -> Result<Resolved<CallName, Vec<Callee>>, UpstreamError> {
+        let missing = self.missing(&self.functions, calls);
         if !missing.is_empty() {
-            let list = values_list(&missing);
-            let sql = format!(
-                "select w.name, n.nspname, p.proname, p.oid \
-                 from (values {list}) w(name) \
-                 cross join lateral (select pg_catalog.parse_ident(w.name) as parts) x \
-                 join pg_catalog.pg_proc p on p.proname = x.parts[pg_catalog.array_length(x.parts, 1)] \
-                 join pg_catalog.pg_namespace n on n.oid = p.pronamespace \
-                 where pg_catalog.array_length(x.parts, 1) = 1 \
-                   or n.nspname = x.parts[pg_catalog.array_length(x.parts, 1) - 1]"
-            );
+            let list = missing
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let kind = match c.kind {
+                        CallKind::Function => "function",
+                        CallKind::Operator => "operator",
+                        CallKind::Type => "type",
+                    };
+                    let schema = c.schema.as_deref().map_or("null".to_owned(), literal);
+                    format!(
+                        "({i}, '{kind}', {schema}::text, {}::text)",
+                        literal(&c.name)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+            let sql =
+                format!("set search_path = pg_catalog; {CALLEES_SQL}").replace("{list}", &list);
             let [rows] = self.queries([sql.as_str()]).await?;
-            let mut found: HashMap<&str, Callees> =
-                missing.iter().map(|n| (n.as_str(), Vec::new())).collect();
+            let mut found: Vec<Vec<Callee>> = vec![Vec::new(); missing.len()];
             for row in rows {
-                let [name, schema, proname, oid] = &row[..] else {
+                let [i, schema, name, oid] = &row[..] else {
                     continue;
                 };
-                let Some(callees) = found.get_mut(name.as_str()) else {
+                let Some(callees) = i.parse::<usize>().ok().and_then(|i| found.get_mut(i)) else {
                     continue;
                 };
                 // An OID that does not read is taken as a user's function.
                 let builtin = oid.parse::<u32>().is_ok_and(|o| o < FIRST_NORMAL_OBJECT_ID);
-                callees.push((relation_name(Some(schema), proname), builtin));
+                callees.push(Callee {
+                    schema: schema.clone(),
+                    name: name.clone(),
+                    builtin,
+                });
             }
             let now = Instant::now();
             let mut map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
-            for (name, mut callees) in found {
+            for (call, mut callees) in missing.into_iter().zip(found) {
                 callees.sort();
                 callees.dedup();
-                map.insert(name.to_owned(), (now, Arc::new(callees)));
+                map.insert(call.clone(), (now, Arc::new(callees)));
             }
         }
-        self.collect(&self.functions, names)
+        self.collect(&self.functions, calls)
     }
 
     /// What each of `names` (relation names as [`relation_name`] writes them)
@@ -182,7 +194,10 @@ impl Catalog {
     /// makes it [`Named::Ambiguous`]. A view's definition comes from
     /// `pg_get_viewdef` under a `search_path` of `pg_catalog` only, so that
     /// every relation in it is schema-qualified.
-    pub async fn resolve(&self, names: &[String]) -> Result<Resolved<Named>, UpstreamError> {
+    pub async fn resolve(
+        &self,
+        names: &[String],
+    ) -> Result<Resolved<String, Named>, UpstreamError> {
         let missing = self.missing(&self.names, names);
         if !missing.is_empty() {
             let list = values_list(&missing);
@@ -239,7 +254,11 @@ impl Catalog {
     }
 
     /// The entry of `name` in `map`, unless it expired.
-    fn cached<T>(&self, map: &NameCache<T>, name: &str) -> Option<(Instant, Arc<T>)> {
+    fn cached<K: Hash + Eq, T>(
+        &self,
+        map: &NameCache<K, T>,
+        name: &K,
+    ) -> Option<(Instant, Arc<T>)> {
         let map = map.lock().unwrap_or_else(|p| p.into_inner());
         map.get(name)
             .filter(|(at, _)| at.elapsed() < self.ttl)
@@ -247,7 +266,7 @@ impl Catalog {
     }
 
     /// Those of `names` that `map` does not hold fresh.
-    fn missing<'a, T>(&self, map: &NameCache<T>, names: &'a [String]) -> Vec<&'a String> {
+    fn missing<'a, K: Hash + Eq, T>(&self, map: &NameCache<K, T>, names: &'a [K]) -> Vec<&'a K> {
         names
             .iter()
             .filter(|n| self.cached(map, n).is_none())
@@ -256,11 +275,11 @@ impl Catalog {
 
     /// The entries of `names` in `map` (just looked up), and until when all
     /// of them hold (the oldest entry's expiry).
-    fn collect<T>(
+    fn collect<K: Hash + Eq + Clone, T>(
         &self,
-        map: &NameCache<T>,
-        names: &[String],
-    ) -> Result<Resolved<T>, UpstreamError> {
+        map: &NameCache<K, T>,
+        names: &[K],
+    ) -> Result<Resolved<K, T>, UpstreamError> {
         let mut out = Vec::with_capacity(names.len());
         let mut until: Option<Instant> = None;
         for name in names {
@@ -285,8 +304,6 @@ impl Catalog {
         let mut guard = self.conn.lock().await;
         let result = async {
             if guard.is_none() {
-                // Named, so an operator (and a test) tells it from the
-                // sessions in `pg_stat_activity`.
                 let params = BTreeMap::from([(
                     "application_name".to_owned(),
                     CATALOG_APPLICATION_NAME.to_owned(),
@@ -404,6 +421,50 @@ impl Catalog {
     }
 }
 
+/// The functions each name of a `VALUES` list `{list}` of (ordinal, kind,
+/// schema, name) may run, as (ordinal, schema, name, OID) rows: functions of
+/// that name; the functions of operators of that name; for a type (or a
+/// function name with no function: a cast written as a call), the casts into
+/// it, its input function and the functions and operators its domain
+/// constraints use, down its chain of base types.
+const CALLEES_SQL: &str = "\
+with recursive w(i, kind, schema, name) as (values {list}), \
+types(i, oid) as ( \
+  select w.i, t.oid from w \
+  join pg_type t on t.typname = w.name \
+  join pg_namespace n on n.oid = t.typnamespace \
+  where (w.schema is null or n.nspname = w.schema) \
+    and (w.kind = 'type' or (w.kind = 'function' and not exists ( \
+      select from pg_proc p join pg_namespace pn on pn.oid = p.pronamespace \
+      where p.proname = w.name and (w.schema is null or pn.nspname = w.schema)))) \
+  union \
+  select types.i, t.typbasetype from types join pg_type t on t.oid = types.oid \
+  where t.typbasetype <> 0), \
+runs(i, fn) as ( \
+  select w.i, p.oid from w \
+  join pg_proc p on p.proname = w.name \
+  join pg_namespace n on n.oid = p.pronamespace \
+  where w.kind = 'function' and (w.schema is null or n.nspname = w.schema) \
+  union all \
+  select w.i, o.oprcode::oid from w \
+  join pg_operator o on o.oprname = w.name \
+  join pg_namespace n on n.oid = o.oprnamespace \
+  where w.kind = 'operator' and (w.schema is null or n.nspname = w.schema) \
+  union all \
+  select types.i, c.castfunc from types join pg_cast c on c.casttarget = types.oid \
+  where c.castfunc <> 0 \
+  union all \
+  select types.i, t.typinput::oid from types join pg_type t on t.oid = types.oid \
+  union all \
+  select types.i, coalesce(o.oprcode::oid, d.refobjid) from types \
+  join pg_constraint k on k.contypid = types.oid \
+  join pg_depend d on d.classid = 'pg_constraint'::regclass and d.objid = k.oid \
+    and d.refclassid in ('pg_proc'::regclass, 'pg_operator'::regclass) \
+  left join pg_operator o on d.refclassid = 'pg_operator'::regclass and o.oid = d.refobjid) \
+select runs.i, n.nspname, p.proname, p.oid from runs \
+join pg_proc p on p.oid = runs.fn \
+join pg_namespace n on n.oid = p.pronamespace";
+
 /// `names` as the rows of a `VALUES` list of one text column.
 fn values_list(names: &[&String]) -> String {
     names
@@ -419,8 +480,12 @@ fn literal(text: &str) -> String {
     format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
 }
 
-/// Runs one simple query and returns its rows as text (NULL as empty).
-async fn simple_query(conn: &mut Upstream, sql: &str) -> Result<Vec<Vec<String>>, UpstreamError> {
+/// Runs one simple query and returns its rows as text (NULL as empty): the
+/// catalog's look-ups, and `gatehouse doctor`'s check of an upstream.
+pub async fn simple_query(
+    conn: &mut Upstream,
+    sql: &str,
+) -> Result<Vec<Vec<String>>, UpstreamError> {
     let mut msg = BytesMut::new();
     msg.extend_from_slice(b"Q");
     msg.extend_from_slice(&(u32::try_from(sql.len() + 5).unwrap_or(u32::MAX)).to_be_bytes());

@@ -9,18 +9,23 @@
 //! applies to gets no relations, so it pays for none of this. The same path
 //! serves both decision points (in-process and over NATS).
 //!
-//! The functions the decider names ([`Decision::functions`]) are looked up
-//! too: a name that may stand for a function not built into PostgreSQL (a
-//! user's, an extension's) refuses the statement, since what such a function
-//! does with the values it is given, or reads by itself, is out of sight.
+//! The names any caller's statement may run functions through
+//! ([`Decision::functions`]: calls, custom operators, casts to types not built
+//! in) are looked up too, whoever the caller: when the catalog says a name
+//! may run something other than what the decider assumed without it (a
+//! function not built into PostgreSQL, say), the decider is asked again with
+//! the catalog's answer ([`CatalogFacts::functions`]) and decides whether a
+//! rule names those functions. A statement that calls no function pays for
+//! none of this.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
+use gatehouse_decider::callees::as_assumed;
 use gatehouse_decider::lineage::MAX_VIEW_DEPTH;
 use gatehouse_schemas::StatementEvent;
-use gatehouse_schemas::decision::{Decision, ValueMasks, Verdict, ViewDefinition};
+use gatehouse_schemas::decision::{CatalogFacts, Decision, Resolution, ValueMasks, Verdict};
 
 use super::catalog::{Catalog, Named};
 use crate::decision::{DecisionError, DecisionPoint};
@@ -30,12 +35,13 @@ use crate::decision::{DecisionError, DecisionPoint};
 pub struct Decided {
     /// The verdict (a block when the views could not be resolved).
     pub decision: Arc<Decision>,
-    /// `Some`: the decision depends on what the catalog said about views,
-    /// which holds until then (and until the catalog is emptied).
+    /// `Some`: the decision depends on what the catalog said about views or
+    /// functions, which holds until then (and until the catalog is emptied).
     pub catalog_until: Option<Instant>,
 }
 
-/// Decides `event` with `point`, resolving views for a masked caller.
+/// Decides `event` with `point`, resolving views for a masked caller and
+/// functions for any caller.
 /// Cancel safety: dropping it loses only the look-ups in flight.
 pub async fn decide<D: DecisionPoint>(
     point: &D,
@@ -43,8 +49,8 @@ pub async fn decide<D: DecisionPoint>(
     event: &StatementEvent<'_>,
     prepared: &BTreeMap<String, String>,
 ) -> Result<Decided, DecisionError> {
-    let mut views: BTreeMap<String, ViewDefinition> = BTreeMap::new();
-    let mut decision = point.decide(event, prepared, &views).await?;
+    let mut facts = CatalogFacts::default();
+    let mut decision = point.decide(event, prepared, &facts).await?;
     if decision.relations.is_empty() && decision.functions.is_empty() {
         return Ok(Decided {
             decision,
@@ -70,7 +76,7 @@ pub async fn decide<D: DecisionPoint>(
                 tracing::warn!(error = %e, "masking_views_lookup_failed");
                 return Ok(refused(
                     &decision,
-                    "the upstream catalog could not be read to tell the views among the relations it reads; retry later",
+                    "masking could not be guaranteed: the upstream catalog could not be read to tell the views among the relations it reads; retry later",
                 ));
             }
         };
@@ -80,8 +86,8 @@ pub async fn decide<D: DecisionPoint>(
             match &*named {
                 Named::NotView => {}
                 Named::View(qualified, def) => {
-                    if !views.contains_key(qualified) {
-                        views.insert(qualified.clone(), def.clone());
+                    if !facts.views.contains_key(qualified) {
+                        facts.views.insert(qualified.clone(), def.clone());
                         added = true;
                     }
                 }
@@ -89,7 +95,7 @@ pub async fn decide<D: DecisionPoint>(
                     return Ok(refused(
                         &decision,
                         &format!(
-                            "relation name {name} may name any of {} (views among them), and Gatehouse cannot tell which the session's search_path picks; qualify it with its schema",
+                            "masking could not be guaranteed: relation name {name} may name any of {} (views among them), and Gatehouse cannot tell which the session's search_path picks; qualify it with its schema",
                             all.join(", ")
                         ),
                     ));
@@ -104,39 +110,48 @@ pub async fn decide<D: DecisionPoint>(
         if asked > MAX_VIEW_DEPTH {
             return Ok(refused(
                 &decision,
-                &format!("the statement reads views nested more than {MAX_VIEW_DEPTH} deep"),
+                &format!(
+                    "masking could not be guaranteed: the statement reads views nested more than {MAX_VIEW_DEPTH} deep"
+                ),
             ));
         }
-        decision = point.decide(event, prepared, &views).await?;
+        decision = point.decide(event, prepared, &facts).await?;
     }
-    if !decision.functions.is_empty() && !matches!(decision.verdict, Verdict::Block { .. }) {
-        let (callees, fresh) = match catalog.functions(&decision.functions).await {
+    if !decision.functions.is_empty() {
+        let (found, fresh) = match catalog.callees(&decision.functions).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(error = %e, "masking_functions_lookup_failed");
+                tracing::warn!(error = %e, "catalog_functions_lookup_failed");
                 return Ok(refused(
                     &decision,
-                    "the upstream catalog could not be read to tell the functions it calls; retry later",
+                    "the upstream catalog could not be read to tell which functions it calls; retry later",
                 ));
             }
         };
-        for (name, callees) in &callees {
-            let user: Vec<&str> = callees
+        until = Some(until.map_or(fresh, |u| u.min(fresh)));
+        let resolutions: Vec<Resolution> = found
+            .into_iter()
+            .map(|(call, callees)| Resolution {
+                call,
+                callees: callees.to_vec(),
+            })
+            .collect();
+        // The verdict was decided assuming what each name runs; asked again
+        // only when the catalog says otherwise.
+        if !resolutions.iter().all(as_assumed) {
+            facts.functions = resolutions;
+            decision = point.decide(event, prepared, &facts).await?;
+            let unresolved = decision
+                .functions
                 .iter()
-                .filter(|(_, builtin)| !builtin)
-                .map(|(q, _)| q.as_str())
-                .collect();
-            if !user.is_empty() {
+                .find(|c| !facts.functions.iter().any(|r| r.call == **c));
+            if let Some(call) = unresolved {
                 return Ok(refused(
                     &decision,
-                    &format!(
-                        "it calls {name}, which may be {}, not built into PostgreSQL: what such a function does with the values it is given or reads cannot be known",
-                        user.join(" or ")
-                    ),
+                    &format!("Gatehouse could not resolve {call} in the upstream catalog"),
                 ));
             }
         }
-        until = Some(until.map_or(fresh, |u| u.min(fresh)));
     }
     Ok(Decided {
         decision,
@@ -144,8 +159,8 @@ pub async fn decide<D: DecisionPoint>(
     })
 }
 
-/// `d` turned into a refusal: masking could not be guaranteed. Named after the
-/// mask rule, not cached; every value of the text withheld from evidence (`d`
+/// `d` turned into a refusal for `why`. Named after the mask rule if one
+/// applies, not cached; every value of the text withheld from evidence (`d`
 /// placed them without the views' definitions: a value compared with a view's
 /// column may go to a masked one).
 fn refused(d: &Decision, why: &str) -> Decided {
@@ -158,7 +173,7 @@ fn refused(d: &Decision, why: &str) -> Decided {
     Decided {
         decision: Arc::new(Decision {
             verdict: Verdict::Block {
-                reason: format!("masking could not be guaranteed: {why}"),
+                reason: why.to_owned(),
             },
             rule,
             cacheable: false,
