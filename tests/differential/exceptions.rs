@@ -33,6 +33,22 @@ pub const EXCEPTIONS: &[Exception] = &[
         property: crate::report::READ_ONLY_ALLOWS_CHANGE,
         reason: "pg_current_xact_id(), txid_current()'s new name: as above",
     },
+    // Not accepted for good: a gap to close in the gateway's function look-up
+    // (reported with issue 17).
+    Exception {
+        file: "matview",
+        lines: &[243],
+        property: crate::report::READ_ONLY_ALLOWS_CHANGE,
+        reason: "calls a function created earlier in the same, still open transaction: the \
+                 gateway's catalog connection cannot see it, so the name resolves to nothing \
+                 and no rule has to name it (creating it needed a rule allowing ddl)",
+    },
+    Exception {
+        file: "merge",
+        lines: &[760, 1032],
+        property: crate::report::READ_ONLY_ALLOWS_CHANGE,
+        reason: "as matview's: a function created in the same open transaction",
+    },
 ];
 
 /// Problems with `found` against the list: violations not listed, and listed

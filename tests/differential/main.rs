@@ -3,10 +3,11 @@
 //! a superuser. The property: the decider never under-classifies. When
 //! PostgreSQL says a statement wrote, ran DDL, logged it as `ddl` or `mod`, or
 //! changed a setting, the policy of a read-only job (`classes = ["read"]` on
-//! every object) must not allow it, unless it calls a function the corpus
-//! created (refused to such a rule once functions are resolved in the
-//! catalog); a statement logged as `ddl` carries `ddl` (or `dcl`, `admin`); one
-//! logged as `mod` carries `write` or stricter. Every exception is a reviewed
+//! every object) must not allow it, with the functions it calls resolved in
+//! the cluster's catalog as the gateway resolves them (so that one the corpus
+//! created is refused to that rule, which names none); a statement logged as
+//! `ddl` carries `ddl` (or `dcl`, `admin`); one logged as `mod` carries
+//! `write` or stricter. Every exception is a reviewed
 //! entry of `exceptions.rs`; a new one, or one that no longer happens, fails.
 //! It also measures parse coverage: the share of statements PostgreSQL ran
 //! that the decider parses.
@@ -29,7 +30,13 @@ mod script;
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use gatehouse_decider::Policy;
+use gatehouse_ingress::config::{Secret, UpstreamConfig, UpstreamTls};
+use gatehouse_ingress::masking::catalog::Catalog;
+use gatehouse_ingress::upstream::UpstreamTarget;
 use harness::{ADMIN_PASSWORD, Pg};
 
 /// The scripts every scratch database starts from (PostgreSQL's own schedule:
@@ -121,6 +128,27 @@ async fn session(pg: &Pg, db: &str) -> oracle::Session {
     .await
 }
 
+/// The gateway's catalog of `db`, reached as the superuser the scripts run as.
+fn catalog(pg: &Pg, db: &str) -> Catalog {
+    let config = UpstreamConfig {
+        host: "127.0.0.1".into(),
+        port: pg.port,
+        dbname: db.into(),
+        tls: UpstreamTls::Disable,
+        ca_file: None,
+        server_name: None,
+    };
+    let target = UpstreamTarget {
+        server_name: gatehouse_ingress::tls::upstream_server_name(&config).unwrap(),
+        config,
+        user: "postgres".into(),
+        password: Secret::new(ADMIN_PASSWORD.into()),
+        tls: None,
+    };
+    // Entries are forgotten after DDL (see `script::run`), as the gateway does.
+    Catalog::new(Arc::new(target), Duration::from_secs(3600))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_decider_never_under_classifies_postgresql_regression_sql() {
     let dir = corpus();
@@ -170,8 +198,10 @@ async fn the_decider_never_under_classifies_postgresql_regression_sql() {
     {
         let mut s = session(&pg, "regress_base").await;
         oracle::self_check(&mut s).await;
+        // Dropped before the template is copied: its connection would stop that.
+        let catalog = catalog(&pg, "regress_base");
         for name in SETUP {
-            records.extend(script::run(name, &read(&dir, name), &mut s, &policy).await);
+            records.extend(script::run(name, &read(&dir, name), &mut s, &policy, &catalog).await);
         }
     }
     let admin = session(&pg, "postgres").await;
@@ -183,7 +213,8 @@ async fn the_decider_never_under_classifies_postgresql_regression_sql() {
             .unwrap_or_else(|e| panic!("CREATE DATABASE {db}: {e}"));
         {
             let mut s = session(&pg, &db).await;
-            records.extend(script::run(name, &read(&dir, name), &mut s, &policy).await);
+            let catalog = catalog(&pg, &db);
+            records.extend(script::run(name, &read(&dir, name), &mut s, &policy, &catalog).await);
         }
         // To save disk; a script may leave what keeps its database (a
         // subscription, say): then it stays, in a throwaway cluster.

@@ -443,36 +443,6 @@ impl Session {
             }
         }
     }
-
-    /// Whether any of `functions` (as the decider names them: `f` or `s.f`)
-    /// is a function the corpus created (OID 16384 or above).
-    pub async fn calls_user_function(&self, functions: &[String]) -> bool {
-        for f in functions {
-            let (schema, name) = match f.rsplit_once('.') {
-                Some((s, n)) => (Some(s.rsplit('.').next().unwrap_or(s)), n),
-                None => (None, f.as_str()),
-            };
-            let quote = |s: &str| s.replace('\'', "''");
-            let sql = format!(
-                "SELECT count(*) FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
-                 WHERE p.oid >= 16384 AND p.proname = '{}'{}",
-                quote(name),
-                schema
-                    .map(|s| format!(" AND n.nspname = '{}'", quote(s)))
-                    .unwrap_or_default()
-            );
-            let found = self.simple(&sql).await.ok().and_then(|m| {
-                m.iter().find_map(|m| match m {
-                    SimpleQueryMessage::Row(r) => r.get(0).map(|c| c != "0"),
-                    _ => None,
-                })
-            });
-            if found == Some(true) {
-                return true;
-            }
-        }
-        false
-    }
 }
 
 /// Proves on a known statement of each kind that the oracles see what they

@@ -59,7 +59,7 @@ pub fn violations(records: &[Record]) -> Vec<Violation> {
                 ),
             })
         };
-        if o.changed() && r.read_only_allows && !r.user_function {
+        if o.changed() && r.read_only_allows {
             let mut said = Vec::new();
             if o.wrote {
                 said.push("wrote".to_owned());

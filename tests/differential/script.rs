@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use gatehouse_decider::engine::NO_CATALOG;
 use gatehouse_decider::{Analysis, Policy, PreparedOp, Query, StatementAnalysis, analyze};
-use gatehouse_schemas::decision::Verdict;
+use gatehouse_ingress::masking::catalog::Catalog;
+use gatehouse_schemas::decision::{CatalogFacts, Resolution, Verdict};
 use gatehouse_schemas::{Identity, ProtocolKind};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::tokenizer::{Token, Tokenizer};
@@ -41,11 +42,10 @@ pub struct Record {
     pub unparsed: Option<String>,
     /// What the decider decides it as (for EXECUTE, the prepared statement).
     pub decided: Option<StatementAnalysis>,
-    /// Whether the read-only policy allows it.
+    /// Whether the read-only policy allows it, with the functions it calls
+    /// resolved in the scratch cluster's catalog as the gateway resolves them
+    /// (a function the corpus created is refused to a rule that names none).
     pub read_only_allows: bool,
-    /// Whether it calls a function the corpus created (refused to a read-only
-    /// rule once functions are resolved in the catalog), when that was asked.
-    pub user_function: bool,
     /// PostgreSQL's account.
     pub observed: Observed,
 }
@@ -186,7 +186,13 @@ fn wire(w: &[String]) -> Wire {
 }
 
 /// Runs `script` (named `file`) in `session` and records every statement.
-pub async fn run(file: &str, script: &str, session: &mut Session, policy: &Policy) -> Vec<Record> {
+pub async fn run(
+    file: &str,
+    script: &str,
+    session: &mut Session,
+    policy: &Policy,
+    catalog: &Catalog,
+) -> Vec<Record> {
     let identity = Identity {
         issuer: "https://differential".into(),
         subject: "corpus".into(),
@@ -261,7 +267,30 @@ pub async fn run(file: &str, script: &str, session: &mut Session, policy: &Polic
             prepared: &prepared,
             catalog: &NO_CATALOG,
         };
-        let explanation = policy.explain(query);
+        let mut explanation = policy.explain(query);
+        // What the gateway does next: the names it calls through, looked up
+        // in the catalog, and the statement decided again with the answers.
+        let calls = explanation.decision.functions.clone();
+        if !calls.is_empty() {
+            let (found, _) = catalog
+                .callees(&calls)
+                .await
+                .unwrap_or_else(|e| panic!("{file}:{line}: the catalog look-up failed: {e}"));
+            let facts = CatalogFacts {
+                views: Default::default(),
+                functions: found
+                    .into_iter()
+                    .map(|(call, callees)| Resolution {
+                        call,
+                        callees: callees.to_vec(),
+                    })
+                    .collect(),
+            };
+            explanation = policy.explain(Query {
+                catalog: &facts,
+                ..query
+            });
+        }
         let read_only_allows = matches!(explanation.decision.verdict, Verdict::Allow);
         let own = explanation
             .statements
@@ -319,15 +348,10 @@ pub async fn run(file: &str, script: &str, session: &mut Session, policy: &Polic
                 }
             }
         }
-        let user_function = if read_only_allows && observed.changed() {
-            let functions: Vec<String> = decided
-                .as_ref()
-                .map(|d| d.functions.iter().cloned().collect())
-                .unwrap_or_default();
-            session.calls_user_function(&functions).await
-        } else {
-            false
-        };
+        if observed.ddl_event.is_some() || observed.log == Some(crate::oracle::LogLevel::Ddl) {
+            // As the gateway's catalog forgets what it knew after DDL.
+            catalog.invalidate();
+        }
         records.push(Record {
             file: file.to_owned(),
             line,
@@ -336,7 +360,6 @@ pub async fn run(file: &str, script: &str, session: &mut Session, policy: &Polic
             unparsed: explanation.parse_error.clone(),
             decided,
             read_only_allows,
-            user_function,
             observed,
             text,
         });
