@@ -575,7 +575,10 @@ impl SessionMasker {
     /// with `decision` and forwards it: what the backend direction will need.
     pub fn decided(&mut self, tag: u8, name: &str, sql: &str, decision: &Decision) -> Pending {
         let plan = MaskPlan::of(decision);
-        let ddl = decision.statements.iter().any(|s| s.class == "ddl");
+        let ddl = decision
+            .statements
+            .iter()
+            .any(|s| s.class == "ddl" || s.classes.iter().any(|c| c == "ddl"));
         self.masking |= plan.is_some();
         let mut probes = Vec::new();
         let mut ops: Vec<Op> = if self.masking && results::may_have_ops(sql) {
