@@ -88,6 +88,8 @@ fi
 gh_cargo_on_path
 # The archiver's tests need a Kafka-compatible broker (tansu).
 gh_ensure_tansu
+# The differential test needs PostgreSQL's regression SQL.
+gh_ensure_regress_corpus "$REPO"
 # The book (docs/) is built with mdBook.
 gh_ensure_mdbook
 cargo fmt --version >/dev/null 2>&1 || gh_die "rustfmt missing: rustup component add rustfmt"

@@ -329,10 +329,7 @@ fn render(e: &gatehouse_decider::Explanation) -> String {
                     v.join(", ")
                 }
             };
-            let class = serde_json::to_value(a.class)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned));
-            out.push_str(&format!("  class:     {}\n", class.unwrap_or_default()));
+            out.push_str(&format!("  class:     {}\n", a.class_names().join(", ")));
             out.push_str(&format!(
                 "  reads:     {}\n",
                 list(a.reads.iter().map(|o| o.to_string()).collect())

@@ -482,3 +482,88 @@ async fn plain_reads_share_a_verdict_across_literals_and_nothing_else_does() {
         .unwrap_err();
     assert!(db_error(&err).1.contains("unbounded-delete"));
 }
+
+/// PostgreSQL logs CREATE TABLE AS, SELECT INTO and materialized views as DDL:
+/// under a rule that allows reads and writes and a rule that blocks DDL, they
+/// are refused and create nothing (they were once decided as plain writes).
+#[tokio::test]
+async fn statements_postgresql_calls_ddl_are_refused_by_a_no_ddl_policy() {
+    const NO_DDL: &str = r#"
+version = "no-ddl"
+
+[[rules]]
+id = "etl-dml"
+roles = ["app"]
+classes = ["read", "write", "transaction"]
+verdict = "allow"
+
+[[rules]]
+id = "no-ddl"
+classes = ["ddl"]
+verdict = "block"
+reason = "CI jobs change no schema"
+"#;
+    let pg = Pg::start();
+    pg.psql_admin_db(
+        APP_DB,
+        "create table public.src (id int, v text); alter table public.src owner to app; \
+         insert into public.src values (1, 'a'), (2, 'b')",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), NO_DDL).unwrap();
+    let handle = Arc::new(PolicyHandle::load(&dir.path().join("policy.toml")).unwrap());
+    let issuer = Issuer::new();
+    let config = base_config(&pg, &issuer);
+    let gw = start_gateway(&config, LocalPolicy::new(handle)).await;
+    let client = connect(&gw.url("app", &issuer.token(&[]))).await.unwrap();
+
+    // What the rules do allow still runs.
+    client
+        .batch_execute("insert into src select id + 10, v from src; select * from src")
+        .await
+        .unwrap();
+    let made = [
+        ("create table copy1 as select * from src", "copy1"),
+        ("CREATE UNLOGGED TABLE copy2 AS TABLE src", "copy2"),
+        ("select * into copy3 from src", "copy3"),
+        (
+            "select id, v into temp table copy4 from src where id > 1",
+            "copy4",
+        ),
+        (
+            "create materialized view copy5 as select * from src",
+            "copy5",
+        ),
+        (
+            "explain analyze create table copy6 as select * from src",
+            "copy6",
+        ),
+    ];
+    for (sql, table) in made {
+        let err = client.simple_query(sql).await.unwrap_err();
+        let (code, message) = db_error(&err);
+        assert_eq!(code, "42501", "{sql}: {message}");
+        assert!(
+            message.contains("CI jobs change no schema"),
+            "{sql}: {message}"
+        );
+        // The same through the extended protocol.
+        let err = client.query(sql, &[]).await.unwrap_err();
+        assert_eq!(db_error(&err).0, "42501", "{sql} (extended)");
+        // Inside a transaction block too; the session stays usable.
+        client.batch_execute("begin").await.unwrap();
+        let err = client.simple_query(sql).await.unwrap_err();
+        assert_eq!(db_error(&err).0, "42501", "{sql} (in a block)");
+        client.batch_execute("rollback").await.unwrap();
+        let exists = pg.psql_admin_db(
+            APP_DB,
+            &format!("select count(*) from pg_class where relname = '{table}'"),
+        );
+        assert_eq!(exists, "0", "{sql} created {table}");
+    }
+    let rows = client
+        .query_one("select count(*) from src", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.get::<_, i64>(0), 4);
+}

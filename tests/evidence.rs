@@ -138,6 +138,10 @@ async fn every_statement_is_recorded_and_the_archive_verifies() {
         .unwrap();
     let err = client.simple_query("select 1/0").await.unwrap_err();
     assert_eq!(db_error(&err).0, "22012");
+    client
+        .simple_query("create table t2 as select * from t")
+        .await
+        .unwrap();
     let err = client
         .simple_query("select * from vault.keys")
         .await
@@ -207,8 +211,16 @@ async fn every_statement_is_recorded_and_the_archive_verifies() {
             .map(|v| v.starts_with("evidence-e2e")),
         Some(true)
     );
+    assert_eq!(simple["classes"], serde_json::json!(["read", "read"]));
     let done = done.expect("completion of the simple query");
     assert_eq!(done["outcome"], "ok");
+    // A statement of several classes records them all, its primary one first.
+    let (ctas, _) = find("simple_query", "create table t2 as");
+    assert_eq!(
+        ctas["classes"],
+        serde_json::json!(["ddl", "read"]),
+        "{ctas}"
+    );
     assert_eq!(done["tags"], serde_json::json!(["SELECT 1", "SELECT 1"]));
 
     // Extended protocol: decided at Parse, run (with its parameters) at Execute.

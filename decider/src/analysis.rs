@@ -5,20 +5,26 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-/// The kind of a statement. One per statement: when a statement is several
-/// things at once (`WITH d AS (DELETE ...) SELECT`), it takes the class that
-/// ranks highest in [`StatementClass::rank`] (here: `write`).
+/// A kind of statement. A statement has every class of what it does
+/// ([`StatementAnalysis::classes`]): `CREATE TABLE t AS SELECT ...` is `ddl` and
+/// `read`, `EXPLAIN ANALYZE DELETE ...` is `read` and `write`. Whatever
+/// PostgreSQL's `log_statement` logs as `ddl` carries `ddl` (or `dcl` or `admin`,
+/// which rank higher), whatever it logs as `mod` carries `write`, `copy-in` or a
+/// class ranked above them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StatementClass {
     /// SELECT, VALUES, TABLE, SHOW, EXPLAIN without ANALYZE (of any statement: it
     /// plans and runs nothing; the statement's objects count as reads).
     Read,
-    /// INSERT, UPDATE, DELETE, MERGE, SELECT INTO, CREATE TABLE AS, data-modifying
-    /// CTEs, EXPLAIN ANALYZE of a write, COPY (write ... RETURNING) TO.
+    /// INSERT, UPDATE, DELETE, MERGE, data-modifying CTEs, EXPLAIN ANALYZE of a
+    /// write, COPY (write ... RETURNING) TO, SELECT ... FOR UPDATE or SHARE (row
+    /// locks are written into the rows, and need UPDATE privilege).
     Write,
     /// CREATE/ALTER/DROP of tables, views, indexes, schemas, functions, types,
-    /// sequences, extensions...; TRUNCATE; COMMENT.
+    /// sequences, extensions...; CREATE TABLE AS, SELECT INTO, CREATE and REFRESH
+    /// MATERIALIZED VIEW (they create or refill a relation); TRUNCATE; COMMENT;
+    /// CLUSTER (it rewrites the table).
     Ddl,
     /// GRANT, REVOKE, CREATE/ALTER/DROP ROLE/USER/GROUP, ALTER DEFAULT PRIVILEGES,
     /// REASSIGN OWNED, DROP OWNED.
@@ -45,13 +51,14 @@ pub enum StatementClass {
     /// and any statement calling a function that reaches files, processes or other
     /// servers (see `classify::ADMIN_FUNCTIONS`).
     Admin,
-    /// LISTEN, NOTIFY, UNLISTEN, VACUUM, ANALYZE, CLUSTER, REINDEX, LOCK, and
-    /// anything else that neither reads nor writes rows.
+    /// LISTEN, NOTIFY, UNLISTEN, VACUUM, ANALYZE, REINDEX, LOCK, and anything
+    /// else that neither reads nor writes rows.
     Utility,
 }
 
 impl StatementClass {
-    /// Precedence when a statement is several things: higher wins.
+    /// Precedence among a statement's classes: the highest is its primary class
+    /// ([`StatementAnalysis::class`]), named first wherever classes are listed.
     pub fn rank(self) -> u8 {
         match self {
             Self::Admin => 12,
@@ -87,6 +94,47 @@ impl StatementClass {
         Self::Admin,
         Self::Utility,
     ];
+}
+
+impl StatementAnalysis {
+    /// [`Self::classes`], primary first, then by falling rank.
+    pub fn classes_by_rank(&self) -> Vec<StatementClass> {
+        let mut v: Vec<StatementClass> = self.classes.iter().copied().collect();
+        v.sort_by_key(|c| std::cmp::Reverse(c.rank()));
+        v
+    }
+
+    /// The kebab-case names of [`Self::classes_by_rank`], as policy files,
+    /// decisions and evidence spell them.
+    pub fn class_names(&self) -> Vec<String> {
+        self.classes_by_rank()
+            .into_iter()
+            .map(StatementClass::name)
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl StatementClass {
+    /// The class's name as policy files spell it (`copy-in`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Ddl => "ddl",
+            Self::Dcl => "dcl",
+            Self::Session => "session",
+            Self::Transaction => "transaction",
+            Self::Procedural => "procedural",
+            Self::FunctionCall => "function-call",
+            Self::Prepared => "prepared",
+            Self::Cursor => "cursor",
+            Self::CopyIn => "copy-in",
+            Self::CopyOut => "copy-out",
+            Self::Admin => "admin",
+            Self::Utility => "utility",
+        }
+    }
 }
 
 /// Risk features a rule can match on.
@@ -182,11 +230,14 @@ pub enum PreparedOp {
 /// One statement, analysed.
 ///
 /// For DECLARE ... CURSOR FOR q, the analysis of q is merged into this one
-/// (reads, functions, risks) and the class is `cursor` unless q ranks higher.
+/// (reads, functions, risks): its classes are `cursor` and q's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatementAnalysis {
-    /// Its class.
+    /// Its primary class: the highest-ranked of [`Self::classes`].
     pub class: StatementClass,
+    /// Every class it has (never empty; holds [`Self::class`]). `read` is among
+    /// them whenever it reads a relation, whatever else it does.
+    pub classes: BTreeSet<StatementClass>,
     /// Tables, views and sequences it reads (through any subquery, CTE, join, view
     /// reference, COPY (query), EXPLAIN ANALYZE, RETURNING, ...).
     pub reads: BTreeSet<ObjectRef>,
@@ -230,4 +281,19 @@ pub enum Analysis {
         /// The parser's message, for the log and `policy explain`.
         error: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_names_are_the_policy_spelling() {
+        for class in StatementClass::ALL {
+            assert_eq!(
+                serde_json::to_value(class).unwrap(),
+                serde_json::Value::from(class.name())
+            );
+        }
+    }
 }

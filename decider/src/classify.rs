@@ -9,6 +9,7 @@ mod fallback;
 mod functions;
 pub(crate) mod names;
 mod predicate;
+mod rewrite;
 
 use std::collections::{BTreeSet, HashSet};
 use std::ops::ControlFlow;
@@ -112,7 +113,7 @@ pub(crate) fn has_shape(sql: &str, pieces: &[String]) -> bool {
     crate::shape::starts_with_select(sql) && pieces.len() == 1 && pieces[0].starts_with("SELECT ")
 }
 
-pub(crate) use fallback::{check_nesting, normalized_pieces};
+pub(crate) use fallback::{check_nesting, normalized_pieces, table_queries};
 
 /// PostgreSQL's lexer takes any non-ASCII character, non-breaking space
 /// included, as part of a name; sqlparser takes Unicode spaces for whitespace and
@@ -159,7 +160,7 @@ fn statements(parsed: &Parsed<'_>, depth: usize) -> Result<Vec<StatementAnalysis
     // text if any one statement stays unknown.
     let mut out = Vec::new();
     for piece in fallback::split(tokenize(sql)?) {
-        match parse(piece.clone()) {
+        match parse(fallback::table_queries(piece.clone())) {
             Ok(parsed) => {
                 let text = (parsed.len() == 1).then(|| fallback::normalized(&piece));
                 for s in &parsed {
@@ -241,7 +242,7 @@ struct Scope {
 /// What one statement is found to do, gathered while walking its tree.
 struct Acc {
     depth: usize,
-    class: StatementClass,
+    classes: BTreeSet<StatementClass>,
     reads: BTreeSet<ObjectRef>,
     writes: BTreeSet<ObjectRef>,
     functions: BTreeSet<String>,
@@ -252,13 +253,19 @@ struct Acc {
     /// The table factors that are the target of an UPDATE, DELETE or MERGE: they
     /// appear in the tree where reads do, but are writes.
     targets: HashSet<*const TableFactor>,
+    /// A query locks the rows it reads (`FOR UPDATE`, `FOR SHARE`, ...).
+    row_locks: bool,
+    /// How many queries and DML statements the walk is inside: where a bare
+    /// name is a column. Outside them a keyword is a value
+    /// (`SET x = on`, `WITH (fastupdate = on)`), not a misread column.
+    row_scopes: usize,
 }
 
 impl Acc {
     fn new(depth: usize) -> Self {
         Acc {
             depth,
-            class: StatementClass::Read,
+            classes: BTreeSet::new(),
             reads: BTreeSet::new(),
             writes: BTreeSet::new(),
             functions: BTreeSet::new(),
@@ -267,19 +274,34 @@ impl Acc {
             prepared: None,
             scopes: Vec::new(),
             targets: HashSet::new(),
+            row_locks: false,
+            row_scopes: 0,
         }
     }
 
-    /// Takes `class` if it ranks higher than what the statement already is.
+    /// The statement does (also) what `class` names.
     fn raise(&mut self, class: StatementClass) {
-        if class.rank() > self.class.rank() {
-            self.class = class;
-        }
+        self.classes.insert(class);
     }
 
-    fn finish(self, normalized: &str) -> StatementAnalysis {
+    fn finish(mut self, normalized: &str) -> StatementAnalysis {
+        if self.row_locks {
+            // Which of them a `FOR UPDATE OF a` names is the alias's business;
+            // every relation read may be locked.
+            self.writes.extend(self.reads.iter().cloned());
+        }
+        if self.classes.is_empty() || !self.reads.is_empty() {
+            self.classes.insert(StatementClass::Read);
+        }
+        let class = self
+            .classes
+            .iter()
+            .copied()
+            .max_by_key(|c| c.rank())
+            .unwrap_or(StatementClass::Read);
         let mut analysis = StatementAnalysis {
-            class: self.class,
+            class,
+            classes: self.classes,
             reads: self.reads,
             writes: self.writes,
             functions: self.functions,
@@ -335,11 +357,10 @@ impl Acc {
     /// EXPLAIN without ANALYZE: PostgreSQL plans the statement but runs nothing,
     /// so it reads (the catalog and statistics of) what the statement touches.
     fn plan_only(&mut self, inner: Acc) {
-        self.raise(if inner.class == StatementClass::Admin {
-            StatementClass::Admin
-        } else {
-            StatementClass::Read
-        });
+        self.raise(StatementClass::Read);
+        if inner.classes.contains(&StatementClass::Admin) {
+            self.raise(StatementClass::Admin);
+        }
         self.reads.extend(inner.reads);
         self.reads.extend(inner.writes);
         self.functions.extend(inner.functions);
@@ -409,7 +430,19 @@ impl Acc {
     fn effects(&mut self, stmt: &Statement) -> Result<(), String> {
         use StatementClass as C;
         match stmt {
-            Statement::Query(_) => self.raise(C::Read),
+            // `WITH ... INSERT` is a query around an INSERT: it reads only if the
+            // INSERT does (see `finish`).
+            Statement::Query(q) => {
+                if !matches!(
+                    *q.body,
+                    SetExpr::Insert(_)
+                        | SetExpr::Update(_)
+                        | SetExpr::Delete(_)
+                        | SetExpr::Merge(_)
+                ) {
+                    self.raise(C::Read)
+                }
+            }
             Statement::Insert(insert) => {
                 self.raise(C::Write);
                 match &insert.table {
@@ -487,13 +520,9 @@ impl Acc {
                 }
             }
             Statement::CreateTable(create) => {
-                // CREATE TABLE AS fills a new table with rows: a write (it also
-                // creates the table, but the rows are what policy cares about).
-                self.raise(if create.query.is_some() {
-                    C::Write
-                } else {
-                    C::Ddl
-                });
+                // CREATE TABLE AS too: PostgreSQL logs it as DDL, and the rows it
+                // reads make it `read` as well (see `finish`).
+                self.raise(C::Ddl);
                 self.write(&create.name);
                 if let Some(
                     CreateTableLikeKind::Parenthesized(like) | CreateTableLikeKind::Plain(like),
@@ -598,9 +627,13 @@ impl Acc {
                     self.risks.insert(Risk::PrivilegeChange);
                 }
             }
-            Statement::AlterIndex { name, .. } | Statement::AlterView { name, .. } => {
+            Statement::AlterIndex { name, .. } => {
                 self.raise(C::Ddl);
                 self.write(name);
+            }
+            Statement::AlterView(view) => {
+                self.raise(C::Ddl);
+                self.write(&view.name);
             }
             Statement::AlterFunction(f) => {
                 self.raise(C::Ddl);
@@ -646,7 +679,7 @@ impl Acc {
             } => {
                 self.drop_risks(*cascade);
                 match object_type {
-                    ObjectType::Role | ObjectType::User => {
+                    ObjectType::Role | ObjectType::User | ObjectType::Group => {
                         self.raise(C::Dcl);
                         self.risks.insert(Risk::RoleChange);
                     }
@@ -746,6 +779,56 @@ impl Acc {
                     self.grant_objects(objects);
                 }
             }
+            Statement::GrantRole(_) | Statement::RevokeRole(_) => {
+                // Role membership: the grantee acts with the role's privileges.
+                self.raise(C::Dcl);
+                self.risks.extend([Risk::PrivilegeChange, Risk::RoleChange]);
+            }
+            Statement::AlterDefaultPrivileges(a) => {
+                self.raise(C::Dcl);
+                self.risks.insert(Risk::PrivilegeChange);
+                for option in &a.options {
+                    if let sqlparser::ast::DefaultPrivilegesOption::InSchema(schemas) = option {
+                        for schema in schemas {
+                            self.write_schema(schema);
+                        }
+                    }
+                }
+            }
+            Statement::RefreshMaterializedView(r) => {
+                // Re-runs the view's query and replaces its rows; logged as DDL.
+                self.raise(C::Ddl);
+                self.write(&r.name);
+            }
+            Statement::CreateRule(r) => {
+                // The rule's actions are walked too: a rule that writes makes
+                // later statements on the table write where it says.
+                self.raise(C::Ddl);
+                self.write(&r.table_name);
+            }
+            Statement::DropRule(r) => {
+                self.raise(C::Ddl);
+                self.drop_risks(r.drop_behavior == Some(DropBehavior::Cascade));
+                self.write(&r.table_name);
+            }
+            Statement::AlterTrigger(t) => {
+                self.raise(C::Ddl);
+                self.write(&t.table_name);
+            }
+            Statement::CreateAggregate(a) => {
+                self.raise(C::Ddl);
+                self.write(&a.name);
+            }
+            Statement::CreateForeignTable(t) => {
+                self.raise(C::Ddl);
+                self.write(&t.name);
+            }
+            Statement::CreateForeignDataWrapper(_) => self.raise(C::Ddl),
+            Statement::CreateUserMapping(_) => {
+                // Lets a local role reach another server as some remote user.
+                self.raise(C::Ddl);
+                self.risks.insert(Risk::PrivilegeChange);
+            }
             Statement::Set(set) => self.set(set),
             Statement::Reset(reset) => {
                 self.raise(C::Session);
@@ -834,7 +917,7 @@ impl Acc {
                     name: (!all).then(|| names::ident(name)),
                 });
             }
-            Statement::Declare { stmts } => {
+            Statement::Declare { stmts, .. } => {
                 if stmts
                     .iter()
                     .any(|d| d.declare_type != Some(DeclareType::Cursor) || d.for_query.is_none())
@@ -1054,7 +1137,7 @@ impl Acc {
         match analyze_text(sql, self.depth + 1) {
             Analysis::Parsed { statements } => {
                 for s in statements {
-                    self.raise(s.class);
+                    self.classes.extend(s.classes);
                     self.reads.extend(s.reads);
                     self.writes.extend(s.writes);
                     self.functions.extend(s.functions);
@@ -1066,12 +1149,12 @@ impl Acc {
         }
     }
 
-    /// `SELECT ... INTO t`: creates and fills a table.
+    /// `SELECT ... INTO t`: creates and fills a table, DDL as CREATE TABLE AS is.
     fn select_into(&mut self, select: &Select) {
         let Some(into) = &select.into else {
             return;
         };
-        self.raise(StatementClass::Write);
+        self.raise(StatementClass::Ddl);
         for target in &into.targets {
             let parts = match target {
                 Expr::Identifier(id) => vec![names::ident(id)],
@@ -1087,10 +1170,20 @@ impl Visitor for Acc {
     type Break = String;
 
     fn pre_visit_statement(&mut self, stmt: &Statement) -> ControlFlow<String> {
+        if is_dml(stmt) {
+            self.row_scopes += 1;
+        }
         match self.effects(stmt) {
             Ok(()) => ControlFlow::Continue(()),
             Err(e) => ControlFlow::Break(e),
         }
+    }
+
+    fn post_visit_statement(&mut self, stmt: &Statement) -> ControlFlow<String> {
+        if is_dml(stmt) {
+            self.row_scopes -= 1;
+        }
+        ControlFlow::Continue(())
     }
 
     fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<String> {
@@ -1111,6 +1204,13 @@ impl Visitor for Acc {
     }
 
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<String> {
+        if !query.locks.is_empty() {
+            // `SELECT ... FOR UPDATE | NO KEY UPDATE | SHARE | KEY SHARE` writes
+            // row locks into the rows it reads, and PostgreSQL asks for UPDATE
+            // privilege to run it: a write.
+            self.row_locks = true;
+            self.raise(StatementClass::Write);
+        }
         let this = query as *const Query;
         let base = match self.scopes.last() {
             Some(outer) => outer
@@ -1147,6 +1247,7 @@ impl Visitor for Acc {
             scope.visible.extend(ctes);
         }
         self.scopes.push(scope);
+        self.row_scopes += 1;
         // sqlparser reads `TABLE name` without its quoting and swallows the two
         // tokens after an unqualified name, so its tree cannot be trusted.
         let mut bodies = vec![query.body.as_ref()];
@@ -1170,6 +1271,7 @@ impl Visitor for Acc {
 
     fn post_visit_query(&mut self, _query: &Query) -> ControlFlow<String> {
         self.scopes.pop();
+        self.row_scopes -= 1;
         ControlFlow::Continue(())
     }
 
@@ -1201,6 +1303,26 @@ impl Visitor for Acc {
     }
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<String> {
+        // Nor does PostgreSQL take an unquoted reserved word for a column, but
+        // sqlparser does: `SELECT INTO t FROM s` (PostgreSQL: create t from s)
+        // became a read of a column "into" aliased t. Only where names are
+        // columns: a setting's or option's value may be a keyword (`on`).
+        let first = match expr {
+            _ if self.row_scopes == 0 => None,
+            Expr::Identifier(id) => Some(id),
+            Expr::CompoundIdentifier(ids) => ids.first(),
+            _ => None,
+        };
+        if let Some(id) = first
+            && id.quote_style.is_none()
+            && names::reserved(&id.value)
+            && !names::VALUE_KEYWORDS.contains(&id.value.to_ascii_lowercase().as_str())
+        {
+            return ControlFlow::Break(format!(
+                "sqlparser read the keyword {} as a column name",
+                id.value.to_ascii_uppercase()
+            ));
+        }
         // Operators and casts (calls are named by `call`).
         self.calls.extend(functions::expr_call(expr));
         if let Expr::Function(f) = expr {
@@ -1212,6 +1334,14 @@ impl Visitor for Acc {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// Whether `stmt` is DML, whose expressions name columns.
+fn is_dml(stmt: &Statement) -> bool {
+    matches!(
+        stmt,
+        Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) | Statement::Merge(_)
+    )
 }
 
 /// Whether EXPLAIN's options ask it to run the statement: `(ANALYZE)`,
@@ -1302,7 +1432,7 @@ fn unsupported(stmt: &Statement) -> String {
 /// (`set_config('search_path', ...)` and `set_config('work_mem', ...)` differ).
 fn fingerprint(normalized: &str, a: &StatementAnalysis) -> String {
     let facts = serde_json::to_string(&(
-        a.class,
+        &a.classes,
         &a.reads,
         &a.writes,
         &a.functions,

@@ -142,6 +142,7 @@ impl Policy {
                 functions.insert(format!("oid:{}", req.function_oid.unwrap_or(0)));
                 let a = StatementAnalysis {
                     class: StatementClass::FunctionCall,
+                    classes: BTreeSet::from([StatementClass::FunctionCall]),
                     reads: BTreeSet::new(),
                     writes: BTreeSet::new(),
                     functions,
@@ -337,10 +338,8 @@ impl Policy {
                 cacheable = false;
             }
             summaries.push(StatementSummary {
-                class: serde_json::to_value(a.class)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
+                class: a.class.name().to_owned(),
+                classes: a.class_names(),
                 fingerprint: a.fingerprint.clone(),
                 prepares: match &a.prepared {
                     Some(PreparedOp::Prepare { name, inner_sql }) => {
@@ -580,7 +579,7 @@ fn statement_fits(
     calls: &RuleCalls,
 ) -> bool {
     let permissive = r.rule.verdict.is_permissive();
-    if !r.rule.classes.is_empty() && !r.rule.classes.contains(&a.class) {
+    if !r.rule.classes.is_empty() && !classes_fit(&r.rule.classes, a, permissive) {
         return false;
     }
     let risks_ok = if permissive {
@@ -621,6 +620,22 @@ fn statement_fits(
     } else {
         r.functions.is_empty() || calls.caught_by(&r.functions)
     }
+}
+
+/// Whether a rule's `classes` fit a statement's. A permissive rule must list
+/// every class the statement has, except that any class it lists covers the
+/// statement's reading too (`classes = ["write"]` allows `INSERT ... SELECT`):
+/// what it may read is for `objects` and `reads` to say. A restrictive rule
+/// fires when it lists any of the statement's classes.
+fn classes_fit(listed: &[StatementClass], a: &StatementAnalysis, permissive: bool) -> bool {
+    if !permissive {
+        return a.classes.iter().any(|c| listed.contains(c));
+    }
+    let only_reads = a.classes.iter().all(|c| *c == StatementClass::Read);
+    a.classes
+        .iter()
+        .filter(|c| only_reads || **c != StatementClass::Read)
+        .all(|c| listed.contains(c))
 }
 
 /// What the rule named `rule` yields.

@@ -421,7 +421,9 @@ fn statement(s: &Statement, at: &ValuesAt, views: &Rc<Views>) -> StatementLineag
                 match &ins.on {
                     Some(OnInsert::OnConflict(oc)) => {
                         // Whether a row conflicts tells whether a value is there.
-                        if let Some(ConflictTarget::Columns(cols)) = &oc.conflict_target {
+                        if let Some(ConflictTarget::Columns { columns: cols, .. }) =
+                            &oc.conflict_target
+                        {
                             for c in cols {
                                 for s in write_target(&scope[0], &names::ident(c)) {
                                     w.out.predicates.insert((s, Use::Other));
@@ -531,7 +533,7 @@ fn statement(s: &Statement, at: &ValuesAt, views: &Rc<Views>) -> StatementLineag
             // prepares.
             return self::statement(statement, at, views);
         }
-        Statement::Declare { stmts } => {
+        Statement::Declare { stmts, .. } => {
             // The cursor's rows come back through FETCH, masked with this
             // statement's output lineage (the ingress keeps it per cursor).
             for d in stmts {
@@ -916,8 +918,8 @@ impl Walker {
                     return Vec::new();
                 };
                 let obj = ObjectRef {
-                    schema: t.schema_name.clone(),
-                    name: name.clone(),
+                    schema: t.schema_name.as_ref().map(|s| s.value.clone()),
+                    name: name.value.clone(),
                 };
                 self.out.tables.insert(obj.clone());
                 match self.inline_view(&obj) {
@@ -1052,6 +1054,10 @@ impl Walker {
                 }
             }
             JoinConstraint::None => {}
+            // `USING (...) AS x` names the joined columns anew: not traced.
+            JoinConstraint::UsingAlias(..) => {
+                self.out.unsupported = Some("a join alias (USING ... AS)".into());
+            }
         }
     }
 

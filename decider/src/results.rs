@@ -57,7 +57,7 @@ fn op(s: &Statement) -> ResultOp {
             };
             ResultOp::CopyOut { probe, format }
         }
-        Statement::Declare { stmts } => match stmts.iter().find(|d| d.for_query.is_some()) {
+        Statement::Declare { stmts, .. } => match stmts.iter().find(|d| d.for_query.is_some()) {
             Some(d) => match d.names.first() {
                 Some(n) => ResultOp::Declare {
                     name: names::ident(n),

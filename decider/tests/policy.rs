@@ -318,3 +318,78 @@ fn bad_policies_say_where() {
         .is_err()
     );
 }
+
+/// A statement has every class of what it does: a permissive rule must list
+/// them all (reading aside, which any class it lists covers); a restrictive
+/// rule fires on any of them.
+#[test]
+fn several_classes_must_all_be_covered() {
+    const CLASSES: &str = r#"
+version = "classes"
+
+[[rules]]
+id = "dml"
+roles = ["etl"]
+classes = ["read", "write"]
+objects = ["clinic.*"]
+risks = ["data_modifying_cte"]
+verdict = "allow"
+
+[[rules]]
+id = "migrations"
+roles = ["migrate"]
+classes = ["ddl"]
+objects = ["clinic.*"]
+risks = ["data_modifying_cte"]
+verdict = "allow"
+
+[[rules]]
+id = "no-reading-hr"
+classes = ["read"]
+reads = ["hr.*"]
+verdict = "block"
+reason = "HR data is off limits"
+"#;
+    let policy = Policy::parse(CLASSES, "classes.toml").unwrap();
+    let decide = |role: &str, sql: &str| {
+        let d = policy.decide(&req(role, "acme/x", sql));
+        (d.verdict.name(), d.rule, d.statements[0].classes.clone())
+    };
+    // PostgreSQL logs these as DDL: a rule for reads and writes covers none.
+    for sql in [
+        "create table clinic.copy as select * from clinic.patients",
+        "select * into clinic.copy from clinic.patients",
+        "create materialized view clinic.mv as select * from clinic.patients",
+        "refresh materialized view clinic.mv",
+        "explain analyze create table clinic.copy as select 1",
+    ] {
+        let (verdict, _, classes) = decide("etl", sql);
+        assert_eq!(verdict, "block", "{sql}: {classes:?}");
+        assert_eq!(classes[0], "ddl", "{sql}");
+        // A DDL rule covers them, the rows they read included.
+        assert_eq!(decide("migrate", sql).0, "allow", "{sql}");
+    }
+    assert_eq!(
+        decide(
+            "etl",
+            "create table clinic.copy as select * from clinic.patients"
+        )
+        .2,
+        ["ddl", "read"]
+    );
+    // A write that reads is covered by a rule that lists `write`...
+    for sql in [
+        "insert into clinic.log select * from clinic.patients",
+        "with d as (delete from clinic.log where id = 1 returning *) select * from d",
+        "explain analyze delete from clinic.log where id = 1",
+    ] {
+        assert_eq!(decide("etl", sql).0, "allow", "{sql}");
+        // ...and not by one that lists only `ddl`.
+        assert_eq!(decide("migrate", sql).0, "block", "{sql}");
+    }
+    // A restrictive rule on reading fires on a write that reads.
+    let (verdict, rule, classes) =
+        decide("etl", "insert into clinic.log select * from hr.salaries");
+    assert_eq!((verdict, rule.as_deref()), ("block", Some("no-reading-hr")));
+    assert_eq!(classes, ["write", "read"]);
+}

@@ -229,6 +229,45 @@ gh_ensure_tansu() {
     export TANSU
 }
 
+# PostgreSQL's own regression SQL (217 scripts of PostgreSQL 16), the corpus of
+# the differential test. Taken from ../shared/corpus/postgres-regress beside the
+# repository when there is one (this project's machines and CI lay it there),
+# else from the copy of libpg_query's test/sql/postgres_regress/ inside pglast's
+# source package on PyPI (checked against its hash), fetched once into a cache
+# outside the clone. Never copied into the tree. Exports GATEHOUSE_REGRESS_SQL.
+GH_PGLAST_VERSION=6.17
+GH_PGLAST_SHA256=37d2fa080f22a73fb575c2655b6e28f1e3a084cf0466f96b15d227b4cfffc45e
+gh_ensure_regress_corpus() {
+    local repo=$1 cache tmp inner
+    if [[ -n ${GATEHOUSE_REGRESS_SQL:-} && -f $GATEHOUSE_REGRESS_SQL/test_setup.sql ]]; then
+        export GATEHOUSE_REGRESS_SQL
+        return
+    fi
+    if [[ -f $repo/../shared/corpus/postgres-regress/test_setup.sql ]]; then
+        GATEHOUSE_REGRESS_SQL=$(cd "$repo/../shared/corpus/postgres-regress" && pwd)
+        export GATEHOUSE_REGRESS_SQL
+        return
+    fi
+    cache=${XDG_CACHE_HOME:-$HOME/.cache}/gatehouse/corpus
+    if [[ ! -f $cache/postgres-regress/test_setup.sql ]]; then
+        gh_log "fetching PostgreSQL's regression SQL (pglast $GH_PGLAST_VERSION's source package, PyPI)"
+        tmp=$(mktemp -d)
+        python3 -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+            "pglast==$GH_PGLAST_VERSION" -d "$tmp" || gh_die "could not download pglast $GH_PGLAST_VERSION"
+        echo "$GH_PGLAST_SHA256  $tmp/pglast-$GH_PGLAST_VERSION.tar.gz" | sha256sum -c --quiet ||
+            gh_die "pglast-$GH_PGLAST_VERSION.tar.gz does not match its recorded hash"
+        inner=pglast-$GH_PGLAST_VERSION/libpg_query/test/sql/postgres_regress
+        tar -xzf "$tmp/pglast-$GH_PGLAST_VERSION.tar.gz" -C "$tmp" "$inner"
+        [[ -f $tmp/$inner/test_setup.sql ]] || gh_die "pglast $GH_PGLAST_VERSION carries no $inner"
+        mkdir -p "$cache"
+        rm -rf "$cache/postgres-regress"
+        mv "$tmp/$inner" "$cache/postgres-regress"
+        rm -rf "$tmp"
+    fi
+    GATEHOUSE_REGRESS_SQL=$cache/postgres-regress
+    export GATEHOUSE_REGRESS_SQL
+}
+
 # mdBook, which builds the book under docs/ (deploy/test.sh), installed once
 # into the same tools cache as tansu. Exports MDBOOK with its path.
 gh_ensure_mdbook() {

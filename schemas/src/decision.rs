@@ -557,8 +557,13 @@ impl Verdict {
 /// What one statement of the text turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StatementSummary {
-    /// Its class (`read`, `write`, `ddl`, ...).
+    /// Its primary class (`read`, `write`, `ddl`, ...): the first of `classes`.
     pub class: String,
+    /// Every class it has, primary first (`CREATE TABLE t AS SELECT ...` is
+    /// `ddl` and `read`); empty from a decider that predates several classes
+    /// a statement, where `class` is all there is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<String>,
     /// Literal-free fingerprint.
     pub fingerprint: String,
     /// `PREPARE name AS inner`: the session must remember `inner` under `name`.
@@ -707,7 +712,8 @@ mod tests {
             rule: Some("no-deletes".into()),
             policy_version: "p1-abc".into(),
             statements: vec![StatementSummary {
-                class: "write".into(),
+                class: "ddl".into(),
+                classes: vec!["ddl".into(), "read".into()],
                 fingerprint: "00ff".into(),
                 prepares: Some(("q".into(), "delete from t".into())),
                 deallocates: None,

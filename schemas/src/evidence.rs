@@ -410,7 +410,9 @@ pub struct Statement {
     /// The policy version that decided (absent when no verdict was obtained).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_version: Option<String>,
-    /// Statement classes of the text, in order.
+    /// Statement classes of the text: each statement's classes, its primary
+    /// class first, statements in order (`create table t as select 1; select 2`
+    /// has `ddl`, `read`, `read`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub classes: Vec<String>,
     /// Shadow rules that matched.

@@ -185,7 +185,8 @@ fn decisions_validate() {
             policy_version: "p1".into(),
             statements: vec![
                 StatementSummary {
-                    class: "prepared".into(),
+                    class: "write".into(),
+                    classes: vec!["write".into(), "prepared".into()],
                     fingerprint: "00ff".into(),
                     prepares: Some(("q".into(), "delete from t".into())),
                     deallocates: None,
@@ -195,6 +196,7 @@ fn decisions_validate() {
                 },
                 StatementSummary {
                     class: "prepared".into(),
+                    classes: vec!["prepared".into()],
                     fingerprint: "0100".into(),
                     prepares: None,
                     deallocates: Some(None),

@@ -87,6 +87,87 @@ pub(super) fn split(tokens: Vec<TokenWithSpan>) -> Vec<Vec<TokenWithSpan>> {
     pieces
 }
 
+/// `TABLE [ONLY] name [*]` where a query may stand inside a statement (after
+/// `AS`, `(`, `UNION`/`INTERSECT`/`EXCEPT [ALL | DISTINCT]`) is PostgreSQL's
+/// `SELECT * FROM name`; sqlparser rejects it there, or reads it wrongly. The
+/// tokens with each such query spelled out; unchanged when there is none.
+pub(crate) fn table_queries(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let significant = |t: &TokenWithSpan| !matches!(t.token, Token::Whitespace(_));
+    let is_table = |t: &TokenWithSpan| is_word(&t.token, "TABLE");
+    if !tokens.iter().any(is_table) {
+        return tokens;
+    }
+    let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len() + 4);
+    let mut i = 0;
+    while i < tokens.len() {
+        let prev = out.iter().rev().find(|t| significant(t)).map(|t| &t.token);
+        let after_set_op = |t: &Token| {
+            ["UNION", "INTERSECT", "EXCEPT"]
+                .iter()
+                .any(|w| is_word(t, w))
+        };
+        let opens_query = match prev {
+            Some(Token::LParen) => true,
+            Some(t) if is_word(t, "AS") || after_set_op(t) => true,
+            Some(t) if is_word(t, "ALL") || is_word(t, "DISTINCT") => out
+                .iter()
+                .rev()
+                .filter(|t| significant(t))
+                .nth(1)
+                .is_some_and(|t| after_set_op(&t.token)),
+            _ => false,
+        };
+        if opens_query && is_table(&tokens[i]) {
+            // The name: `a`, `a.b` or `a.b.c`, after an optional ONLY, before an
+            // optional `*`.
+            let rest: Vec<(usize, &Token)> = tokens[i + 1..]
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| significant(t))
+                .map(|(k, t)| (i + 1 + k, &t.token))
+                .take(8)
+                .collect();
+            let mut k = usize::from(rest.first().is_some_and(|(_, t)| is_word(t, "ONLY")));
+            let mut name = Vec::new();
+            while let Some((_, Token::Word(w))) = rest.get(k) {
+                if w.quote_style.is_none() && super::names::reserved(&w.value) {
+                    break;
+                }
+                name.push(rest[k].1.clone());
+                k += 1;
+                if matches!(rest.get(k), Some((_, Token::Period))) && name.len() < 3 {
+                    name.push(Token::Period);
+                    k += 1;
+                } else {
+                    break;
+                }
+            }
+            if !name.is_empty() && name.last() != Some(&Token::Period) {
+                let mut end = rest[k - 1].0 + 1;
+                if matches!(rest.get(k), Some((_, Token::Mul))) {
+                    end = rest[k].0 + 1;
+                }
+                let spelled = [
+                    Token::make_keyword("SELECT"),
+                    Token::Mul,
+                    Token::make_keyword("FROM"),
+                ];
+                for t in spelled.into_iter().chain(name) {
+                    out.push(TokenWithSpan::wrap(t));
+                    out.push(TokenWithSpan::wrap(Token::Whitespace(
+                        sqlparser::tokenizer::Whitespace::Space,
+                    )));
+                }
+                i = end;
+                continue;
+            }
+        }
+        out.push(tokens[i].clone());
+        i += 1;
+    }
+    out
+}
+
 /// What the fallback makes of a statement sqlparser rejected.
 #[derive(Debug)]
 pub(super) enum Recognized {
@@ -167,6 +248,25 @@ pub(super) fn recognize(tokens: &[TokenWithSpan]) -> Option<Recognized> {
             out.push(Token::make_keyword("TO"));
             out.push(t[at + 1].clone());
             return Some(Recognized::Reparse(out));
+        }
+        // `SET [SESSION | LOCAL] ROLE TO name`: `SET ROLE name` in other words.
+        if word(at, "ROLE") && t.len() == at + 3 && (word(at + 1, "TO") || *t[at + 1] == Token::Eq)
+        {
+            let mut out: Vec<Token> = t.iter().map(|t| (*t).clone()).collect();
+            out.remove(at + 1);
+            return Some(Recognized::Reparse(out));
+        }
+        // `SET CONSTRAINTS {ALL | name [, ...]} {DEFERRED | IMMEDIATE}`: when
+        // the transaction checks its deferrable constraints.
+        if word(1, "CONSTRAINTS")
+            && (word(t.len() - 1, "DEFERRED") || word(t.len() - 1, "IMMEDIATE"))
+            && (t.len() == 4 && word(2, "ALL")
+                || t.len() > 3
+                    && t[2..t.len() - 1]
+                        .iter()
+                        .all(|t| matches!(t, Token::Word(_) | Token::Period | Token::Comma)))
+        {
+            return classified(StatementClass::Transaction, &[]);
         }
         return None;
     }
@@ -249,8 +349,9 @@ pub(super) fn recognize(tokens: &[TokenWithSpan]) -> Option<Recognized> {
             return None;
         }
         let writes = table_list(&t[i..end])?;
+        // PostgreSQL logs CLUSTER as DDL: it rewrites the table.
         return Some(Recognized::Classified {
-            class: StatementClass::Utility,
+            class: StatementClass::Ddl,
             risks: Vec::new(),
             writes,
         });
@@ -352,7 +453,8 @@ pub(super) fn recognize(tokens: &[TokenWithSpan]) -> Option<Recognized> {
         };
         return classified(StatementClass::Dcl, risks);
     }
-    None
+    let owned: Vec<Token> = t.iter().map(|t| (*t).clone()).collect();
+    super::rewrite::respell(&owned).map(Recognized::Reparse)
 }
 
 /// `DO [LANGUAGE name] 'body' [LANGUAGE name]`: the language (plpgsql when
@@ -485,7 +587,7 @@ fn fold(w: &Word) -> String {
 }
 
 /// An unquoted word, compared case-insensitively.
-fn is_word(t: &Token, w: &str) -> bool {
+pub(super) fn is_word(t: &Token, w: &str) -> bool {
     matches!(t, Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w))
 }
 
@@ -602,6 +704,32 @@ mod tests {
     }
 
     #[test]
+    fn table_queries_are_spelled_out() {
+        let text = |sql: &str| {
+            table_queries(tokens(sql))
+                .iter()
+                .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+                .map(|t| t.token.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(
+            text("create table x as table only s.t *"),
+            "create table x as SELECT * FROM s . t"
+        );
+        assert_eq!(
+            text("select 1 union all (table t) except table u order by 1"),
+            "select 1 union all ( SELECT * FROM t ) except SELECT * FROM u order by 1"
+        );
+        // A column labelled `table`, and TABLE in DDL, stay as they are.
+        assert_eq!(text("select 1 as table from t"), "select 1 as table from t");
+        assert_eq!(
+            text("lock table t; truncate table t"),
+            "lock table t ; truncate table t"
+        );
+    }
+
+    #[test]
     fn do_blocks() {
         assert_eq!(
             class("DO $$ BEGIN END $$"),
@@ -643,7 +771,7 @@ mod tests {
             Some(StatementClass::Ddl)
         );
         assert_eq!(class("REFRESH MATERIALIZED VIEW a, b"), None);
-        assert_eq!(class("CLUSTER t"), Some(StatementClass::Utility));
+        assert_eq!(class("CLUSTER t"), Some(StatementClass::Ddl));
         assert_eq!(class("CLUSTER t USING i j"), None);
         assert_eq!(
             class("VACUUM (FULL, ANALYZE) a, b (c)"),

@@ -218,6 +218,26 @@ const RESERVED: &[&str] = &[
     "with",
 ];
 
+/// Reserved words that stand for a value where an expression may stand
+/// (`SELECT current_user`, `SET x = DEFAULT`): sqlparser may hold them as names.
+pub(crate) const VALUE_KEYWORDS: &[&str] = &[
+    "current_catalog",
+    "current_date",
+    "current_role",
+    "current_schema",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "default",
+    "false",
+    "localtime",
+    "localtimestamp",
+    "null",
+    "session_user",
+    "true",
+    "user",
+];
+
 /// Whether an unquoted word is one PostgreSQL reserves (see [`RESERVED`]).
 pub(crate) fn reserved(word: &str) -> bool {
     RESERVED.contains(&word.to_ascii_lowercase().as_str())

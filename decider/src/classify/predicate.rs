@@ -124,10 +124,11 @@ fn eval(e: &Expr, depth: usize) -> Val {
             }
             _ => Val::Unknown,
         },
-        Expr::InList {
+        Expr::In {
             expr,
-            list,
+            target: sqlparser::ast::InTarget::List(list),
             negated,
+            ..
         } => {
             let x = eval(expr, d);
             let mut found = false;

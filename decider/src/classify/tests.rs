@@ -10,6 +10,38 @@ fn one(sql: &str) -> StatementAnalysis {
 }
 
 #[test]
+fn keywords_are_values_in_settings_and_options_and_never_columns() {
+    // PostgreSQL takes `on` as a value here; 110 statements of its
+    // regression SQL were refused as unparsed when it counted as a column.
+    for (sql, class) in [
+        ("SET synchronous_commit = on", StatementClass::Session),
+        ("set enable_seqscan to ON", StatementClass::Session),
+        (
+            "create index i on t using gin (a) with (fastupdate = on)",
+            StatementClass::Ddl,
+        ),
+        (
+            "create function f() returns int language sql as 'select 1' \
+             set transaction_read_only = on",
+            StatementClass::Ddl,
+        ),
+    ] {
+        assert!(one(sql).classes.contains(&class), "{sql}");
+    }
+    // Where a bare name is a column, a reserved word is not one, whatever
+    // sqlparser makes of it.
+    for sql in [
+        "select on from t",
+        "select a from t where on = 1",
+        "update t set a = on",
+        "insert into t select on from s",
+        "delete from t where on",
+    ] {
+        assert!(matches!(analyze(sql), Analysis::Unparsed { .. }), "{sql}");
+    }
+}
+
+#[test]
 fn a_glued_ampersand_arrow_is_refused_not_misread() {
     // sqlparser would drop the `p`: decided as `g_read_file`, run as
     // `pg_read_file`.

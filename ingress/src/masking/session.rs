@@ -189,7 +189,10 @@ impl Masker {
         decision: &Decision,
     ) -> Decided {
         let plan = MaskPlan::of(decision);
-        let ddl = decision.statements.iter().any(|s| s.class == "ddl");
+        let ddl = decision
+            .statements
+            .iter()
+            .any(|s| s.class == "ddl" || s.classes.iter().any(|c| c == "ddl"));
         self.active |= plan.is_some();
         let mut probes = Vec::new();
         // What each statement does with rows that come without a description,

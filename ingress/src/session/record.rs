@@ -133,11 +133,21 @@ pub(super) fn statement_record(
         reason,
         policy_version: decision.map(|d| d.policy_version.clone()),
         classes: decision
-            .map(|d| d.statements.iter().map(|s| s.class.clone()).collect())
+            .map(|d| d.statements.iter().flat_map(statement_classes).collect())
             .unwrap_or_default(),
         shadow: decision.map(|d| d.shadow.clone()).unwrap_or_default(),
         forwarded,
         approval: None,
         objects: decision.map(StatementObjects::of),
+    }
+}
+
+/// A statement's classes, primary first (a decider that predates several
+/// classes a statement sends its one class alone).
+fn statement_classes(s: &gatehouse_schemas::decision::StatementSummary) -> Vec<String> {
+    if s.classes.is_empty() {
+        vec![s.class.clone()]
+    } else {
+        s.classes.clone()
     }
 }
