@@ -220,7 +220,7 @@ async fn serve_approver(cfg: Config) -> Result<()> {
         .retry_on_initial_connect()
         .connect(cfg.nats.url.as_str())
         .await
-        .with_context(|| format!("connect to NATS at {}", cfg.nats.url))?;
+        .with_context(|| format!("connect to NATS at {}", cfg.nats.shown_url()))?;
     let store = gatehouse_ingress::approval::ApprovalStore::open(client.clone()).await?;
     let approver = Arc::new(gatehouse_approver::Approver::new(store, cfg.approvals)?);
     gatehouse_approver::service::run(approver, client, shutdown_signal()).await?;
@@ -242,7 +242,7 @@ async fn serve_decider(cfg: Config) -> Result<()> {
         .retry_on_initial_connect()
         .connect(cfg.nats.url.as_str())
         .await
-        .with_context(|| format!("connect to NATS at {}", cfg.nats.url))?;
+        .with_context(|| format!("connect to NATS at {}", cfg.nats.shown_url()))?;
     tokio::spawn(watch_policy(handle.clone(), cfg.decider.watch_interval));
     gatehouse_decider::service::run(handle, client, shutdown_signal()).await?;
     Ok(())
@@ -253,7 +253,7 @@ async fn serve_ingress(cfg: Config) -> Result<()> {
     tokio::spawn(note_hangups("ingress"));
     let decision = NatsDecisionPoint::connect(&cfg.nats)
         .await
-        .map_err(|e| anyhow::anyhow!("connect to NATS at {}: {e}", cfg.nats.url))?;
+        .map_err(|e| anyhow::anyhow!("connect to NATS at {}: {e}", cfg.nats.shown_url()))?;
     let listen = cfg.ingress.listen;
     let evidence = gatehouse::local_evidence::recorder(&cfg).await?;
     // Statements needing approval are held in the approval bucket on the same bus.
@@ -262,7 +262,7 @@ async fn serve_ingress(cfg: Config) -> Result<()> {
         .retry_on_initial_connect()
         .connect(cfg.nats.url.as_str())
         .await
-        .with_context(|| format!("connect to NATS at {}", cfg.nats.url))?;
+        .with_context(|| format!("connect to NATS at {}", cfg.nats.shown_url()))?;
     // Opened at first use: the ingress starts while NATS is down, and refuses held
     // statements (fail closed) until the bucket can be reached.
     let approvals = gatehouse_ingress::approval::ApprovalStore::connect_lazily(bus);
