@@ -59,7 +59,7 @@ pub async fn serve(cfg: Config, shutdown: impl std::future::Future<Output = ()>)
         })
         .connect(cfg.nats.url.as_str())
         .await
-        .with_context(|| format!("connect to NATS at {}", cfg.nats.url))?;
+        .with_context(|| format!("connect to NATS at {}", cfg.nats.shown_url()))?;
     let js = async_nats::jetstream::new(client);
     gatehouse_ingress::evidence::ensure_stream(&js)
         .await

@@ -240,6 +240,28 @@ impl Default for NatsConfig {
     }
 }
 
+impl NatsConfig {
+    /// The URL(s) as logs and errors show them: a `user:password@` (which a
+    /// deployment may pass in `GATEHOUSE__NATS__URL`) shown as `***@`.
+    pub fn shown_url(&self) -> String {
+        without_userinfo(&self.url)
+    }
+}
+
+/// `url` (or a comma-separated list of them) with any `user:password@` shown
+/// as `***@`.
+pub fn without_userinfo(url: &str) -> String {
+    url.split(',')
+        .map(|u| match (u.find("://"), u.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}***@{}", &u[..scheme + 3], &u[at + 1..])
+            }
+            _ => u.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// How statements are decided.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -350,6 +372,19 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nats_urls_are_shown_without_their_credentials() {
+        let cfg = NatsConfig {
+            url: "nats://svc:s3cret@nats-1:4222,nats://nats-2:4222".into(),
+        };
+        assert_eq!(cfg.shown_url(), "nats://***@nats-1:4222,nats://nats-2:4222");
+        assert_eq!(
+            without_userinfo("tls://tok3n@nats:4222"),
+            "tls://***@nats:4222"
+        );
+        assert_eq!(NatsConfig::default().shown_url(), "nats://127.0.0.1:4222");
+    }
     use gatehouse_approver::webhook::WebhookFormat;
     use gatehouse_archiver::config::ArchiverStore;
     use gatehouse_ingress::config::{ClaimMatch, ClaimOp, ResultRecord, UpstreamTls};

@@ -121,7 +121,7 @@ async fn checks(cfg: &Config, role: CheckRole) -> Vec<Line> {
         let jetstream =
             role == CheckRole::Archiver || (front && cfg.evidence.mode == EvidenceMode::Jetstream);
         lines.push(Line {
-            what: format!("NATS {}", without_userinfo(&cfg.nats.url)),
+            what: format!("NATS {}", cfg.nats.shown_url()),
             outcome: bounded(nats(&cfg.nats.url, jetstream)).await,
         });
     }
@@ -155,20 +155,6 @@ async fn checks(cfg: &Config, role: CheckRole) -> Vec<Line> {
         }
     }
     lines
-}
-
-/// `url` (or a comma-separated list of them) with any `user:password@` left
-/// out: a NATS URL may carry credentials.
-fn without_userinfo(url: &str) -> String {
-    url.split(',')
-        .map(|u| match (u.find("://"), u.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                format!("{}***@{}", &u[..scheme + 3], &u[at + 1..])
-            }
-            _ => u.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// `f`, or a failure once [`CHECK_TIMEOUT`] has passed.
@@ -309,21 +295,4 @@ async fn kafka(cfg: &Config) -> Result<String, String> {
         .await
         .map(|partitions| format!("{partitions} partitions"))
         .map_err(|e| e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::without_userinfo;
-
-    #[test]
-    fn urls_are_shown_without_their_credentials() {
-        assert_eq!(
-            without_userinfo("nats://svc:s3cret@nats-1:4222,nats://nats-2:4222"),
-            "nats://***@nats-1:4222,nats://nats-2:4222"
-        );
-        assert_eq!(
-            without_userinfo("nats://127.0.0.1:4222"),
-            "nats://127.0.0.1:4222"
-        );
-    }
 }

@@ -300,12 +300,14 @@ pub async fn recorder(cfg: &crate::config::Config) -> Result<Evidence> {
                 .name("gatehouse-ingress-evidence")
                 .connect(cfg.nats.url.as_str())
                 .await
-                .with_context(|| format!("connect to NATS at {} for evidence", cfg.nats.url))?;
+                .with_context(|| {
+                    format!("connect to NATS at {} for evidence", cfg.nats.shown_url())
+                })?;
             let js = async_nats::jetstream::new(client);
             ensure_stream(&js)
                 .await
                 .context("create the JetStream evidence stream")?;
-            tracing::info!(url = %cfg.nats.url, "evidence_jetstream");
+            tracing::info!(url = %cfg.nats.shown_url(), "evidence_jetstream");
             Ok(Evidence {
                 recorder: Some(Recorder::start(
                     JetStream::new(js),

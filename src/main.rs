@@ -221,7 +221,7 @@ async fn connect_nats(cfg: &Config, name: &str) -> Result<async_nats::Client> {
         .retry_on_initial_connect()
         .connect(cfg.nats.url.as_str())
         .await
-        .with_context(|| format!("connect to NATS at {}", cfg.nats.url))
+        .with_context(|| format!("connect to NATS at {}", cfg.nats.shown_url()))
 }
 
 /// `serve --role approver`: takes approvers' decisions over NATS until SIGTERM.
@@ -255,7 +255,7 @@ async fn serve_ingress(cfg: Config) -> Result<()> {
     tokio::spawn(note_hangups("ingress"));
     let decision = NatsDecisionPoint::connect(&cfg.nats.url)
         .await
-        .map_err(|e| anyhow::anyhow!("connect to NATS at {}: {e}", cfg.nats.url))?;
+        .map_err(|e| anyhow::anyhow!("connect to NATS at {}: {e}", cfg.nats.shown_url()))?;
     let listen = cfg.ingress.listen;
     let evidence = gatehouse::local_evidence::recorder(&cfg).await?;
     // Statements needing approval are held in the approval bucket on the same bus.
