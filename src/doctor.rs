@@ -186,14 +186,7 @@ async fn jwks(
 /// Connects with the gateway's credential for the role (password resolved
 /// from wherever the config keeps it), and compares the upstream's clock.
 async fn upstream(name: &str, rc: &RoleConfig) -> Result<String, String> {
-    let target = UpstreamTarget {
-        config: rc.upstream.clone(),
-        user: rc.user.clone(),
-        password: rc.resolve_password(name).map_err(|e| e.to_string())?,
-        tls: gatehouse_ingress::tls::upstream_config(&rc.upstream).map_err(|e| e.to_string())?,
-        server_name: gatehouse_ingress::tls::upstream_server_name(&rc.upstream)
-            .map_err(|e| e.to_string())?,
-    };
+    let target = UpstreamTarget::for_role(name, rc).map_err(|e| e.to_string())?;
     let params = [("application_name".to_owned(), "gatehouse-doctor".to_owned())].into();
     let mut conn = upstream::connect(&target, &params)
         .await

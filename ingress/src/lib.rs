@@ -73,13 +73,7 @@ impl<D: DecisionPoint> Gateway<D> {
         config.validate()?;
         let mut roles = HashMap::new();
         for (name, rc) in &config.roles {
-            let target = UpstreamTarget {
-                config: rc.upstream.clone(),
-                user: rc.user.clone(),
-                password: rc.resolve_password(name)?,
-                tls: tls::upstream_config(&rc.upstream)?,
-                server_name: tls::upstream_server_name(&rc.upstream)?,
-            };
+            let target = UpstreamTarget::for_role(name, rc)?;
             roles.insert(
                 name.clone(),
                 RoleRuntime {

@@ -39,6 +39,21 @@ pub struct UpstreamTarget {
 }
 
 impl UpstreamTarget {
+    /// Role `name`'s upstream as its config gives it: password resolved from
+    /// wherever the config keeps it, TLS material loaded.
+    pub fn for_role(
+        name: &str,
+        rc: &crate::config::RoleConfig,
+    ) -> Result<Self, crate::error::ConfigError> {
+        Ok(Self {
+            config: rc.upstream.clone(),
+            user: rc.user.clone(),
+            password: rc.resolve_password(name)?,
+            tls: crate::tls::upstream_config(&rc.upstream)?,
+            server_name: crate::tls::upstream_server_name(&rc.upstream)?,
+        })
+    }
+
     /// `host:port`, for logs.
     pub fn addr(&self) -> String {
         format!("{}:{}", self.config.host, self.config.port)
